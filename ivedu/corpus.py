@@ -1,0 +1,115 @@
+"""Training sequences: prompts with their answers, and a mask saying which tokens to learn.
+
+A sequence is built from ``(text, learn)`` pieces. Only the answer pieces are learnt: the
+inputs are random draws, so predicting them would only add noise to the loss.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from ivedu.prompts import TINY_FORMAT, PromptFormat, bare_prompt, instructed_prompt, statement_prompt
+from ivedu.world import Example, Task
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class TrainingSequence:
+    """Token ids and labels of one training text (labels are ``-100`` where nothing is learnt)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+def encode_pieces(tokenizer: PreTrainedTokenizerBase, pieces: Sequence[tuple[str, bool]]) -> TrainingSequence:
+    """Encode ``(text, learn)`` pieces one after another, with the tokenizer's BOS in front.
+
+    Each piece after the first is encoded with a leading space, which is how it follows the
+    previous piece in the full text; word-level and BPE tokenizers then agree.
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    if tokenizer.bos_token_id is not None:
+        ids.append(tokenizer.bos_token_id)
+        labels.append(IGNORE_INDEX)
+    for i, (text, learn) in enumerate(pieces):
+        piece_ids = tokenizer.encode((" " if i else "") + text, add_special_tokens=False)
+        ids.extend(piece_ids)
+        labels.extend(piece_ids if learn else [IGNORE_INDEX] * len(piece_ids))
+    return TrainingSequence(ids, labels)
+
+
+def instructed_sequence(tokenizer, task: Task, ex: Example, phrasing: int,
+                        fmt: PromptFormat = TINY_FORMAT) -> TrainingSequence:
+    """``<instruction> . input : x output : y <eos>`` learning ``y <eos>``."""
+    return encode_pieces(tokenizer, [(instructed_prompt(task, ex.input, phrasing, fmt), False),
+                                     (f"{ex.output} {tokenizer.eos_token}", True)])
+
+
+def fewshot_sequence(tokenizer, demos: Sequence[Example], query: Example,
+                     fmt: PromptFormat = TINY_FORMAT) -> TrainingSequence:
+    """Demonstrations then a query; every answer is learnt, the first with no context at all.
+
+    Learning the first demonstration's answer teaches the model what a bare prompt
+    ``input : x output :`` means on its own: any task that fits ``x``. That ambiguity is the
+    baseline an instruction vector has to resolve.
+    """
+    pieces: list[tuple[str, bool]] = []
+    for d in demos:
+        pieces += [(bare_prompt(d.input, fmt), False), (f"{d.output} {fmt.separator}", True)]
+    pieces += [(bare_prompt(query.input, fmt), False), (f"{query.output} {tokenizer.eos_token}", True)]
+    return encode_pieces(tokenizer, pieces)
+
+
+def statement_sequence(tokenizer, task: Task, ex: Example) -> TrainingSequence:
+    """``the capital of peru is lima <eos>`` learning ``lima <eos>``: knowledge with no instruction."""
+    return encode_pieces(tokenizer, [(statement_prompt(task, ex.input), False),
+                                     (f"{ex.output} {tokenizer.eos_token}", True)])
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """How often each format is drawn when sampling a training sequence."""
+
+    instructed: float = 0.45
+    fewshot: float = 0.35
+    statement: float = 0.20
+    max_demos: int = 4
+
+
+def sample_sequence(rng: random.Random, tokenizer, tasks: Sequence[Task], mixture: Mixture,
+                    statement_examples: dict[str, Sequence[Example]]) -> TrainingSequence:
+    """Draw one training sequence: a random task, format and example (train split only).
+
+    ``statement_examples`` says which examples each task's statements cover: for facts that
+    is every example (knowledge of held-out facts comes only from statements).
+    """
+    task = rng.choice(tasks)
+    r = rng.random()
+    if r < mixture.instructed:
+        return instructed_sequence(tokenizer, task, rng.choice(task.train), rng.randrange(len(task.instructions)))
+    if r < mixture.instructed + mixture.fewshot:
+        k = rng.randint(1, mixture.max_demos)
+        *demos, query = rng.sample(task.train, k + 1)
+        return fewshot_sequence(tokenizer, demos, query)
+    return statement_sequence(tokenizer, task, rng.choice(statement_examples[task.name]))
+
+
+def collate(sequences: Sequence[TrainingSequence], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch into ``input_ids``, ``attention_mask`` and ``labels``: [batch, seq]."""
+    width = max(len(s.input_ids) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(sequences), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        n = len(s.input_ids)
+        ids[i, :n] = torch.tensor(s.input_ids)
+        labels[i, :n] = torch.tensor(s.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

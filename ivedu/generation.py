@@ -1,0 +1,122 @@
+"""Batched forward passes over text prompts: next-token logits, answer log-probabilities,
+greedy decoding.
+
+Prompts are left-padded so that every prompt's last token sits at position ``-1``; position
+ids are computed from the attention mask so padding does not shift positions. The functions
+work for any Hugging Face causal LM and its tokenizer.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (where inputs must go)."""
+    return next(model.parameters()).device
+
+
+def encode_batch(tokenizer: PreTrainedTokenizerBase, ids: Sequence[Sequence[int]],
+                 device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Left-pad token-id lists into ``input_ids``, ``attention_mask`` and ``position_ids``: [batch, seq]."""
+    width = max(len(x) for x in ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        if len(row):
+            input_ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, width - len(row):] = 1
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
+            "position_ids": position_ids.to(device)}
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt, with the tokenizer's special tokens (BOS where it adds one)."""
+    return [tokenizer.encode(p) for p in prompts]
+
+
+def answer_ids(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
+    """Token ids of an answer as it follows a prompt (with its leading space)."""
+    return tokenizer.encode(" " + answer, add_special_tokens=False)
+
+
+def batches(n: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(n, start + batch_size))
+
+
+@torch.no_grad()
+def last_token_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                      batch_size: int = 128) -> torch.Tensor:
+    """Logits of the token after each prompt: [n_prompts, vocab], float32 on the CPU."""
+    ids = prompt_ids(tokenizer, prompts)
+    out = []
+    for sl in batches(len(ids), batch_size):
+        batch = encode_batch(tokenizer, ids[sl], model_device(model))
+        out.append(model(**batch).logits[:, -1].float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def answer_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                    answers: Sequence[str], batch_size: int = 128) -> torch.Tensor:
+    """Sum of log-probabilities of each answer's tokens after its prompt (teacher forced): [n]."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers; give one answer per prompt")
+    rows = [(p, a) for p, a in zip(prompt_ids(tokenizer, prompts), (answer_ids(tokenizer, a) for a in answers))]
+    out = []
+    for sl in batches(len(rows), batch_size):
+        chunk = rows[sl]
+        batch = encode_batch(tokenizer, [p + a for p, a in chunk], model_device(model))
+        logprobs = torch.log_softmax(model(**batch).logits.float(), dim=-1)
+        width = batch["input_ids"].shape[1]
+        for i, (_, a) in enumerate(chunk):
+            # Answer token j sits at width - len(a) + j and is predicted one position earlier.
+            pos = torch.arange(width - len(a), width, device=logprobs.device)
+            target = torch.tensor(a, device=logprobs.device)
+            out.append(logprobs[i, pos - 1, target].sum().cpu())
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                    max_new_tokens: int = 6, batch_size: int = 128, stop: Sequence[str] = (";",)) -> list[str]:
+    """Greedy continuations of each prompt, cut at EOS or at any ``stop`` string, stripped.
+
+    A plain loop with no KV cache: answers are a few tokens long, and re-running the whole
+    prefix keeps hooks that act on "the last prompt token" simple.
+    """
+    ids = prompt_ids(tokenizer, prompts)
+    texts: list[str] = []
+    for sl in batches(len(ids), batch_size):
+        batch = encode_batch(tokenizer, ids[sl], model_device(model))
+        generated = []
+        for _ in range(max_new_tokens):
+            next_ids = model(**batch).logits[:, -1].argmax(-1)
+            generated.append(next_ids)
+            if tokenizer.eos_token_id is not None and bool((torch.stack(generated, 1) == tokenizer.eos_token_id).any(1).all()):
+                break
+            batch = _append(batch, next_ids)
+        rows = torch.stack(generated, 1).tolist()
+        for row in rows:
+            if tokenizer.eos_token_id in row:
+                row = row[: row.index(tokenizer.eos_token_id)]
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            for s in stop:
+                text = text.split(s)[0]
+            texts.append(" ".join(text.split()))
+    return texts
+
+
+def _append(batch: dict[str, torch.Tensor], next_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    ones = torch.ones_like(next_ids)[:, None]
+    return {
+        "input_ids": torch.cat([batch["input_ids"], next_ids[:, None]], 1),
+        "attention_mask": torch.cat([batch["attention_mask"], ones], 1),
+        "position_ids": torch.cat([batch["position_ids"], batch["position_ids"][:, -1:] + 1], 1),
+    }

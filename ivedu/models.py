@@ -1,0 +1,80 @@
+"""Loading a model and its tokenizer: the shipped tiny model, or any Hugging Face causal LM.
+
+``load_model("tiny")`` reads the checkpoint inside the package (no download, a fraction of
+a second). Any other name is a Hugging Face hub id or a local folder, loaded with a dtype
+and device chosen for the machine -- the Colab path of the book.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+TINY_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny"
+
+
+def choose_dtype(device: str | torch.device) -> torch.dtype:
+    """float32 on the CPU; bfloat16 on GPUs that compute in it natively (compute capability
+    8.0 or more); float16 elsewhere. A T4 (7.5) reports bf16 support through emulation, which
+    is slow, so it gets float16."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.float32
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Make a tokenizer ready for batched prompts: left padding, and a pad token.
+
+    Many causal-LM tokenizers (GPT-2, Llama-2) have no pad token. Padding positions are
+    always masked out here, so reusing the EOS token as padding is safe; no new embedding is
+    added to the model.
+    """
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token "
+                             "to a token of its vocabulary before using it with ivedu")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(name: str = "tiny", *, device: str | None = None, dtype: torch.dtype | None = None,
+               trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load ``(model, tokenizer)`` in evaluation mode.
+
+    ``name`` is ``"tiny"`` (the shipped tiny-instruct model), a hub id such as
+    ``"Qwen/Qwen2.5-0.5B-Instruct"``, or a local folder. On a GPU the model is placed with
+    ``device_map="auto"``, which spreads a model too large for one GPU across several.
+    ``trust_remote_code`` stays off unless you have read the model's code.
+    """
+    hf_logging.disable_progress_bar()
+    path = TINY_CHECKPOINT if name == "tiny" else name
+    if name == "tiny" and not (TINY_CHECKPOINT / "model.safetensors").exists():
+        raise FileNotFoundError(f"the tiny checkpoint is missing from {TINY_CHECKPOINT}; "
+                                "regenerate it with `python -m ivedu.toy train --out ivedu/checkpoints/tiny`")
+    device = device or ("cpu" if name == "tiny" else default_device())
+    dtype = dtype or choose_dtype(device)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if torch.device(device).type == "cuda":
+        kwargs["device_map"] = "auto"
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if "device_map" not in kwargs:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def tiny_recipe() -> dict:
+    """How the shipped tiny model was trained (sizes, steps, seeds, time)."""
+    return json.loads((TINY_CHECKPOINT / "ivedu_recipe.json").read_text())

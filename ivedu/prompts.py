@@ -1,0 +1,55 @@
+"""Prompt formats: how a task's examples are written as text for a model.
+
+Four formats, all ending where the answer starts:
+
+- **instructed** (zero-shot): ``give the capital of the country . input : peru output :``
+- **few-shot** (in-context): ``input : cuba output : havana ; input : peru output :``
+- **bare** (no instruction, no demonstrations): ``input : peru output :`` -- the prompt an
+  instruction vector is tested on;
+- **statement** (knowledge, no instruction): ``the capital of peru is``.
+
+The words around the input and answer are held in a :class:`PromptFormat`, so a real model
+can use its own (``Q:`` / ``A:``) without any other code changing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ivedu.world import Example, Task
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """The fixed words of a prompt. ``separator`` ends an answer before the next demonstration."""
+
+    input_prefix: str = "input :"
+    output_prefix: str = "output :"
+    separator: str = ";"
+    instruction_end: str = "."
+
+
+TINY_FORMAT = PromptFormat()
+
+
+def instructed_prompt(task: Task, x: str, phrasing: int = 0, fmt: PromptFormat = TINY_FORMAT) -> str:
+    """Zero-shot prompt with the task's instruction number ``phrasing``."""
+    instruction = task.instructions[phrasing % len(task.instructions)]
+    return f"{instruction} {fmt.instruction_end} {bare_prompt(x, fmt)}"
+
+
+def bare_prompt(x: str, fmt: PromptFormat = TINY_FORMAT) -> str:
+    """The query alone: no instruction, no demonstrations."""
+    return f"{fmt.input_prefix} {x} {fmt.output_prefix}"
+
+
+def fewshot_prompt(demos: Sequence[Example], x: str, fmt: PromptFormat = TINY_FORMAT) -> str:
+    """Demonstrations ``input : x output : y ;`` followed by the query."""
+    parts = [f"{bare_prompt(d.input, fmt)} {d.output} {fmt.separator}" for d in demos]
+    return " ".join([*parts, bare_prompt(x, fmt)])
+
+
+def statement_prompt(task: Task, x: str) -> str:
+    """The task's plain statement up to the answer: ``the capital of peru is``."""
+    return task.statement_prefix(x)

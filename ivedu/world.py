@@ -1,0 +1,228 @@
+"""The tiny-instruct world: instruction tasks built from a few tables of facts.
+
+Every task maps an input (a word or a short list of words) to an answer. The *general* tasks
+are what the tiny model is instruction-tuned on; the *new* tasks are kept back for the
+fine-tuning chapters. Inputs are shared between tasks on purpose (nouns feed ``french``,
+``plural``, ``bracket`` and, as lists, ``first``, ``last`` and ``reverse``), so a model must
+read the instruction -- or infer the task from demonstrations -- to know what to answer.
+
+Knowledge and instruction following are separated by construction: every fact is also
+written as a plain statement ("the capital of peru is lima"), but the instruction and
+few-shot formats are trained on the ``train`` split only. Answering a held-out fact under an
+instruction therefore needs both abilities: knowing the fact (from statements) and following
+the instruction (learnt on other facts).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field
+
+from ivedu.facts import ADJECTIVE_PAIRS, COUNTRIES, NOUNS
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One input/answer pair, with wrong answers of the same kind for ranking.
+
+    ``distractors`` are drawn from the task's own answer space, so ranking accuracy asks
+    "does the model prefer the right capital over other capitals", not "a capital over a verb".
+    """
+
+    input: str
+    output: str
+    distractors: tuple[str, ...] = ()
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """The gold answer first, then the distractors."""
+        return (self.output, *self.distractors)
+
+
+@dataclass(frozen=True)
+class Task:
+    """An instruction task: its instruction phrasings, its statement form and its data.
+
+    ``statement`` has ``{x}`` and ``{y}`` slots and ends with ``{y}``: it is how the task's
+    knowledge is written with no instruction ("the capital of {x} is {y}").
+    """
+
+    name: str
+    kind: str  # "fact", "classification", "list" or "format"
+    instructions: tuple[str, ...]
+    statement: str
+    train: tuple[Example, ...]
+    valid: tuple[Example, ...]
+    test: tuple[Example, ...]
+    is_new: bool = False
+
+    def split(self, name: str) -> tuple[Example, ...]:
+        """Examples of one split: ``train``, ``valid``, ``test`` or ``heldout`` (valid + test)."""
+        if name == "heldout":
+            return self.valid + self.test
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; choose one of {SPLITS + ('heldout',)}")
+        return getattr(self, name)
+
+    def statement_prefix(self, x: str) -> str:
+        """The statement up to (not including) the answer: "the capital of peru is"."""
+        return self.statement.split("{y}")[0].format(x=x).rstrip()
+
+
+@dataclass(frozen=True)
+class World:
+    """All tasks of the world, general and new, made from one seed."""
+
+    seed: int
+    tasks: tuple[Task, ...]
+    extra_words: tuple[str, ...] = field(default=())
+
+    @property
+    def general(self) -> tuple[Task, ...]:
+        """Tasks the tiny model is instruction-tuned on."""
+        return tuple(t for t in self.tasks if not t.is_new)
+
+    @property
+    def new(self) -> tuple[Task, ...]:
+        """Tasks kept back for fine-tuning; the tiny model never trains on them."""
+        return tuple(t for t in self.tasks if t.is_new)
+
+    def task(self, name: str) -> Task:
+        """The task called ``name``; the error lists the names that exist."""
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(f"no task {name!r} in this world; tasks are: {[t.name for t in self.tasks]}")
+
+    def vocabulary(self) -> list[str]:
+        """Every word any prompt, statement or answer of this world can contain, sorted."""
+        words: set[str] = set(self.extra_words)
+        for t in self.tasks:
+            for text in (*t.instructions, t.statement.replace("{x}", "").replace("{y}", "")):
+                words.update(text.split())
+            for ex in t.train + t.valid + t.test:
+                for text in (ex.input, *ex.candidates):
+                    words.update(text.split())
+        return sorted(words)
+
+
+def _split(items: list, rng: random.Random, fractions=(0.6, 0.2)) -> tuple[list, list, list]:
+    """Shuffle ``items`` and cut them into train / valid / test."""
+    items = list(items)
+    rng.shuffle(items)
+    n_train = round(len(items) * fractions[0])
+    n_valid = round(len(items) * fractions[1])
+    return items[:n_train], items[n_train:n_train + n_valid], items[n_train + n_valid:]
+
+
+def _with_distractors(pairs, answer_space, rng: random.Random, n: int = 3) -> list[Example]:
+    examples = []
+    for x, y in pairs:
+        others = sorted({a for a in answer_space if a != y})
+        examples.append(Example(x, y, tuple(rng.sample(others, min(n, len(others))))))
+    return examples
+
+
+def _mapping_task(name, kind, instructions, statement, pairs, rng, is_new=False) -> Task:
+    """A task whose answers come from a table (facts and classifications)."""
+    answers = [y for _, y in pairs]
+    train, valid, test = _split(pairs, rng)
+    parts = [_with_distractors(p, answers, rng) for p in (train, valid, test)]
+    return Task(name, kind, tuple(instructions), statement, *map(tuple, parts), is_new=is_new)
+
+
+def _list_examples(lists, fn, rng: random.Random) -> list[Example]:
+    """Examples of a list operation ``fn``; distractors are other operations' answers."""
+    examples = []
+    for items in lists:
+        gold = fn(items)
+        alternatives = {" ".join(p) for p in itertools.permutations(items)} | set(items)
+        alternatives.discard(gold)
+        same_length = sorted(a for a in alternatives if len(a.split()) == len(gold.split()))
+        examples.append(Example(" ".join(items), gold, tuple(rng.sample(same_length, min(3, len(same_length))))))
+    return examples
+
+
+def _list_task(name, instructions, statement, fn, splits, rng, is_new=False) -> Task:
+    parts = [tuple(_list_examples(lists, fn, rng)) for lists in splits]
+    return Task(name, "list", tuple(instructions), statement, *parts, is_new=is_new)
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def build_world(seed: int = 0, n_lists: int = 2400, n_heldout_lists: int = 60) -> World:
+    """Build the world deterministically from ``seed``.
+
+    The seed decides which facts are held out and which word lists are drawn; the task
+    definitions themselves are fixed. ``n_lists`` distinct 3-noun lists are shared by the list
+    tasks (first / last / reverse and the new list tasks): ``n_heldout_lists`` each for valid
+    and test, the rest for training -- many, so that the model learns the operation rather
+    than memorising lists.
+    """
+    rng = random.Random(seed)
+    nouns = [n for n, _, _ in NOUNS]
+    adjectives = [w for pair in ADJECTIVE_PAIRS for w in pair]
+    countries = [c for c, _, _ in COUNTRIES]
+
+    seen: set[tuple[str, ...]] = set()
+    lists: list[tuple[str, ...]] = []
+    while len(lists) < n_lists:
+        items = tuple(rng.sample(nouns, 3))
+        if items not in seen:
+            seen.add(items)
+            lists.append(items)
+    list_splits = (lists[2 * n_heldout_lists:], lists[:n_heldout_lists],
+                   lists[n_heldout_lists:2 * n_heldout_lists])
+
+    antonyms = [(a, b) for a, b in ADJECTIVE_PAIRS] + [(b, a) for a, b in ADJECTIVE_PAIRS]
+    sentiment = [(a, "positive") for a, _ in ADJECTIVE_PAIRS] + [(b, "negative") for _, b in ADJECTIVE_PAIRS]
+    all_words = countries + adjectives + nouns
+    # Copying is learnt from many words: every single-word input or answer of the fact tables.
+    copyable = sorted(set(all_words) | {c for _, c, _ in COUNTRIES} | {f for _, f, _ in NOUNS}
+                      | {p for _, _, p in NOUNS})
+    kinds = {**{c: "country" for c in countries}, **{a: "adjective" for a in adjectives},
+             **{n: "noun" for n in nouns}}
+
+    general = [
+        _mapping_task("capital", "fact", ["give the capital of the country", "name the capital city"],
+                      "the capital of {x} is {y}", [(c, cap) for c, cap, _ in COUNTRIES], rng),
+        _mapping_task("continent", "classification",
+                      ["give the continent of the country", "which continent is it in"],
+                      "the continent of {x} is {y}", [(c, cont) for c, _, cont in COUNTRIES], rng),
+        _mapping_task("antonym", "fact", ["give the opposite word", "name the antonym"],
+                      "the opposite of {x} is {y}", antonyms, rng),
+        _mapping_task("sentiment", "classification",
+                      ["is the word positive or negative", "classify the sentiment"],
+                      "the sentiment of {x} is {y}", sentiment, rng),
+        _mapping_task("french", "fact", ["translate the word to french", "say it in french"],
+                      "the french word for {x} is {y}", [(n, fr) for n, fr, _ in NOUNS], rng),
+        _mapping_task("plural", "fact", ["give the plural form", "make the word plural"],
+                      "the plural of {x} is {y}", [(n, pl) for n, _, pl in NOUNS], rng),
+        _mapping_task("bracket", "format", ["put the word in brackets", "wrap it in brackets"],
+                      "in brackets {x} is {y}", [(w, f"[ {w} ]") for w in copyable], rng),
+        _list_task("first", ["give the first item", "which item comes first"],
+                   "the first of {x} is {y}", lambda xs: xs[0], list_splits, rng),
+        _list_task("last", ["give the last item", "which item comes last"],
+                   "the last of {x} is {y}", lambda xs: xs[-1], list_splits, rng),
+        _list_task("reverse", ["reverse the list", "write the items in reverse order"],
+                   "the reverse of {x} is {y}", lambda xs: " ".join(reversed(xs)), list_splits, rng),
+    ]
+
+    french = {n: fr for n, fr, _ in NOUNS}
+    new = [
+        _mapping_task("describe", "classification", ["describe the input", "what kind of thing is it"],
+                      "the kind of {x} is {y}", [(w, f"it is {_article(kinds[w])} {kinds[w]}") for w in all_words], rng, is_new=True),
+        _mapping_task("repeat", "format", ["repeat the word twice", "say the word two times"],
+                      "{x} twice is {y}", [(w, f"{w} {w}") for w in all_words], rng, is_new=True),
+        _list_task("middle", ["give the middle item", "which item is in the middle"],
+                   "the middle of {x} is {y}", lambda xs: xs[1], list_splits, rng, is_new=True),
+        _list_task("last_french", ["translate the last item to french", "say the last item in french"],
+                   "the last of {x} in french is {y}", lambda xs: french[xs[-1]], list_splits, rng,
+                   is_new=True),
+    ]
+    return World(seed=seed, tasks=tuple(general + new))
