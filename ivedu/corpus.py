@@ -67,9 +67,9 @@ def fewshot_sequence(tokenizer, demos: Sequence[Example], query: Example,
     return encode_pieces(tokenizer, pieces)
 
 
-def statement_sequence(tokenizer, task: Task, ex: Example) -> TrainingSequence:
+def statement_sequence(tokenizer, task: Task, ex: Example, template: int = 0) -> TrainingSequence:
     """``the capital of peru is lima <eos>`` learning ``lima <eos>``: knowledge with no instruction."""
-    return encode_pieces(tokenizer, [(statement_prompt(task, ex.input), False),
+    return encode_pieces(tokenizer, [(statement_prompt(task, ex.input, template), False),
                                      (f"{ex.output} {tokenizer.eos_token}", True)])
 
 
@@ -77,9 +77,9 @@ def statement_sequence(tokenizer, task: Task, ex: Example) -> TrainingSequence:
 class Mixture:
     """How often each format is drawn when sampling a training sequence."""
 
-    instructed: float = 0.45
-    fewshot: float = 0.35
-    statement: float = 0.20
+    instructed: float = 0.35
+    fewshot: float = 0.30
+    statement: float = 0.35
     max_demos: int = 4
 
 
@@ -98,7 +98,8 @@ def sample_sequence(rng: random.Random, tokenizer, tasks: Sequence[Task], mixtur
         k = rng.randint(1, mixture.max_demos)
         *demos, query = rng.sample(task.train, k + 1)
         return fewshot_sequence(tokenizer, demos, query)
-    return statement_sequence(tokenizer, task, rng.choice(statement_examples[task.name]))
+    return statement_sequence(tokenizer, task, rng.choice(statement_examples[task.name]),
+                              rng.randrange(len(task.statements)))
 
 
 def collate(sequences: Sequence[TrainingSequence], pad_id: int) -> dict[str, torch.Tensor]:

@@ -96,3 +96,40 @@ def knowledge_score(model, tokenizer, task: Task, split: str = "heldout") -> Kno
 
 def _mean(xs: Sequence[float | bool]) -> float:
     return float(sum(xs)) / len(xs) if len(xs) else float("nan")
+
+
+@dataclass(frozen=True)
+class TaskScores:
+    """Both abilities on one task, side by side (one row of the chapters' tables)."""
+
+    task: str
+    exact_match: float
+    first_token_accuracy: float
+    answer_prob: float
+    ranking_accuracy: float
+    gold_prob: float
+
+
+def score_tasks(model, tokenizer, tasks: Sequence[Task], split: str = "heldout") -> list[TaskScores]:
+    """Instruction following and knowledge of each task on ``split``."""
+    rows = []
+    for task in tasks:
+        ifs = instruction_following_score(model, tokenizer, task, split)
+        kn = knowledge_score(model, tokenizer, task, split)
+        rows.append(TaskScores(task.name, ifs.exact_match, ifs.first_token_accuracy, ifs.answer_prob,
+                               kn.ranking_accuracy, kn.gold_prob))
+    return rows
+
+
+def format_scores(rows: Sequence[TaskScores]) -> str:
+    """A plain-text table of :func:`score_tasks` rows, with a mean row."""
+    header = f"{'task':<12}{'exact match':>12}{'first token':>12}{'P(answer)':>11}{'ranking':>9}{'P(gold)':>9}"
+    lines = [header, "-" * len(header)]
+    fields = ("exact_match", "first_token_accuracy", "answer_prob", "ranking_accuracy", "gold_prob")
+    widths = (12, 12, 11, 9, 9)
+    for row in rows:
+        lines.append(f"{row.task:<12}" + "".join(f"{getattr(row, f):>{w}.2f}" for f, w in zip(fields, widths)))
+    means = [sum(getattr(r, f) for r in rows) / len(rows) for f in fields]
+    lines.append("-" * len(header))
+    lines.append(f"{'mean':<12}" + "".join(f"{m:>{w}.2f}" for m, w in zip(means, widths)))
+    return "\n".join(lines)

@@ -6,6 +6,7 @@ tiny model's word-level tokenizer, so multi-word names (``new delhi``) are left 
 
 from __future__ import annotations
 
+
 # (country, capital, continent)
 COUNTRIES: list[tuple[str, str, str]] = [
     ("france", "paris", "europe"), ("germany", "berlin", "europe"), ("italy", "rome", "europe"),
@@ -24,6 +25,8 @@ COUNTRIES: list[tuple[str, str, str]] = [
     ("jamaica", "kingston", "america"), ("australia", "canberra", "oceania"), ("fiji", "suva", "oceania"),
     ("samoa", "apia", "oceania"), ("tonga", "nukualofa", "oceania"),
 ]
+
+
 
 # (positive adjective, negative adjective): antonym pairs that also carry a clear sentiment.
 ADJECTIVE_PAIRS: list[tuple[str, str]] = [

@@ -120,3 +120,11 @@ def _append(batch: dict[str, torch.Tensor], next_ids: torch.Tensor) -> dict[str,
         "attention_mask": torch.cat([batch["attention_mask"], ones], 1),
         "position_ids": torch.cat([batch["position_ids"], batch["position_ids"][:, -1:] + 1], 1),
     }
+
+
+def top_next_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str,
+                    k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` most likely next tokens after ``prompt`` with their probabilities."""
+    probs = torch.softmax(last_token_logits(model, tokenizer, [prompt])[0], -1)
+    values, ids = probs.topk(k)
+    return [(tokenizer.decode([int(i)]).strip(), float(v)) for v, i in zip(values, ids)]

@@ -2,7 +2,7 @@
 
 Four formats, all ending where the answer starts:
 
-- **instructed** (zero-shot): ``give the capital of the country . input : peru output :``
+- **instructed** (zero-shot): ``input : peru . give the capital of the country . output :``
 - **few-shot** (in-context): ``input : cuba output : havana ; input : peru output :``
 - **bare** (no instruction, no demonstrations): ``input : peru output :`` -- the prompt an
   instruction vector is tested on;
@@ -34,9 +34,16 @@ TINY_FORMAT = PromptFormat()
 
 
 def instructed_prompt(task: Task, x: str, phrasing: int = 0, fmt: PromptFormat = TINY_FORMAT) -> str:
-    """Zero-shot prompt with the task's instruction number ``phrasing``."""
+    """Zero-shot prompt with the task's instruction number ``phrasing``.
+
+    The instruction follows the input, as the relation follows the subject in the statement
+    "peru has the capital lima": the model then retrieves what it knows about ``x`` the same
+    way under an instruction as in a statement, which lets instruction following carry over
+    to facts it only ever saw in statements.
+    """
     instruction = task.instructions[phrasing % len(task.instructions)]
-    return f"{instruction} {fmt.instruction_end} {bare_prompt(x, fmt)}"
+    end = fmt.instruction_end
+    return f"{fmt.input_prefix} {x} {end} {instruction} {end} {fmt.output_prefix}"
 
 
 def bare_prompt(x: str, fmt: PromptFormat = TINY_FORMAT) -> str:
@@ -50,6 +57,6 @@ def fewshot_prompt(demos: Sequence[Example], x: str, fmt: PromptFormat = TINY_FO
     return " ".join([*parts, bare_prompt(x, fmt)])
 
 
-def statement_prompt(task: Task, x: str) -> str:
+def statement_prompt(task: Task, x: str, template: int = 0) -> str:
     """The task's plain statement up to the answer: ``the capital of peru is``."""
-    return task.statement_prefix(x)
+    return task.statement_prefix(x, template)

@@ -34,11 +34,11 @@ class TinyConfig:
     num_heads: int = 4
     intermediate_size: int = 512
     max_positions: int = 128
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 3e-3
+    steps: int = 2600
+    batch_size: int = 48
+    lr: float = 2e-3
     warmup_steps: int = 100
-    weight_decay: float = 0.01
+    weight_decay: float = 0.2
     seed: int = 0
     world_seed: int = 0
     mixture: Mixture = field(default_factory=Mixture)

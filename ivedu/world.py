@@ -46,14 +46,17 @@ class Example:
 class Task:
     """An instruction task: its instruction phrasings, its statement form and its data.
 
-    ``statement`` has ``{x}`` and ``{y}`` slots and ends with ``{y}``: it is how the task's
-    knowledge is written with no instruction ("the capital of {x} is {y}").
+    ``statements`` are templates with ``{x}`` and ``{y}`` slots, each ending with ``{y}``: how
+    the task's knowledge is written with no instruction ("the capital of {x} is {y}",
+    "{x} has the capital {y}"). The first is the knowledge probe; the others are paraphrases
+    seen in training, one of which names ``x`` before the relation so that the model stores
+    what it knows about ``x`` at ``x`` itself, where an instruction can later retrieve it.
     """
 
     name: str
     kind: str  # "fact", "classification", "list" or "format"
     instructions: tuple[str, ...]
-    statement: str
+    statements: tuple[str, ...]
     train: tuple[Example, ...]
     valid: tuple[Example, ...]
     test: tuple[Example, ...]
@@ -67,9 +70,9 @@ class Task:
             raise ValueError(f"unknown split {name!r}; choose one of {SPLITS + ('heldout',)}")
         return getattr(self, name)
 
-    def statement_prefix(self, x: str) -> str:
-        """The statement up to (not including) the answer: "the capital of peru is"."""
-        return self.statement.split("{y}")[0].format(x=x).rstrip()
+    def statement_prefix(self, x: str, template: int = 0) -> str:
+        """A statement up to (not including) the answer: "the capital of peru is"."""
+        return self.statements[template].split("{y}")[0].format(x=x).rstrip()
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ class World:
         """Every word any prompt, statement or answer of this world can contain, sorted."""
         words: set[str] = set(self.extra_words)
         for t in self.tasks:
-            for text in (*t.instructions, t.statement.replace("{x}", "").replace("{y}", "")):
+            for text in (*t.instructions, *(st.replace("{x}", "").replace("{y}", "") for st in t.statements)):
                 words.update(text.split())
             for ex in t.train + t.valid + t.test:
                 for text in (ex.input, *ex.candidates):
@@ -126,29 +129,31 @@ def _with_distractors(pairs, answer_space, rng: random.Random, n: int = 3) -> li
     return examples
 
 
-def _mapping_task(name, kind, instructions, statement, pairs, rng, is_new=False) -> Task:
+def _mapping_task(name, kind, instructions, statements, pairs, rng, is_new=False) -> Task:
     """A task whose answers come from a table (facts and classifications)."""
     answers = [y for _, y in pairs]
     train, valid, test = _split(pairs, rng)
     parts = [_with_distractors(p, answers, rng) for p in (train, valid, test)]
-    return Task(name, kind, tuple(instructions), statement, *map(tuple, parts), is_new=is_new)
+    return Task(name, kind, tuple(instructions), tuple(statements), *map(tuple, parts), is_new=is_new)
 
 
 def _list_examples(lists, fn, rng: random.Random) -> list[Example]:
-    """Examples of a list operation ``fn``; distractors are other operations' answers."""
+    """Examples of a list operation ``fn``.
+
+    Distractors are the same operation applied to the list's other orders: for ``first``
+    the other items, for ``reverse`` the other permutations -- right kind, wrong answer.
+    """
     examples = []
     for items in lists:
         gold = fn(items)
-        alternatives = {" ".join(p) for p in itertools.permutations(items)} | set(items)
-        alternatives.discard(gold)
-        same_length = sorted(a for a in alternatives if len(a.split()) == len(gold.split()))
-        examples.append(Example(" ".join(items), gold, tuple(rng.sample(same_length, min(3, len(same_length))))))
+        wrong = sorted({fn(p) for p in itertools.permutations(items)} - {gold})
+        examples.append(Example(" ".join(items), gold, tuple(rng.sample(wrong, min(3, len(wrong))))))
     return examples
 
 
-def _list_task(name, instructions, statement, fn, splits, rng, is_new=False) -> Task:
+def _list_task(name, instructions, statements, fn, splits, rng, kind="list", is_new=False) -> Task:
     parts = [tuple(_list_examples(lists, fn, rng)) for lists in splits]
-    return Task(name, "list", tuple(instructions), statement, *parts, is_new=is_new)
+    return Task(name, kind, tuple(instructions), tuple(statements), *parts, is_new=is_new)
 
 
 def _article(word: str) -> str:
@@ -182,47 +187,51 @@ def build_world(seed: int = 0, n_lists: int = 2400, n_heldout_lists: int = 60) -
     antonyms = [(a, b) for a, b in ADJECTIVE_PAIRS] + [(b, a) for a, b in ADJECTIVE_PAIRS]
     sentiment = [(a, "positive") for a, _ in ADJECTIVE_PAIRS] + [(b, "negative") for _, b in ADJECTIVE_PAIRS]
     all_words = countries + adjectives + nouns
-    # Copying is learnt from many words: every single-word input or answer of the fact tables.
-    copyable = sorted(set(all_words) | {c for _, c, _ in COUNTRIES} | {f for _, f, _ in NOUNS}
-                      | {p for _, _, p in NOUNS})
     kinds = {**{c: "country" for c in countries}, **{a: "adjective" for a in adjectives},
              **{n: "noun" for n in nouns}}
 
     general = [
         _mapping_task("capital", "fact", ["give the capital of the country", "name the capital city"],
-                      "the capital of {x} is {y}", [(c, cap) for c, cap, _ in COUNTRIES], rng),
+                      ["the capital of {x} is {y}", "{x} has the capital {y}"],
+                      [(c, cap) for c, cap, _ in COUNTRIES], rng),
         _mapping_task("continent", "classification",
                       ["give the continent of the country", "which continent is it in"],
-                      "the continent of {x} is {y}", [(c, cont) for c, _, cont in COUNTRIES], rng),
+                      ["the continent of {x} is {y}", "{x} lies in the continent {y}"],
+                      [(c, cont) for c, _, cont in COUNTRIES], rng),
         _mapping_task("antonym", "fact", ["give the opposite word", "name the antonym"],
-                      "the opposite of {x} is {y}", antonyms, rng),
+                      ["the opposite of {x} is {y}", "{x} has the opposite {y}"], antonyms, rng),
         _mapping_task("sentiment", "classification",
                       ["is the word positive or negative", "classify the sentiment"],
-                      "the sentiment of {x} is {y}", sentiment, rng),
+                      ["the sentiment of {x} is {y}", "{x} has the sentiment {y}"], sentiment, rng),
         _mapping_task("french", "fact", ["translate the word to french", "say it in french"],
-                      "the french word for {x} is {y}", [(n, fr) for n, fr, _ in NOUNS], rng),
+                      ["the french word for {x} is {y}", "{x} in french is {y}"],
+                      [(n, fr) for n, fr, _ in NOUNS], rng),
         _mapping_task("plural", "fact", ["give the plural form", "make the word plural"],
-                      "the plural of {x} is {y}", [(n, pl) for n, _, pl in NOUNS], rng),
-        _mapping_task("bracket", "format", ["put the word in brackets", "wrap it in brackets"],
-                      "in brackets {x} is {y}", [(w, f"[ {w} ]") for w in copyable], rng),
+                      ["the plural of {x} is {y}", "{x} in plural is {y}"],
+                      [(n, pl) for n, _, pl in NOUNS], rng),
+        _list_task("bracket", ["put the list in brackets", "wrap the items in brackets"],
+                   ["the list {x} in brackets is {y}"], lambda xs: "[ " + " ".join(xs) + " ]",
+                   list_splits, rng, kind="format"),
         _list_task("first", ["give the first item", "which item comes first"],
-                   "the first of {x} is {y}", lambda xs: xs[0], list_splits, rng),
+                   ["the first of {x} is {y}"], lambda xs: xs[0], list_splits, rng),
         _list_task("last", ["give the last item", "which item comes last"],
-                   "the last of {x} is {y}", lambda xs: xs[-1], list_splits, rng),
+                   ["the last of {x} is {y}"], lambda xs: xs[-1], list_splits, rng),
         _list_task("reverse", ["reverse the list", "write the items in reverse order"],
-                   "the reverse of {x} is {y}", lambda xs: " ".join(reversed(xs)), list_splits, rng),
+                   ["the reverse of {x} is {y}"], lambda xs: " ".join(reversed(xs)), list_splits, rng),
     ]
 
     french = {n: fr for n, fr, _ in NOUNS}
     new = [
         _mapping_task("describe", "classification", ["describe the input", "what kind of thing is it"],
-                      "the kind of {x} is {y}", [(w, f"it is {_article(kinds[w])} {kinds[w]}") for w in all_words], rng, is_new=True),
+                      ["the kind of {x} is {y}"],
+                      [(w, f"it is {_article(kinds[w])} {kinds[w]}") for w in all_words], rng, is_new=True),
         _mapping_task("repeat", "format", ["repeat the word twice", "say the word two times"],
-                      "{x} twice is {y}", [(w, f"{w} {w}") for w in all_words], rng, is_new=True),
+                      ["twice {x} is {y}"], [(w, f"{w} {w}") for w in all_words], rng, is_new=True),
         _list_task("middle", ["give the middle item", "which item is in the middle"],
-                   "the middle of {x} is {y}", lambda xs: xs[1], list_splits, rng, is_new=True),
+                   ["the middle of {x} is {y}"], lambda xs: xs[1], list_splits, rng, is_new=True),
         _list_task("last_french", ["translate the last item to french", "say the last item in french"],
-                   "the last of {x} in french is {y}", lambda xs: french[xs[-1]], list_splits, rng,
+                   ["the last of {x} in french is {y}"], lambda xs: french[xs[-1]], list_splits, rng,
                    is_new=True),
     ]
-    return World(seed=seed, tasks=tuple(general + new))
+    # The fixed words of the prompt formats (see ivedu.prompts) belong to the vocabulary too.
+    return World(seed=seed, tasks=tuple(general + new), extra_words=("input", ":", "output", ";", "."))
