@@ -6,7 +6,6 @@ tiny model's word-level tokenizer, so multi-word names (``new delhi``) are left 
 
 from __future__ import annotations
 
-
 # (country, capital, continent)
 COUNTRIES: list[tuple[str, str, str]] = [
     ("france", "paris", "europe"), ("germany", "berlin", "europe"), ("italy", "rome", "europe"),

@@ -46,6 +46,10 @@ class Example:
 class Task:
     """An instruction task: its instruction phrasings, its statement form and its data.
 
+    Each instruction ends with the word that names the relation in the statements
+    ("name the capital" / "peru has the capital lima"), so the model can answer under the
+    instruction the way it completes a statement.
+
     ``statements`` are templates with ``{x}`` and ``{y}`` slots, each ending with ``{y}``: how
     the task's knowledge is written with no instruction ("the capital of {x} is {y}",
     "{x} has the capital {y}"). The first is the knowledge probe; the others are paraphrases
@@ -129,10 +133,18 @@ def _with_distractors(pairs, answer_space, rng: random.Random, n: int = 3) -> li
     return examples
 
 
-def _mapping_task(name, kind, instructions, statements, pairs, rng, is_new=False) -> Task:
-    """A task whose answers come from a table (facts and classifications)."""
+def _mapping_task(name, kind, instructions, statements, pairs, rng, is_new=False, symmetric=False) -> Task:
+    """A task whose answers come from a table (facts and classifications).
+
+    A ``symmetric`` table (antonyms) is split by unordered pair, so that a held-out
+    ``lucky -> unlucky`` is not given away by a trained ``unlucky -> lucky``.
+    """
     answers = [y for _, y in pairs]
-    train, valid, test = _split(pairs, rng)
+    if symmetric:
+        halves = _split([(x, y) for x, y in pairs if x < y], rng)
+        train, valid, test = ([q for x, y in half for q in ((x, y), (y, x))] for half in halves)
+    else:
+        train, valid, test = _split(pairs, rng)
     parts = [_with_distractors(p, answers, rng) for p in (train, valid, test)]
     return Task(name, kind, tuple(instructions), tuple(statements), *map(tuple, parts), is_new=is_new)
 
@@ -191,22 +203,22 @@ def build_world(seed: int = 0, n_lists: int = 2400, n_heldout_lists: int = 60) -
              **{n: "noun" for n in nouns}}
 
     general = [
-        _mapping_task("capital", "fact", ["give the capital of the country", "name the capital city"],
+        _mapping_task("capital", "fact", ["what is its capital", "name the capital"],
                       ["the capital of {x} is {y}", "{x} has the capital {y}"],
                       [(c, cap) for c, cap, _ in COUNTRIES], rng),
         _mapping_task("continent", "classification",
-                      ["give the continent of the country", "which continent is it in"],
+                      ["which continent", "name the continent"],
                       ["the continent of {x} is {y}", "{x} lies in the continent {y}"],
                       [(c, cont) for c, _, cont in COUNTRIES], rng),
-        _mapping_task("antonym", "fact", ["give the opposite word", "name the antonym"],
-                      ["the opposite of {x} is {y}", "{x} has the opposite {y}"], antonyms, rng),
+        _mapping_task("antonym", "fact", ["what is its opposite", "give the opposite"],
+                      ["the opposite of {x} is {y}", "{x} has the opposite {y}"], antonyms, rng, symmetric=True),
         _mapping_task("sentiment", "classification",
-                      ["is the word positive or negative", "classify the sentiment"],
+                      ["classify the sentiment", "give the sentiment"],
                       ["the sentiment of {x} is {y}", "{x} has the sentiment {y}"], sentiment, rng),
-        _mapping_task("french", "fact", ["translate the word to french", "say it in french"],
+        _mapping_task("french", "fact", ["translate it to french", "say it in french"],
                       ["the french word for {x} is {y}", "{x} in french is {y}"],
                       [(n, fr) for n, fr, _ in NOUNS], rng),
-        _mapping_task("plural", "fact", ["give the plural form", "make the word plural"],
+        _mapping_task("plural", "fact", ["make it plural", "give the plural"],
                       ["the plural of {x} is {y}", "{x} in plural is {y}"],
                       [(n, pl) for n, _, pl in NOUNS], rng),
         _list_task("bracket", ["put the list in brackets", "wrap the items in brackets"],

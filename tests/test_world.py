@@ -70,7 +70,7 @@ def test_every_prompt_word_is_one_known_token():
 def test_prompt_formats_read_as_documented():
     world = build_world(0)
     capital = world.task("capital")
-    assert instructed_prompt(capital, "peru") == "input : peru . give the capital of the country . output :"
+    assert instructed_prompt(capital, "peru") == "input : peru . what is its capital . output :"
     assert bare_prompt("peru") == "input : peru output :"
     assert statement_prompt(capital, "peru") == "the capital of peru is"
     demo = capital.train[0]
