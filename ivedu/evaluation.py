@@ -77,12 +77,11 @@ def knowledge_score(model, tokenizer, task: Task, split: str = "heldout") -> Kno
     examples = task.split(split)
     if not examples:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
-    prompts, answers, owner = [], [], []
-    for i, ex in enumerate(examples):
+    prompts, answers = [], []
+    for ex in examples:
         for c in ex.candidates:
             prompts.append(statement_prompt(task, ex.input))
             answers.append(c)
-            owner.append(i)
     scores = answer_logprobs(model, tokenizer, prompts, answers)
     correct, gold_probs, start = [], [], 0
     for ex in examples:

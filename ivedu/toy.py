@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -162,7 +163,7 @@ def save_tiny_model(model, tokenizer, out: Path, config: TinyConfig, history: Tr
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
-        _remove_tree(tmp)
+        shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
@@ -170,14 +171,8 @@ def save_tiny_model(model, tokenizer, out: Path, config: TinyConfig, history: Tr
               "final_loss": history.loss[-1] if history.loss else None}
     (tmp / "ivedu_recipe.json").write_text(json.dumps(recipe, indent=2))
     if out.exists():
-        _remove_tree(out)
+        shutil.rmtree(out)
     tmp.rename(out)
-
-
-def _remove_tree(path: Path) -> None:
-    for p in sorted(path.rglob("*"), reverse=True):
-        p.rmdir() if p.is_dir() else p.unlink()
-    path.rmdir()
 
 
 def main(argv: list[str] | None = None) -> None:
