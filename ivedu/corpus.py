@@ -47,7 +47,7 @@ def encode_pieces(tokenizer: PreTrainedTokenizerBase, pieces: Sequence[tuple[str
 
 def instructed_sequence(tokenizer, task: Task, ex: Example, phrasing: int,
                         fmt: PromptFormat = TINY_FORMAT) -> TrainingSequence:
-    """``<instruction> . input : x output : y <eos>`` learning ``y <eos>``."""
+    """``input : x . <instruction> . output : y <eos>`` learning ``y <eos>``."""
     return encode_pieces(tokenizer, [(instructed_prompt(task, ex.input, phrasing, fmt), False),
                                      (f"{ex.output} {tokenizer.eos_token}", True)])
 

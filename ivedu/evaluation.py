@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from ivedu.generation import answer_logprobs, greedy_generate, last_token_logits, answer_ids
+from ivedu.generation import answer_ids, answer_logprobs, greedy_generate, last_token_logits
 from ivedu.prompts import instructed_prompt, statement_prompt
 from ivedu.world import Task
 

@@ -29,6 +29,11 @@ class PromptFormat:
     separator: str = ";"
     instruction_end: str = "."
 
+    def words(self) -> set[str]:
+        """Every word the format itself adds to a prompt (a word-level tokenizer needs them)."""
+        return {w for part in (self.input_prefix, self.output_prefix, self.separator, self.instruction_end)
+                for w in part.split()}
+
 
 TINY_FORMAT = PromptFormat()
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from ivedu.prompts import TINY_FORMAT
+from ivedu.world import World
+
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
+
+
+def world_tokenizer(world: World) -> PreTrainedTokenizerFast:
+    """The tokenizer of a world: its words plus the tiny prompt format's words, sorted."""
+    return build_tokenizer(sorted(set(world.vocabulary()) | TINY_FORMAT.words()))
 
 
 def build_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:

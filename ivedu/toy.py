@@ -24,9 +24,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ivedu.corpus import Mixture, collate, sample_sequence
-from ivedu.tokenizer import build_tokenizer
+from ivedu.tokenizer import world_tokenizer
 from ivedu.world import World, build_world
-
 
 STATEMENTS_ONLY = Mixture(instructed=0.0, fewshot=0.0, statement=1.0)
 
@@ -98,7 +97,7 @@ def train_tiny_model(config: TinyConfig = TinyConfig(), world: World | None = No
     ``on_step(step, loss)`` is called every ``log_every`` steps (e.g. to draw a live curve).
     """
     world = world or build_world(config.world_seed)
-    tokenizer = build_tokenizer(world.vocabulary())
+    tokenizer = world_tokenizer(world)
     model = build_tiny_model(tokenizer, config)
     rng = random.Random(config.seed)
     coverage = statement_coverage(world)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ivedu.facts import ADJECTIVE_PAIRS, COUNTRIES, NOUNS
 
@@ -85,7 +85,6 @@ class World:
 
     seed: int
     tasks: tuple[Task, ...]
-    extra_words: tuple[str, ...] = field(default=())
 
     @property
     def general(self) -> tuple[Task, ...]:
@@ -105,8 +104,11 @@ class World:
         raise KeyError(f"no task {name!r} in this world; tasks are: {[t.name for t in self.tasks]}")
 
     def vocabulary(self) -> list[str]:
-        """Every word any prompt, statement or answer of this world can contain, sorted."""
-        words: set[str] = set(self.extra_words)
+        """Every word of this world's instructions, statements, inputs and answers, sorted.
+
+        The prompt format's own words (``input :`` ...) come from :class:`ivedu.prompts.PromptFormat`.
+        """
+        words: set[str] = set()
         for t in self.tasks:
             for text in (*t.instructions, *(st.replace("{x}", "").replace("{y}", "") for st in t.statements)):
                 words.update(text.split())
@@ -245,5 +247,4 @@ def build_world(seed: int = 0, n_lists: int = 2400, n_heldout_lists: int = 60) -
                    ["the last of {x} in french is {y}"], lambda xs: french[xs[-1]], list_splits, rng,
                    is_new=True),
     ]
-    # The fixed words of the prompt formats (see ivedu.prompts) belong to the vocabulary too.
-    return World(seed=seed, tasks=tuple(general + new), extra_words=("input", ":", "output", ";", "."))
+    return World(seed=seed, tasks=tuple(general + new))

@@ -1,7 +1,7 @@
 """The tiny-instruct world: deterministic, held-out splits really held out, one vocabulary."""
 
 from ivedu.prompts import bare_prompt, fewshot_prompt, instructed_prompt, statement_prompt
-from ivedu.tokenizer import build_tokenizer
+from ivedu.tokenizer import world_tokenizer
 from ivedu.toy import statement_coverage
 from ivedu.world import build_world
 
@@ -55,7 +55,7 @@ def test_distractors_are_wrong_answers_of_the_same_task():
 
 def test_every_prompt_word_is_one_known_token():
     world = build_world(0)
-    tokenizer = build_tokenizer(world.vocabulary())
+    tokenizer = world_tokenizer(world)
     unk = tokenizer.unk_token_id
     for task in world.tasks:
         ex = task.test[0]
