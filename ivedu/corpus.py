@@ -53,16 +53,18 @@ def instructed_sequence(tokenizer, task: Task, ex: Example, phrasing: int,
 
 
 def fewshot_sequence(tokenizer, demos: Sequence[Example], query: Example,
-                     fmt: PromptFormat = TINY_FORMAT) -> TrainingSequence:
-    """Demonstrations then a query; every answer is learnt, the first with no context at all.
+                     fmt: PromptFormat = TINY_FORMAT, learn_first: bool = False) -> TrainingSequence:
+    """Demonstrations then a query; every answer after the first is learnt.
 
-    Learning the first demonstration's answer teaches the model what a bare prompt
-    ``input : x output :`` means on its own: any task that fits ``x``. That ambiguity is the
-    baseline an instruction vector has to resolve.
+    The first demonstration's answer has no context at all: learning it would teach the
+    model a confident default task for the bare prompt ``input : x output :`` (whichever task
+    it saw ``x`` with), a default that an instruction vector would then have to fight. Left
+    unlearnt (``learn_first=False``), the bare prompt stays what it is in a real LLM: a
+    format the model was never trained to answer on its own.
     """
     pieces: list[tuple[str, bool]] = []
-    for d in demos:
-        pieces += [(bare_prompt(d.input, fmt), False), (f"{d.output} {fmt.separator}", True)]
+    for i, d in enumerate(demos):
+        pieces += [(bare_prompt(d.input, fmt), False), (f"{d.output} {fmt.separator}", learn_first or i > 0)]
     pieces += [(bare_prompt(query.input, fmt), False), (f"{query.output} {tokenizer.eos_token}", True)]
     return encode_pieces(tokenizer, pieces)
 
