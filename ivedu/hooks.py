@@ -101,15 +101,20 @@ def edit_head_outputs(model: torch.nn.Module,
         yield
 
 
-def _positions_slice(positions: str | int) -> slice:
+SITES = ("layer", "attention")
+
+
+def _positions_slice(positions: str | int | slice) -> slice:
     """The sequence positions ``positions`` selects, as a slice over the seq dimension."""
+    if isinstance(positions, slice):
+        return positions
     if positions == "last":
         return slice(-1, None)
     if positions == "all":
         return slice(None)
     if isinstance(positions, int) and not isinstance(positions, bool) and positions >= 0:
         return slice(positions, None)
-    raise ValueError(f"positions must be 'last', 'all' or a non-negative int, got {positions!r}")
+    raise ValueError(f"positions must be 'last', 'all', a non-negative int or a slice, got {positions!r}")
 
 
 def _check_vector(vector: torch.Tensor, hidden: int) -> None:
@@ -147,23 +152,34 @@ def _add_to_output(output: torch.Tensor | tuple[Any, ...], vector: torch.Tensor,
 
 @contextmanager
 def add_to_residual(model: torch.nn.Module, layer: int, vector: torch.Tensor, *,
-                    positions: str | int = "last", scale: float = 1.0) -> Iterator[None]:
-    """Add ``scale * vector`` to the residual stream after decoder layer ``layer`` in the block.
+                    positions: str | int | slice = "last", scale: float = 1.0,
+                    site: str = "layer") -> Iterator[None]:
+    """Add ``scale * vector`` to the residual stream in decoder layer ``layer`` in the block.
+
+    ``site`` says where in the layer: ``"layer"``, after the whole decoder layer (where Todd
+    et al. add a function vector at evaluation), or ``"attention"``, at the output of the
+    layer's attention output projection, before its MLP (where the authors' FV-guided
+    training code adds it). Both write into the residual stream; ``"attention"`` lets the
+    layer's MLP read the vector, as it reads the heads' own outputs.
 
     ``vector``: ``[hidden]`` (same for every row) or ``[batch, hidden]`` (one per row). It must
     be floating point (``TypeError`` otherwise); it is cast to the hidden states' dtype and
     device at each pass, so a float32 vector works on a bfloat16 GPU model. ``positions``:
     ``"last"`` (position ``-1``: every row's last token, since prompts are left-padded; on a
     cached step, the new token), ``"all"``, or an int ``t`` for every position ``>= t`` of the
-    forward pass (to keep adding to generated tokens when decoding without a KV cache).
+    forward pass (to keep adding to generated tokens when decoding without a KV cache), or a
+    ``slice`` of positions (``slice(t, t + 1)``: position ``t`` only).
     """
     layout = model_layout(model)
     check_layer(layout, layer)
     _check_vector(vector, layout.hidden_size)
     sel = _positions_slice(positions)
+    if site not in SITES:
+        raise ValueError(f"site must be one of {SITES}, got {site!r}")
+    module = layout.layers[layer] if site == "layer" else layout.out_projs[layer]
 
     def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         return _add_to_output(output, vector, sel, scale)
 
-    with _removing([layout.layers[layer].register_forward_hook(hook)]):
+    with _removing([module.register_forward_hook(hook)]):
         yield

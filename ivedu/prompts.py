@@ -2,7 +2,7 @@
 
 Four formats, all ending where the answer starts:
 
-- **instructed** (zero-shot): ``input : peru . give the capital of the country . output :``
+- **instructed** (zero-shot): ``input : peru . what is its capital . output :``
 - **few-shot** (in-context): ``input : cuba output : havana ; input : peru output :``
 - **bare** (no instruction, no demonstrations): ``input : peru output :`` -- the prompt an
   instruction vector is tested on;
@@ -14,6 +14,7 @@ can use its own (``Q:`` / ``A:``) without any other code changing.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -65,3 +66,16 @@ def fewshot_prompt(demos: Sequence[Example], x: str, fmt: PromptFormat = TINY_FO
 def statement_prompt(task: Task, x: str, template: int = 0) -> str:
     """The task's plain statement up to the answer: ``the capital of peru is``."""
     return task.statement_prefix(x, template)
+
+
+def shuffled_fewshot_prompt(demos: Sequence[Example], x: str, rng: random.Random,
+                            fmt: PromptFormat = TINY_FORMAT) -> str:
+    """Few-shot prompt whose demonstration answers are shuffled among the demonstrations.
+
+    Todd et al.'s corrupted prompt: the format and the answer space are kept, but the
+    input-output pairing that defines the task is broken.
+    """
+    outputs = [d.output for d in demos]
+    rng.shuffle(outputs)
+    parts = [f"{bare_prompt(d.input, fmt)} {y} {fmt.separator}" for d, y in zip(demos, outputs)]
+    return " ".join([*parts, bare_prompt(x, fmt)])

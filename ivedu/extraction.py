@@ -1,0 +1,228 @@
+"""Chapter 2's pipeline: scan a task's heads, build its instruction vector, test it.
+
+This module ties :mod:`ivedu.mediation` (the scan) and :mod:`ivedu.intervention` (the
+vector) to the world's tasks: which prompts are clean and which corrupted, which examples
+extract the vector and which test it, and how the layer and scale are chosen (on the
+``valid`` split) before the vector is reported on the ``test`` split.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ivedu.intervention import (InstructionVector, instruction_vector, random_vector_like,
+                                steered_exact_match, steered_first_token_accuracy)
+from ivedu.mediation import HeadScan, gold_probs, indirect_effects, mean_head_activations, first_answer_tokens
+from ivedu.generation import last_token_logits
+from ivedu.prompts import (TINY_FORMAT, PromptFormat, bare_prompt, fewshot_prompt, instructed_prompt,
+                           shuffled_fewshot_prompt)
+from ivedu.world import Task
+
+CLEAN_STYLES = ("instructed", "fewshot")
+CORRUPTED_STYLES = ("removed", "shuffled")
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Prompts and the answer each should produce."""
+
+    prompts: tuple[str, ...]
+    answers: tuple[str, ...]
+
+
+def _examples(task: Task, split: str, n: int | None, rng: random.Random):
+    examples = list(task.split(split))
+    if not examples:
+        raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
+    rng.shuffle(examples)
+    return examples[:n] if n else examples
+
+
+def clean_prompts(task: Task, split: str = "train", style: str = "instructed", n: int | None = 48,
+                  n_demos: int = 4, seed: int = 0, fmt: PromptFormat = TINY_FORMAT) -> PromptSet:
+    """Prompts on which the model does ``task``: its instruction (both phrasings, alternating)
+    or ``n_demos`` demonstrations drawn from the train split."""
+    if style not in CLEAN_STYLES:
+        raise ValueError(f"unknown clean style {style!r}; choose one of {CLEAN_STYLES}")
+    rng = random.Random(seed)
+    examples = _examples(task, split, n, rng)
+    if style == "instructed":
+        prompts = [instructed_prompt(task, ex.input, i, fmt) for i, ex in enumerate(examples)]
+    else:
+        prompts = [fewshot_prompt(_demos(task, ex, n_demos, rng), ex.input, fmt) for ex in examples]
+    return PromptSet(tuple(prompts), tuple(ex.output for ex in examples))
+
+
+def corrupted_prompts(task: Task, split: str = "train", style: str = "removed", n: int | None = 48,
+                      n_demos: int = 4, seed: int = 0, fmt: PromptFormat = TINY_FORMAT) -> PromptSet:
+    """Prompts on which the task is missing: ``removed`` (the bare query, no instruction and
+    no demonstrations) or ``shuffled`` (demonstrations with their answers shuffled)."""
+    if style not in CORRUPTED_STYLES:
+        raise ValueError(f"unknown corrupted style {style!r}; choose one of {CORRUPTED_STYLES}")
+    rng = random.Random(seed + 1)
+    examples = _examples(task, split, n, rng)
+    if style == "removed":
+        prompts = [bare_prompt(ex.input, fmt) for ex in examples]
+    else:
+        prompts = [shuffled_fewshot_prompt(_demos(task, ex, n_demos, rng), ex.input, rng, fmt) for ex in examples]
+    return PromptSet(tuple(prompts), tuple(ex.output for ex in examples))
+
+
+def _demos(task: Task, query, n_demos: int, rng: random.Random):
+    pool = [ex for ex in task.train if ex.input != query.input]
+    return rng.sample(pool, min(n_demos, len(pool)))
+
+
+def mean_answer_prob(model, tokenizer, prompt_set: PromptSet) -> float:
+    """Mean P(correct first answer token) over a prompt set."""
+    logits = last_token_logits(model, tokenizer, prompt_set.prompts)
+    return float(gold_probs(logits, first_answer_tokens(tokenizer, prompt_set.answers)).mean())
+
+
+def scan_task(model, tokenizer, task: Task, clean: PromptSet, corrupted: PromptSet,
+              progress: bool = False) -> HeadScan:
+    """Mean clean head activations and every head's average indirect effect on ``corrupted``."""
+    means = mean_head_activations(model, tokenizer, clean.prompts)
+    effects = indirect_effects(model, tokenizer, corrupted.prompts, corrupted.answers, means, progress=progress)
+    return HeadScan(task.name, effects.mean(0), means.cpu(),
+                    corrupted_prob=mean_answer_prob(model, tokenizer, corrupted),
+                    clean_prob=mean_answer_prob(model, tokenizer, clean))
+
+
+def layer_scale_sweep(model, tokenizer, vectors: dict[str, InstructionVector], prompt_sets: dict[str, PromptSet],
+                      layers: Sequence[int], scales: Sequence[float], site: str = "attention") -> torch.Tensor:
+    """Mean first-token accuracy over tasks with each task's vector added: ``[layers, scales]``.
+
+    ``prompt_sets[task]`` are prompts without the instruction (valid split: this is where
+    the layer and scale are chosen, never on the test prompts).
+    """
+    grid = torch.zeros(len(layers), len(scales))
+    for i, layer in enumerate(layers):
+        for j, scale in enumerate(scales):
+            grid[i, j] = sum(steered_first_token_accuracy(model, tokenizer, ps.prompts, ps.answers,
+                                                          vectors[name].vector, layer, scale, site)
+                             for name, ps in prompt_sets.items()) / len(prompt_sets)
+    return grid
+
+
+@dataclass(frozen=True)
+class InterventionScores:
+    """One task's test prompts without the instruction, under each condition.
+
+    First-token accuracy (``*``) and greedy exact match (``*_em``), each in [0, 1]:
+    ``clean`` with the instruction; ``corrupted`` without it; ``with_iv`` without it plus the
+    task's vector; ``with_random`` plus a random vector of equal norm (mean over several
+    random directions); ``with_other_task`` plus another task's vector.
+    """
+
+    task: str
+    clean: float
+    corrupted: float
+    with_iv: float
+    with_random: float
+    with_other_task: float
+    clean_em: float
+    corrupted_em: float
+    with_iv_em: float
+    with_random_em: float
+    with_other_task_em: float
+
+
+def evaluate_intervention(model, tokenizer, task: Task, vector: InstructionVector, other: InstructionVector,
+                          layer: int, scale: float, split: str = "test", n_random: int = 5, seed: int = 0,
+                          site: str = "attention", fmt: PromptFormat = TINY_FORMAT) -> InterventionScores:
+    """Score ``task`` on ``split`` without its instruction: bare, with its vector, with controls."""
+    clean = clean_prompts(task, split, "instructed", n=None, seed=seed, fmt=fmt)
+    bare = corrupted_prompts(task, split, "removed", n=None, seed=seed, fmt=fmt)
+
+    def both(prompt_set: PromptSet, vec: torch.Tensor | None) -> tuple[float, float]:
+        ft = steered_first_token_accuracy(model, tokenizer, prompt_set.prompts, prompt_set.answers,
+                                          vec, layer, scale, site)
+        em = steered_exact_match(model, tokenizer, prompt_set.prompts, prompt_set.answers, vec, layer, scale, site)
+        return ft, em
+
+    randoms = [both(bare, random_vector_like(vector.vector, seed * 1000 + r)) for r in range(n_random)]
+    scores = dict(zip(("clean", "clean_em"), both(clean, None)))
+    scores.update(zip(("corrupted", "corrupted_em"), both(bare, None)))
+    scores.update(zip(("with_iv", "with_iv_em"), both(bare, vector.vector)))
+    scores.update(zip(("with_other_task", "with_other_task_em"), both(bare, other.vector)))
+    scores["with_random"] = sum(ft for ft, _ in randoms) / n_random
+    scores["with_random_em"] = sum(em for _, em in randoms) / n_random
+    return InterventionScores(task=task.name, **scores)
+
+
+def build_vectors(model, scans: dict[str, HeadScan], k: int) -> dict[str, InstructionVector]:
+    """Each task's instruction vector from its own top-``k`` heads."""
+    return {name: instruction_vector(model, scan.mean_activations, scan.top_heads(k), name)
+            for name, scan in scans.items()}
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """The choices of chapter 2's pipeline; the defaults are the book's."""
+
+    clean_style: str = "instructed"
+    corrupted_style: str = "removed"
+    n_prompts: int = 48           # train-split prompts per task for the means and the scan
+    head_counts: tuple[int, ...] = (1, 2, 4, 8)
+    scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+    site: str = "attention"
+    n_random: int = 5
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """Everything chapter 2 shows, for one seed.
+
+    ``scans``: task -> :class:`HeadScan`; ``sweep``: ``[head counts, layers, scales]`` mean
+    valid first-token accuracy with the vectors; ``k``, ``layer``, ``scale``: the setting
+    chosen on valid; ``vectors``: task -> vector at that ``k``; ``scores``: test results.
+    """
+
+    scans: dict[str, HeadScan]
+    sweep: torch.Tensor
+    k: int
+    layer: int
+    scale: float
+    vectors: dict[str, InstructionVector]
+    scores: list[InterventionScores]
+    settings: ExtractionSettings
+
+    def mean(self, field: str) -> float:
+        """Mean of one :class:`InterventionScores` field over tasks."""
+        return sum(getattr(s, field) for s in self.scores) / len(self.scores)
+
+
+def extract_and_test(model, tokenizer, tasks: Sequence[Task], seed: int = 0,
+                     settings: ExtractionSettings = ExtractionSettings(), progress: bool = False,
+                     fmt: PromptFormat = TINY_FORMAT) -> Extraction:
+    """Scan every task on train prompts, choose k / layer / scale on valid, report on test.
+
+    The other-task control for task ``i`` is task ``i + 1``'s vector (cyclically).
+    """
+    if len(tasks) < 2:
+        raise ValueError("give at least two tasks: each task's vector is controlled by another task's")
+    scans = {t.name: scan_task(model, tokenizer, t,
+                               clean_prompts(t, "train", settings.clean_style, settings.n_prompts, seed=seed, fmt=fmt),
+                               corrupted_prompts(t, "train", settings.corrupted_style, settings.n_prompts,
+                                                 seed=seed, fmt=fmt), progress=progress)
+             for t in tasks}
+    valid = {t.name: corrupted_prompts(t, "valid", "removed", n=None, seed=seed, fmt=fmt) for t in tasks}
+    n_layers = scans[tasks[0].name].effects.shape[0]
+    sweep = torch.stack([layer_scale_sweep(model, tokenizer, build_vectors(model, scans, k), valid,
+                                           range(n_layers), settings.scales, settings.site)
+                         for k in settings.head_counts])
+    best = int(sweep.flatten().argmax())
+    k_index, rest = divmod(best, n_layers * len(settings.scales))
+    layer, scale_index = divmod(rest, len(settings.scales))
+    k, scale = settings.head_counts[k_index], settings.scales[scale_index]
+    vectors = build_vectors(model, scans, k)
+    names = [t.name for t in tasks]
+    scores = [evaluate_intervention(model, tokenizer, t, vectors[t.name], vectors[names[(i + 1) % len(names)]],
+                                    layer, scale, "test", settings.n_random, seed, settings.site, fmt)
+              for i, t in enumerate(tasks)]
+    return Extraction(scans, sweep, k, layer, scale, vectors, scores, settings)

@@ -1,0 +1,111 @@
+"""Instruction vectors: build one from the heads a scan found, add it, and measure what it does.
+
+The instruction vector of a task is the sum of its top heads' mean outputs, each pushed
+through its layer's attention output projection (Todd et al.'s function vector with the
+instruction in place of the demonstrations):
+
+    IV = sum over (l, h) in top heads of  W_O^(l)[:, h] @ mean_activation[l, h]      ([hidden])
+
+Adding it to the residual stream after a layer, on prompts that lack the instruction, tests
+whether it carries the task. The controls are a random vector of the same norm and another
+task's vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ivedu.architectures import check_head, check_layer, model_layout, project_heads
+from ivedu.evaluation import exact_match
+from ivedu.generation import answer_ids, batches, greedy_generate, last_token_logits, prompt_ids
+from ivedu.hooks import add_to_residual
+from ivedu.mediation import Head, first_answer_tokens
+
+
+@dataclass(frozen=True)
+class InstructionVector:
+    """A task's instruction vector and where it came from.
+
+    ``vector``: ``[hidden]``, float32. ``heads``: the (layer, head) pairs summed, best first.
+    """
+
+    task: str
+    vector: torch.Tensor
+    heads: tuple[Head, ...]
+
+    @property
+    def norm(self) -> float:
+        return float(self.vector.norm())
+
+
+def instruction_vector(model, mean_activations: torch.Tensor, heads: Sequence[Head], task: str = "") -> InstructionVector:
+    """Sum of the chosen heads' output-projected mean activations: the task's vector.
+
+    ``mean_activations``: ``[layers, heads, head_dim]`` from
+    :func:`ivedu.mediation.mean_head_activations`; ``heads``: e.g. ``scan.top_heads(4)``.
+    """
+    if not heads:
+        raise ValueError("no heads given: choose at least one (layer, head), e.g. scan.top_heads(4)")
+    layout = model_layout(model)
+    vector = torch.zeros(layout.hidden_size, device=mean_activations.device)
+    with torch.no_grad():
+        for layer, head in heads:
+            check_layer(layout, layer)
+            check_head(layout, head)
+            projected = project_heads(layout, layer, mean_activations[layer].to(_proj_dtype(layout, layer)))
+            vector += projected[head].float()
+    return InstructionVector(task, vector.cpu(), tuple(heads))
+
+
+def _proj_dtype(layout, layer: int) -> torch.dtype:
+    return next(layout.out_projs[layer].parameters()).dtype
+
+
+def random_vector_like(vector: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A random direction with the same norm as ``vector``: the control an IV must beat."""
+    generator = torch.Generator().manual_seed(seed)
+    r = torch.randn(vector.shape, generator=generator)
+    return r / r.norm() * vector.norm()
+
+
+def steered_first_token_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+                                 vector: torch.Tensor | None, layer: int, scale: float = 1.0,
+                                 site: str = "attention") -> float:
+    """Share of prompts whose most likely next token is the answer's first token, with
+    ``scale * vector`` added in ``layer`` at the last prompt token (``None``: no vector).
+    ``site``: see :func:`ivedu.hooks.add_to_residual`."""
+    golds = first_answer_tokens(tokenizer, answers)
+    if vector is None:
+        logits = last_token_logits(model, tokenizer, prompts)
+    else:
+        with add_to_residual(model, layer, vector, positions="last", scale=scale, site=site):
+            logits = last_token_logits(model, tokenizer, prompts)
+    return float((logits.argmax(-1) == golds).float().mean())
+
+
+def steered_exact_match(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+                        vector: torch.Tensor | None, layer: int, scale: float = 1.0,
+                        site: str = "attention", on_generated: bool = False, batch_size: int = 64) -> float:
+    """Greedy exact match with ``scale * vector`` added in ``layer`` at the last prompt token.
+
+    ``on_generated=True`` also adds it at every generated token, as the reference code's
+    KV-cached ``generate`` does; the default adds it once, where the first-token metric
+    adds it, and lets the answer's later tokens read it through attention."""
+    if not prompts:
+        raise ValueError("no prompts given")
+    ids = prompt_ids(tokenizer, prompts)
+    max_new = max(len(answer_ids(tokenizer, a)) for a in answers) + 1
+    predictions: list[str] = []
+    for sl in batches(len(prompts), batch_size):
+        chunk = list(prompts[sl])
+        if vector is None:
+            predictions += greedy_generate(model, tokenizer, chunk, max_new_tokens=max_new, batch_size=len(chunk))
+            continue
+        last_prompt_position = max(len(x) for x in ids[sl]) - 1  # prompts are left-padded
+        positions = last_prompt_position if on_generated else slice(last_prompt_position, last_prompt_position + 1)
+        with add_to_residual(model, layer, vector, positions=positions, scale=scale, site=site):
+            predictions += greedy_generate(model, tokenizer, chunk, max_new_tokens=max_new, batch_size=len(chunk))
+    return sum(exact_match(predictions, answers)) / len(answers)
