@@ -43,3 +43,46 @@ def plot_task_scores(rows: Sequence[TaskScores], title: str = "Per-task scores o
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return ax
+
+
+def plot_effects_heatmap(effects, title: str = "Average indirect effect of each head", ax=None):
+    """Layer x head heatmap of a scan's ``effects`` ``[layers, heads]`` (Todd et al.'s picture)."""
+    ax = ax or plt.subplots(figsize=(4.2, 3.4))[1]
+    values = effects.detach().cpu().numpy()
+    bound = max(abs(values).max(), 1e-6)
+    sns.heatmap(values, ax=ax, cmap="RdBu_r", vmin=-bound, vmax=bound, annot=values.size <= 64, fmt=".2f",
+                cbar_kws={"label": "Δ P(correct first token)"})
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title)
+    return ax
+
+
+def plot_sweep(sweep, layers, scales, title: str = "Instruction vector added at each layer and scale", ax=None):
+    """Mean first-token accuracy ``sweep`` ``[layers, scales]`` on instruction-less prompts."""
+    ax = ax or plt.subplots(figsize=(5, 3.4))[1]
+    for i, layer in enumerate(layers):
+        ax.plot(scales, sweep[i].tolist(), marker="o", color=PALETTE[i % len(PALETTE)], label=f"layer {layer}")
+    ax.set_xlabel("scale of the added vector")
+    ax.set_ylabel("first-token accuracy (valid)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    return ax
+
+
+def plot_intervention(scores, title: str = "Instruction-less test prompts, first-token accuracy", ax=None):
+    """Grouped bars per task: with instruction, without, + IV, + random vector, + other task's IV."""
+    conditions = [("clean", "with instruction"), ("corrupted", "no instruction"), ("with_iv", "+ its IV"),
+                  ("with_random", "+ random vector"), ("with_other_task", "+ other task's IV")]
+    ax = ax or plt.subplots(figsize=(10, 3.6))[1]
+    width = 0.8 / len(conditions)
+    for j, (field, label) in enumerate(conditions):
+        xs = [i + (j - (len(conditions) - 1) / 2) * width for i in range(len(scores))]
+        ax.bar(xs, [getattr(s, field) for s in scores], width, label=label, color=PALETTE[j])
+    ax.set_xticks(range(len(scores)), [s.task for s in scores])
+    ax.set_ylabel("first-token accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(frameon=False, ncol=len(conditions), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    return ax
