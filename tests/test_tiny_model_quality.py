@@ -2,7 +2,8 @@
 
 Floors, not targets: chapter 1 needs instruction following high enough before fine-tuning
 for a drop to show, and knowledge intact. The project's target (exact match >= 0.95 on every
-task) is not yet met on every fact task; see the README's "tiny model" section.
+task) is met on seven of ten tasks; capital, continent and antonym reach 0.93-0.94 (one miss
+in about twenty held-out inputs); see the README's "tiny model" section.
 """
 
 import pytest
@@ -21,9 +22,9 @@ def heldout_scores():
 
 def test_follows_instructions_on_heldout_inputs(heldout_scores):
     mean = sum(r.exact_match for r in heldout_scores.values()) / len(heldout_scores)
-    assert mean >= 0.90, f"mean exact match {mean:.3f} on held-out inputs"
-    low = {t: round(r.exact_match, 3) for t, r in heldout_scores.items() if r.exact_match < 0.6}
-    assert not low, f"exact match below 0.6 on held-out inputs: {low}"
+    assert mean >= 0.95, f"mean exact match {mean:.3f} on held-out inputs"
+    low = {t: round(r.exact_match, 3) for t, r in heldout_scores.items() if r.exact_match < 0.9}
+    assert not low, f"exact match below 0.9 on held-out inputs: {low}"
 
 
 def test_list_and_format_tasks_generalise_to_heldout_lists(heldout_scores):
