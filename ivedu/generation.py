@@ -13,6 +13,8 @@ from typing import Iterator, Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ivedu.checks import check_context_length
+
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of the model's first parameter (where inputs must go)."""
@@ -45,6 +47,13 @@ def answer_ids(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
     return tokenizer.encode(" " + answer, add_special_tokens=False)
 
 
+def check_fits(model: torch.nn.Module, ids: Sequence[Sequence[int]], extra: int = 0, what: str = "prompt") -> None:
+    """Raise ``ValueError`` if the longest row of ``ids``, plus ``extra`` tokens to generate,
+    exceeds the model's context (see :func:`ivedu.checks.check_context_length`)."""
+    if ids:
+        check_context_length(model, max(len(x) for x in ids) + extra, what)
+
+
 def batches(n: int, batch_size: int) -> Iterator[slice]:
     for start in range(0, n, batch_size):
         yield slice(start, min(n, start + batch_size))
@@ -55,6 +64,7 @@ def last_token_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
                       batch_size: int = 128) -> torch.Tensor:
     """Logits of the token after each prompt: [n_prompts, vocab], float32 on the CPU."""
     ids = prompt_ids(tokenizer, prompts)
+    check_fits(model, ids)
     out = []
     for sl in batches(len(ids), batch_size):
         batch = encode_batch(tokenizer, ids[sl], model_device(model))
@@ -69,6 +79,8 @@ def answer_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers; give one answer per prompt")
     rows = [(p, a) for p, a in zip(prompt_ids(tokenizer, prompts), (answer_ids(tokenizer, a) for a in answers))]
+    if rows:
+        check_context_length(model, max(len(p) + len(a) for p, a in rows), "prompt with its answer")
     out = []
     for sl in batches(len(rows), batch_size):
         chunk = rows[sl]
@@ -92,6 +104,7 @@ def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     prefix keeps hooks that act on "the last prompt token" simple.
     """
     ids = prompt_ids(tokenizer, prompts)
+    check_fits(model, ids, max_new_tokens, f"prompt plus {max_new_tokens} generated tokens")
     texts: list[str] = []
     for sl in batches(len(ids), batch_size):
         batch = encode_batch(tokenizer, ids[sl], model_device(model))

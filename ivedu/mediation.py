@@ -28,7 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ivedu.architectures import model_layout
-from ivedu.generation import answer_ids, batches, encode_batch, model_device, prompt_ids
+from ivedu.checks import warn_if_ambiguous_first_token
+from ivedu.generation import answer_ids, batches, check_fits, encode_batch, model_device, prompt_ids
 from ivedu.hooks import edit_head_outputs, record_head_outputs
 
 Head = tuple[int, int]  # (layer, head)
@@ -59,10 +60,20 @@ class HeadScan:
 
 
 def first_answer_tokens(tokenizer, answers: Sequence[str]) -> torch.Tensor:
-    """The first token id of each answer as it follows a prompt: ``[n]``."""
+    """The first token id of each answer as it follows a prompt: ``[n]``.
+
+    Every first-token metric goes through here, so this is where distinct answers that share
+    a first token are flagged (:class:`ivedu.checks.AmbiguousFirstTokenWarning`, once per call).
+    """
     if not answers:
         raise ValueError("no answers given: a task needs at least one example")
-    return torch.tensor([answer_ids(tokenizer, a)[0] for a in answers])
+    ids = [answer_ids(tokenizer, a) for a in answers]
+    empty = [a for a, x in zip(answers, ids) if not x]
+    if empty:
+        raise ValueError(f"answer {empty[0]!r} encodes to no token: every answer needs at least one token")
+    firsts = [x[0] for x in ids]
+    warn_if_ambiguous_first_token(tokenizer, answers, firsts, stacklevel=3)  # name our caller
+    return torch.tensor(firsts)
 
 
 @torch.no_grad()
@@ -76,6 +87,7 @@ def mean_head_activations(model, tokenizer, prompts: Sequence[str], batch_size: 
         raise ValueError("no prompts given: mean activations need at least one clean prompt")
     layout = model_layout(model)
     ids = prompt_ids(tokenizer, prompts)
+    check_fits(model, ids)
     total = None
     with record_head_outputs(model, last_token_only=True) as acts:
         for sl in batches(len(ids), batch_size):
@@ -130,6 +142,7 @@ def indirect_effects(model, tokenizer, prompts: Sequence[str], answers: Sequence
     heads_per_pass = min(len(all_heads), batch_size)
     prompts_per_batch = max(1, batch_size // heads_per_pass)
     ids = prompt_ids(tokenizer, prompts)
+    check_fits(model, ids)
     effects = torch.zeros(len(prompts), n_layers, n_heads)
     steps = list(batches(len(ids), prompts_per_batch))
     for sl in tqdm(steps, desc="indirect effects", disable=not progress):

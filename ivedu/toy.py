@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from ivedu.checks import check_finite_loss
 from ivedu.corpus import Mixture, collate, sample_sequence
 from ivedu.tokenizer import world_tokenizer
 from ivedu.world import World, build_world
@@ -95,6 +96,8 @@ def train_tiny_model(config: TinyConfig = TinyConfig(), world: World | None = No
     """Train a tiny model from scratch on ``world``'s general tasks; deterministic for a seed.
 
     ``on_step(step, loss)`` is called every ``log_every`` steps (e.g. to draw a live curve).
+    A loss that becomes ``nan`` or infinite stops training with a ``FloatingPointError``
+    naming the step (:func:`ivedu.checks.check_finite_loss`).
     """
     world = world or build_world(config.world_seed)
     tokenizer = world_tokenizer(world)
@@ -116,6 +119,7 @@ def train_tiny_model(config: TinyConfig = TinyConfig(), world: World | None = No
             batches = _length_grouped_batches(rng, config.batch_size, lambda: sample_sequence(
                 rng, tokenizer, world.general, mixture, coverage))
         loss = model(**collate(batches.pop(), tokenizer.pad_token_id)).loss
+        check_finite_loss(loss, step)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass
+from typing import Sequence
 
+from ivedu.checks import check_task_examples
 from ivedu.facts import ADJECTIVE_PAIRS, COUNTRIES, NOUNS
 
 SPLITS = ("train", "valid", "test")
@@ -35,6 +37,12 @@ class Example:
     input: str
     output: str
     distractors: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for field_name in ("input", "output"):
+            value = getattr(self, field_name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"an example's {field_name} must be a non-empty string, got {value!r}")
 
     @property
     def candidates(self) -> tuple[str, ...]:
@@ -65,6 +73,17 @@ class Task:
     valid: tuple[Example, ...]
     test: tuple[Example, ...]
     is_new: bool = False
+
+    def __post_init__(self) -> None:
+        # Prompts need an instruction and the knowledge probe a statement; one split may be
+        # empty (a reader's small task), but a task with no example at all cannot be scored.
+        if not self.instructions:
+            raise ValueError(f"task {self.name!r} has no instruction: give at least one phrasing")
+        if not self.statements or not all(st.endswith("{y}") and "{x}" in st for st in self.statements):
+            raise ValueError(f"task {self.name!r}: give at least one statement template, each with an {{x}} "
+                             f"and ending with {{y}} (\"the capital of {{x}} is {{y}}\"), got {self.statements!r}")
+        if not (self.train or self.valid or self.test):
+            raise ValueError(f"task {self.name!r} has no examples: give at least one input and its output")
 
     def split(self, name: str) -> tuple[Example, ...]:
         """Examples of one split: ``train``, ``valid``, ``test`` or ``heldout`` (valid + test)."""
@@ -116,6 +135,20 @@ class World:
                 for text in (ex.input, *ex.candidates):
                     words.update(text.split())
         return sorted(words)
+
+
+def custom_task(name: str, inputs: Sequence[str], outputs: Sequence[str], instructions: Sequence[str], *,
+                statements: Sequence[str] = ("{x} : {y}",), kind: str = "fact", seed: int = 0) -> Task:
+    """A task from a reader's own data, split 60/20/20 into train / valid / test by ``seed``.
+
+    ``outputs[i]`` answers ``inputs[i]``; each example's distractors are other outputs.
+    ``statements`` are templates such as ``"the capital of {x} is {y}"`` (the knowledge
+    probe). The task is marked new (``is_new``): the model has not been trained on it. On the
+    tiny model every word must be in its vocabulary (``tokenizer.get_vocab()``).
+    """
+    check_task_examples(inputs, outputs)
+    return _mapping_task(name, kind, list(instructions), list(statements), list(zip(inputs, outputs)),
+                         random.Random(seed), is_new=True)
 
 
 def _split(items: list, rng: random.Random, fractions=(0.6, 0.2)) -> tuple[list, list, list]:
