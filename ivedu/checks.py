@@ -62,30 +62,35 @@ def check_context_length(model, n_tokens: int, what: str = "prompt") -> None:
 
 def warn_if_ambiguous_first_token(tokenizer, answers: Sequence[str],
                                   first_ids: Sequence[int] | None = None, stacklevel: int = 2) -> bool:
-    """Warn (:class:`AmbiguousFirstTokenWarning`) when distinct answers share their first token.
+    """Warn (:class:`AmbiguousFirstTokenWarning`) when the tokenizer splits answers so that
+    distinct answers share a first token that is only part of a word.
 
-    The rule is deliberately simple: first-token accuracy scores an answer by its first
-    token alone, so two different answers with the same first token ("[ cat dog ]" and
-    "[ dog cat ]", or " Paris" and " Pa ris" split by a subword tokenizer) are
-    indistinguishable to it. One warning per call names up to five shared tokens; exact match
-    or the answer's log-probability are the metrics that tell them apart. ``first_ids``,
-    when the caller has them already, are each answer's first token id; ``stacklevel`` is
-    passed to :func:`warnings.warn` (2: the warning names the caller's line). Returns
-    whether it warned. Silence it with ``warnings.simplefilter("ignore", AmbiguousFirstTokenWarning)``.
+    First-token accuracy scores an answer by its first token alone. When a subword tokenizer
+    cuts " paris" and " parma" into " par" + ..., the two are indistinguishable to it, and
+    the metric says less than it seems. A shared first token that is a whole word (" [" for
+    every bracketed list, a list's first item) is the task's own structure, not the
+    tokenizer's doing, and is not warned. One warning per call names up to five shared
+    tokens; exact match or the answer's log-probability tell the answers apart.
+    ``first_ids``, when the caller has them already, are each answer's first token id;
+    ``stacklevel`` is passed to :func:`warnings.warn`. Returns whether it warned. Silence it
+    with ``warnings.simplefilter("ignore", AmbiguousFirstTokenWarning)``.
     """
     if first_ids is None:
         first_ids = [tokenizer.encode(" " + a, add_special_tokens=False)[0] for a in answers]
-    by_token: dict[int, dict[str, str]] = {}  # first token -> distinct answers (whitespace-normalised)
+    by_token: dict[int, dict[str, str]] = {}  # split first token -> distinct answers (whitespace-normalised)
     for answer, token in zip(answers, first_ids):
-        by_token.setdefault(int(token), {}).setdefault(" ".join(answer.split()), answer)
+        first_word = answer.split()[0] if answer.split() else ""
+        if tokenizer.decode([int(token)]).strip() != first_word:  # the tokenizer cut the first word
+            by_token.setdefault(int(token), {}).setdefault(" ".join(answer.split()), answer)
     shared = [(token, list(group.values())) for token, group in by_token.items() if len(group) > 1]
     if not shared:
         return False
     shown = "; ".join(f"{len(group)} start with {tokenizer.decode([token])!r} (e.g. {group[0]!r}, {group[1]!r})"
                       for token, group in shared[:5])
     more = f"; and {len(shared) - 5} more shared first tokens" if len(shared) > 5 else ""
-    warnings.warn(f"different answers share their first token, so first-token accuracy cannot tell them apart: "
-                  f"{shown}{more}. Score these answers by exact match or log-probability.",
+    warnings.warn(f"the tokenizer splits answers so that different ones share their first token, and "
+                  f"first-token accuracy cannot tell them apart: {shown}{more}. "
+                  "Score these answers by exact match or log-probability.",
                   AmbiguousFirstTokenWarning, stacklevel=stacklevel)
     return True
 

@@ -107,33 +107,49 @@ def test_the_context_limit_is_read_from_each_config_name():
 
 # --- answers whose first token is ambiguous ---------------------------------------------------------------
 
-def test_answers_sharing_a_first_token_are_warned(tiny):
-    _, tok = tiny
-    with pytest.warns(AmbiguousFirstTokenWarning, match=r"2 start with '\[' \(e.g. '\[ cat dog \]', '\[ dog cat \]'\)"):
-        first_answer_tokens(tok, ["[ cat dog ]", "[ dog cat ]"])
+class SubwordTokenizer:
+    """A stand-in for a subword tokenizer: every word is cut into pieces of three letters."""
+
+    def __init__(self):
+        self.vocab: dict[str, int] = {}
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        pieces = [w[i:i + 3] for w in text.split() for i in range(0, len(w), 3)]
+        return [self.vocab.setdefault(p, len(self.vocab)) for p in pieces]
+
+    def decode(self, ids) -> str:
+        words = {i: p for p, i in self.vocab.items()}
+        return " ".join(words[i] for i in ids)
+
+
+def test_answers_split_to_a_shared_first_token_are_warned():
+    tok = SubwordTokenizer()
+    with pytest.warns(AmbiguousFirstTokenWarning, match=r"2 start with 'par' \(e.g. 'paris', 'parma'\)"):
+        first_answer_tokens(tok, ["paris", "parma", "lima"])
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # distinct first tokens, or one answer repeated: no warning
-        first_answer_tokens(tok, ["lima", "havana", "lima"])
-        assert not warn_if_ambiguous_first_token(tok, ["[ cat ]", "[  cat ]"])
+        warnings.simplefilter("error")  # distinct first pieces, or one answer repeated: no warning
+        first_answer_tokens(tok, ["lima", "havana", "lima", "paris"])
 
 
-def test_one_warning_per_call_names_at_most_five_shared_tokens(tiny):
-    _, tok = tiny
-    words = ("dog", "egg", "boat", "foot", "bird", "flower")
-    answers = [f"{w} {v}" for w in words for v in ("cat", "cow")] + ["dog cat"]
+def test_a_shared_whole_word_first_token_is_the_task_not_the_tokenizer(tiny, world):
+    model, tok = tiny
+    bare = corrupted_prompts(world.task("bracket"), "test", n=4)  # every answer starts with "["
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first_answer_tokens(tok, ["[ cat dog ]", "[ dog cat ]"])
+        steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, None, 0)
+
+
+def test_one_warning_per_call_names_at_most_five_shared_tokens():
+    tok = SubwordTokenizer()
+    stems = ("dogma", "eggnog", "boater", "footer", "birdie", "flowers")
+    answers = [f"{s[:3]}{end}" for s in stems for end in ("xa", "yb")] + ["dogxa"]
     with pytest.warns(AmbiguousFirstTokenWarning) as record:
         warn_if_ambiguous_first_token(tok, answers)
     assert len(record) == 1
     message = str(record[0].message)
     assert message.count("2 start with") == 5 and "and 1 more shared first tokens" in message
-    assert "'dog'" in message and "'flower'" not in message and "exact match" in message
-
-
-def test_a_first_token_metric_on_an_ambiguous_task_warns(tiny, world):
-    model, tok = tiny
-    bare = corrupted_prompts(world.task("bracket"), "test", n=4)
-    with pytest.warns(AmbiguousFirstTokenWarning, match="first-token accuracy cannot tell them apart"):
-        steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, None, 0)
+    assert "'dog'" in message and "'flo'" not in message and "exact match" in message
 
 
 # --- a loss that becomes nan ---------------------------------------------------------------------------
