@@ -19,11 +19,11 @@ from ivedu.intervention import (InstructionVector, instruction_vector, random_ve
 from ivedu.mediation import HeadScan, gold_probs, indirect_effects, mean_head_activations, first_answer_tokens
 from ivedu.generation import last_token_logits
 from ivedu.prompts import (TINY_FORMAT, PromptFormat, bare_prompt, fewshot_prompt, instructed_prompt,
-                           shuffled_fewshot_prompt)
+                           neutral_prompt, shuffled_fewshot_prompt)
 from ivedu.world import Task
 
 CLEAN_STYLES = ("instructed", "fewshot")
-CORRUPTED_STYLES = ("removed", "shuffled")
+CORRUPTED_STYLES = ("removed", "shuffled", "neutral")
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,22 @@ def clean_prompts(task: Task, split: str = "train", style: str = "instructed", n
 
 
 def corrupted_prompts(task: Task, split: str = "train", style: str = "removed", n: int | None = 48,
-                      n_demos: int = 4, seed: int = 0, fmt: PromptFormat = TINY_FORMAT) -> PromptSet:
+                      n_demos: int = 4, seed: int = 0, fmt: PromptFormat = TINY_FORMAT,
+                      neutral: Sequence[str] | None = None) -> PromptSet:
     """Prompts on which the task is missing: ``removed`` (the bare query, no instruction and
-    no demonstrations) or ``shuffled`` (demonstrations with their answers shuffled)."""
+    no demonstrations), ``shuffled`` (demonstrations with their answers shuffled) or
+    ``neutral`` (the instruction replaced by random ``neutral`` words, which occur in many
+    tasks' instructions: :func:`ivedu.prompts.neutral_words`)."""
     if style not in CORRUPTED_STYLES:
         raise ValueError(f"unknown corrupted style {style!r}; choose one of {CORRUPTED_STYLES}")
     rng = random.Random(seed + 1)
     examples = _examples(task, split, n, rng)
     if style == "removed":
         prompts = [bare_prompt(ex.input, fmt) for ex in examples]
+    elif style == "neutral":
+        if not neutral:
+            raise ValueError("style='neutral' needs the neutral words: pass neutral=neutral_words(world.general)")
+        prompts = [neutral_prompt(ex.input, neutral, rng, fmt=fmt) for ex in examples]
     else:
         prompts = [shuffled_fewshot_prompt(_demos(task, ex, n_demos, rng), ex.input, rng, fmt) for ex in examples]
     return PromptSet(tuple(prompts), tuple(ex.output for ex in examples))

@@ -79,3 +79,25 @@ def shuffled_fewshot_prompt(demos: Sequence[Example], x: str, rng: random.Random
     rng.shuffle(outputs)
     parts = [f"{bare_prompt(d.input, fmt)} {y} {fmt.separator}" for d, y in zip(demos, outputs)]
     return " ".join([*parts, bare_prompt(x, fmt)])
+
+
+def neutral_words(tasks: Sequence[Task], min_tasks: int = 3) -> list[str]:
+    """Words that occur in the instructions of at least ``min_tasks`` tasks: they name no task."""
+    counts: dict[str, int] = {}
+    for task in tasks:
+        for word in {w for instruction in task.instructions for w in instruction.split()}:
+            counts[word] = counts.get(word, 0) + 1
+    return sorted(w for w, n in counts.items() if n >= min_tasks)
+
+
+def neutral_prompt(x: str, words: Sequence[str], rng: random.Random, length: int = 3,
+                   fmt: PromptFormat = TINY_FORMAT) -> str:
+    """The instructed format with the instruction replaced by ``length`` random neutral words.
+
+    A corruption that keeps the prompt's shape and length but carries no task.
+    """
+    if not words:
+        raise ValueError("no neutral words given: see neutral_words(tasks)")
+    filler = " ".join(rng.choice(list(words)) for _ in range(length))
+    end = fmt.instruction_end
+    return f"{fmt.input_prefix} {x} {end} {filler} {end} {fmt.output_prefix}"

@@ -81,3 +81,21 @@ def test_bad_inputs_get_clear_errors(tiny, world):
         indirect_effects(model, tok, corrupted.prompts, corrupted.answers, torch.zeros(3, 4, 32))
     with pytest.raises(ValueError, match="one answer per prompt"):
         indirect_effects(model, tok, corrupted.prompts, corrupted.answers[:1], torch.zeros(4, 4, 32))
+
+
+def test_neutral_corruption_keeps_the_format_and_names_no_task(tiny, world):
+    from ivedu.prompts import neutral_words
+    words = neutral_words(world.general)
+    assert words == ["give", "in", "the", "which"]
+    task = world.task("capital")
+    with pytest.raises(ValueError, match="neutral_words"):
+        corrupted_prompts(task, style="neutral", n=4)
+    corrupted = corrupted_prompts(task, style="neutral", n=4, neutral=words)
+    for prompt, ex in zip(corrupted.prompts, corrupted.answers):
+        inside = prompt.split(" . ")[1].split()
+        assert len(inside) == 3 and set(inside) <= set(words)
+    model, tok = tiny
+    means = mean_head_activations(model, tok, clean_prompts(task, n=4).prompts)
+    fast = indirect_effects(model, tok, corrupted.prompts, corrupted.answers, means)
+    assert torch.allclose(fast, indirect_effects_reference(model, tok, corrupted.prompts, corrupted.answers, means),
+                          atol=1e-5)
