@@ -279,5 +279,9 @@ def build_world(seed: int = 0, n_lists: int = 2400, n_heldout_lists: int = 60) -
         _list_task("last_french", ["translate the last item to french", "say the last item in french"],
                    ["the last of {x} in french is {y}"], lambda xs: french[xs[-1]], list_splits, rng,
                    is_new=True),
+        # Appended last, so that every task above keeps its data: the shipped model was trained on them.
+        _list_task("first_french", ["translate the first item to french", "say the first item in french"],
+                   ["the first of {x} in french is {y}"], lambda xs: french[xs[0]], list_splits, rng,
+                   is_new=True),
     ]
     return World(seed=seed, tasks=tuple(general + new))
