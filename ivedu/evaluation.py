@@ -5,18 +5,23 @@
   same kind.
 - **Instruction following** ``P(y^c | c, x)``: greedy generation under the instruction,
   scored by exact match, plus the teacher-forced probability of the conformant answer.
+  Its in-context (few-shot) variant states the task by demonstrations instead of an
+  instruction (:func:`in_context_score`).
+
+:func:`score_abilities` measures all three on many tasks at once, with an optional progress bar.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
 
 from ivedu.generation import answer_ids, answer_logprobs, greedy_generate, last_token_logits
-from ivedu.prompts import instructed_prompt, statement_prompt
-from ivedu.world import Task
+from ivedu.prompts import fewshot_prompt, instructed_prompt, statement_prompt
+from ivedu.world import Example, Task
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,42 @@ def instruction_following_score(model, tokenizer, task: Task, split: str = "held
     golds = [ex.output for _ in phrasings for ex in examples]
     if not prompts:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
+    return _generation_score(model, tokenizer, task.name, prompts, golds)
+
+
+def _generation_score(model, tokenizer, name: str, prompts: Sequence[str], golds: Sequence[str]) -> InstructionScore:
+    """Exact match of greedy answers, first-token accuracy and teacher-forced answer probability."""
     max_new = max(len(answer_ids(tokenizer, g)) for g in golds) + 1
     em = exact_match(greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new), golds)
     ft = first_token_accuracy(model, tokenizer, prompts, golds)
     prob = answer_logprobs(model, tokenizer, prompts, golds).exp()
-    return InstructionScore(task.name, len(prompts), _mean(em), _mean(ft), float(prob.mean()))
+    return InstructionScore(name, len(prompts), _mean(em), _mean(ft), float(prob.mean()))
+
+
+def demonstrations(task: Task, query: Example, k: int, seed: int = 0) -> list[Example]:
+    """``k`` demonstrations for ``query`` from ``task``'s train split, deterministic.
+
+    Drawn with a ``random.Random`` seeded by ``seed``, the task's name and the query's input,
+    so every query gets its own demonstrations and the same ones on every call, whatever
+    the order or batching of the queries.
+    """
+    pool = [ex for ex in task.train if ex.input != query.input]
+    return random.Random(f"{seed}:{task.name}:{query.input}").sample(pool, min(k, len(pool)))
+
+
+def in_context_score(model, tokenizer, task: Task, split: str = "heldout", k: int = 4,
+                     seed: int = 0) -> InstructionScore:
+    """Instruction following stated by ``k`` demonstrations instead of an instruction.
+
+    Prompts are :func:`ivedu.prompts.fewshot_prompt` (``input : x output : y ; ... input : q
+    output :``) with demonstrations from the train split (:func:`demonstrations`); scored
+    like :func:`instruction_following_score` (the FV paper's in-context "IP" setting).
+    """
+    examples = task.split(split)
+    if not examples:
+        raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
+    prompts = [fewshot_prompt(demonstrations(task, ex, k, seed), ex.input) for ex in examples]
+    return _generation_score(model, tokenizer, task.name, prompts, [ex.output for ex in examples])
 
 
 def knowledge_score(model, tokenizer, task: Task, split: str = "heldout") -> KnowledgeScore:
@@ -132,3 +168,85 @@ def format_scores(rows: Sequence[TaskScores]) -> str:
     lines.append("-" * len(header))
     lines.append(f"{'mean':<12}" + "".join(f"{m:>{w}.2f}" for m, w in zip(means, widths)))
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class AbilityScores:
+    """All three measurements on one task (a row of chapter 1's tables); every field in [0, 1].
+
+    ``if_*``: zero-shot under the instruction; ``icl_*``: in-context, ``k`` demonstrations;
+    ``kn_*``: knowledge in statement form. ``*_exact_match`` and ``kn_ranking`` are accuracies,
+    ``*_prob`` mean probabilities of the gold answer (teacher forced).
+    """
+
+    task: str
+    if_exact_match: float
+    if_answer_prob: float
+    icl_exact_match: float
+    icl_answer_prob: float
+    kn_ranking: float
+    kn_gold_prob: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+ABILITY_FIELDS = ("if_exact_match", "if_answer_prob", "icl_exact_match", "icl_answer_prob",
+                  "kn_ranking", "kn_gold_prob")
+
+
+def score_abilities(model, tokenizer, tasks: Sequence[Task], split: str = "heldout", k: int = 4,
+                    seed: int = 0, progress: bool = False) -> list[AbilityScores]:
+    """Instruction following (zero-shot and ``k``-shot) and knowledge of each task on ``split``.
+
+    ``k=0`` skips the in-context score (its fields are NaN): it is the slowest of the three,
+    its prompts being several times longer. ``progress=True`` shows a progress bar over the
+    tasks (on stderr).
+    """
+    rows = []
+    nan = float("nan")
+    for task in _progress(tasks, progress, "scoring tasks"):
+        zero = instruction_following_score(model, tokenizer, task, split)
+        icl = in_context_score(model, tokenizer, task, split, k, seed) if k > 0 else None
+        kn = knowledge_score(model, tokenizer, task, split)
+        rows.append(AbilityScores(task.name, zero.exact_match, zero.answer_prob,
+                                  icl.exact_match if icl else nan, icl.answer_prob if icl else nan,
+                                  kn.ranking_accuracy, kn.gold_prob))
+    return rows
+
+
+def mean_abilities(rows: Sequence[AbilityScores]) -> dict[str, float]:
+    """The mean of each :class:`AbilityScores` field over tasks."""
+    return {f: _mean([getattr(r, f) for r in rows]) for f in ABILITY_FIELDS}
+
+
+def format_abilities(before: Sequence[AbilityScores | dict], after: Sequence[AbilityScores | dict]) -> str:
+    """A plain-text before -> after table of both abilities per task, with a mean row.
+
+    Rows are :class:`AbilityScores` or their dicts (:meth:`AbilityScores.as_dict`), in the
+    same task order before and after.
+    """
+    before = [AbilityScores(**r) if isinstance(r, dict) else r for r in before]
+    after = [AbilityScores(**r) if isinstance(r, dict) else r for r in after]
+    fields = (("if_exact_match", "IF exact"), ("icl_exact_match", "ICL exact"), ("kn_ranking", "KN ranking"),
+              ("kn_gold_prob", "KN P(gold)"))
+    header = f"{'task':<12}" + "".join(f"{name:>17}" for _, name in fields)
+    lines = [header, f"{'':<12}" + "".join(f"{'before -> after':>17}" for _ in fields), "-" * len(header)]
+    if len(before) != len(after):
+        raise ValueError(f"{len(before)} rows before but {len(after)} after")
+    for b, a in zip(before, after):
+        if b.task != a.task:
+            raise ValueError(f"rows do not match: {b.task!r} before, {a.task!r} after")
+        lines.append(f"{b.task:<12}" + "".join(f"{getattr(b, f):>9.2f} -> {getattr(a, f):.2f}" for f, _ in fields))
+    mb, ma = mean_abilities(before), mean_abilities(after)
+    lines.append("-" * len(header))
+    lines.append(f"{'mean':<12}" + "".join(f"{mb[f]:>9.2f} -> {ma[f]:.2f}" for f, _ in fields))
+    return "\n".join(lines)
+
+
+def _progress(items, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, leave=False, mininterval=1.0)

@@ -1,0 +1,113 @@
+"""The scores on models whose answers are known: a bigram model with hand-set logits, and the
+shipped tiny model on its own world."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import ivedu
+from ivedu.evaluation import (AbilityScores, demonstrations, format_abilities, in_context_score,
+                              instruction_following_score, knowledge_score, mean_abilities, score_abilities)
+from ivedu.prompts import fewshot_prompt
+from ivedu.tokenizer import build_tokenizer
+from ivedu.world import Example, Task
+
+WORDS = "a b c d e is of the x do it input output : . ;".split()
+
+
+class Bigram(nn.Module):
+    """A causal LM whose next-token logits depend only on the current token: ``table[token]``."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(vocab_size, vocab_size))
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs):
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+@pytest.fixture(scope="module")
+def known():
+    """After ":" the model says "b" (then stops); after "is" it prefers "b" to "c" by 2 nats."""
+    tok = build_tokenizer(WORDS)
+    model = Bigram(len(tok))
+    ids = tok.convert_tokens_to_ids
+    with torch.no_grad():
+        model.table[ids(":"), ids("b")] = 5.0
+        model.table[ids("b"), tok.eos_token_id] = 10.0
+        model.table[ids("c"), tok.eos_token_id] = 10.0
+        model.table[ids("is"), ids("b")] = 3.0
+        model.table[ids("is"), ids("c")] = 1.0
+    task = Task("toy", "fact", ("do it",), ("the x of {x} is {y}",),
+                train=(Example("d", "b", ("c",)), Example("e", "b", ("c",)), Example("c", "b", ("c",))),
+                valid=(), test=(Example("a", "b", ("c",)), Example("d", "c", ("b",))))
+    return model, tok, task
+
+
+def softmax_at(model, row: str, col: str, tok) -> float:
+    ids = tok.convert_tokens_to_ids
+    return torch.softmax(model.table[ids(row)], -1)[ids(col)].item()
+
+
+def test_instruction_following_score_on_known_answers(known):
+    model, tok, task = known
+    score = instruction_following_score(model, tok, task, "test")
+    assert score.n == 2
+    assert score.exact_match == 0.5  # "b" is right for "a", wrong for "d"
+    assert score.first_token_accuracy == 0.5
+    expected = (softmax_at(model, ":", "b", tok) + softmax_at(model, ":", "c", tok)) / 2
+    assert score.answer_prob == pytest.approx(expected, rel=1e-5)
+
+
+def test_knowledge_score_on_known_answers(known):
+    model, tok, task = known
+    score = knowledge_score(model, tok, task, "test")
+    assert score.ranking_accuracy == 0.5  # "is" -> b beats c: right for "a", wrong for "d"
+    p_b, p_c = softmax_at(model, "is", "b", tok), softmax_at(model, "is", "c", tok)
+    assert p_b / p_c == pytest.approx(math.exp(2), rel=1e-5)
+    assert score.gold_prob == pytest.approx((p_b + p_c) / 2, rel=1e-5)
+
+
+def test_in_context_score_on_known_answers(known):
+    model, tok, task = known
+    score = in_context_score(model, tok, task, "test", k=2)
+    assert score.n == 2 and score.exact_match == 0.5
+
+
+def test_demonstrations_are_deterministic_from_train_and_never_the_query(known):
+    _, _, task = known
+    query = Example("c", "b")
+    demos = demonstrations(task, query, k=2, seed=0)
+    assert demos == demonstrations(task, query, k=2, seed=0)
+    assert len(demos) == 2 and set(demos) <= set(task.train) and query.input not in {d.input for d in demos}
+    assert fewshot_prompt(demos, "c").endswith("input : c output :")
+
+
+def test_score_abilities_without_demonstrations_leaves_in_context_empty(known):
+    model, tok, task = known
+    (row,) = score_abilities(model, tok, [task], "test", k=0)
+    assert row.task == "toy" and row.if_exact_match == 0.5 and row.kn_ranking == 0.5
+    assert math.isnan(row.icl_exact_match) and math.isnan(row.icl_answer_prob)
+
+
+def test_format_abilities_shows_before_and_after_and_refuses_rows_of_different_tasks():
+    a = AbilityScores("capital", 1, 1, 1, 1, 1, 1)
+    b = AbilityScores("plural", 0, 0, 0, 0, 0, 0)
+    assert "1.00 -> 0.00" in format_abilities([a], [AbilityScores("capital", 0, 0, 0, 0, 0, 0)])
+    with pytest.raises(ValueError, match="do not match"):
+        format_abilities([a], [b])
+
+
+def test_the_shipped_model_follows_and_knows_its_world():
+    model, tok = ivedu.load_model("tiny")
+    world = ivedu.build_world(0)
+    tasks = [world.task("continent"), world.task("last")]
+    rows = score_abilities(model, tok, tasks, "test", k=4)
+    means = mean_abilities(rows)
+    assert means["if_exact_match"] >= 0.9 and means["kn_ranking"] >= 0.95
+    assert all(0 <= v <= 1 for v in means.values())
+    # The new task it was never taught: the answer is known to be out of reach.
+    assert instruction_following_score(model, tok, world.task("first_french"), "test").exact_match < 0.2
