@@ -1,0 +1,249 @@
+"""Fine-tuning on a new task: full fine-tuning or LoRA, on one task or on a sequence of tasks.
+
+This is the step of the paper that causes forgetting: a model that follows many instructions
+is fine-tuned on one new task, with no data from the old ones. Training sequences are the
+new task's train split written as instructed prompts (every instruction phrasing), with the
+loss on the answer tokens only (:func:`ivedu.corpus.instructed_sequence`).
+
+Fine-tuning never modifies the caller's model: :func:`finetune` trains a deep copy, so a
+chapter can score the model before and after side by side. Everything is deterministic for a
+seed: the seed fixes the batch order (a ``random.Random``) and the LoRA initialisation
+(``torch.manual_seed``); it never touches the model that is being fine-tuned.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ivedu.corpus import TrainingSequence, collate, instructed_sequence
+from ivedu.evaluation import AbilityScores, instruction_following_score, score_abilities
+from ivedu.generation import model_device
+from ivedu.world import Task
+
+METHODS = ("full", "lora")
+SCHEDULES = ("linear", "constant")
+
+
+@dataclass
+class FinetuneResult:
+    """A fine-tuned copy of a model and how its training went.
+
+    ``model`` is a new object; for ``method="lora"`` it is a peft ``PeftModel`` whose base
+    weights are the original ones, untouched, plus trainable adapters.
+    ``losses[i]`` is the mean cross-entropy (nats per answer token) of step ``i``'s batch;
+    ``steps`` is how many steps ran (fewer than asked when early stopping stopped it), and
+    ``checks`` the early-stopping scores as ``(step, exact match)`` pairs.
+    """
+
+    model: nn.Module
+    task: str
+    method: str
+    steps: int
+    lr: float
+    batch_size: int
+    seed: int
+    trainable_params: int
+    losses: list[float] = field(default_factory=list)
+    checks: list[tuple[int, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Names (last dotted part) of the ``nn.Linear`` layers inside the transformer blocks.
+
+    These are LoRA's default targets: attention and MLP projections, whatever a model family
+    calls them (``q_proj``/``v_proj``/``gate_proj`` in Llama, ``c_attn``/``c_fc`` would be
+    Conv1D in GPT-2 and so need passing explicitly). The output head is left out: it is tied
+    to the input embeddings in many small models, and LoRA papers do not adapt it.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and module is not head}
+    if not names:
+        raise ValueError("no nn.Linear layers found outside the output head; pass target_modules explicitly")
+    return sorted(names)
+
+
+def task_sequences(tokenizer, task: Task, split: str = "train") -> list[TrainingSequence]:
+    """Every example of ``split`` under every instruction phrasing, answer-only labels."""
+    return [instructed_sequence(tokenizer, task, ex, p)
+            for ex in task.split(split) for p in range(len(task.instructions))]
+
+
+def lora_model(model: nn.Module, rank: int = 8, alpha: float | None = None,
+               target_modules: Sequence[str] | None = None, seed: int = 0) -> nn.Module:
+    """A peft LoRA model around ``model`` (which peft modifies: pass a copy to keep the original).
+
+    ``alpha`` defaults to ``2 * rank``; dropout is 0, as in full fine-tuning here, so the two
+    methods differ only in what they train. Only the adapter weights require gradients.
+    """
+    from peft import get_peft_model
+
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated ``is_gradient_checkpointing``; nothing for us to fix.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, _lora_config(rank, alpha, target_modules or linear_module_names(model)))
+
+
+def _lora_config(rank: int, alpha: float | None, target_modules: Sequence[str]):
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=0.0,
+                      target_modules=list(target_modules), task_type="CAUSAL_LM")
+
+
+def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", steps: int = 150,
+             lr: float = 3e-4, batch_size: int = 16, seed: int = 0, lora_rank: int = 8,
+             lora_alpha: float | None = None, target_modules: Sequence[str] | None = None,
+             warmup_steps: int = 10, schedule: str = "linear", weight_decay: float = 0.0,
+             split: str = "train", stop_at: float | None = None, eval_every: int = 25,
+             eval_split: str = "valid",
+             on_step: Callable[[int, float], None] | None = None) -> FinetuneResult:
+    """Fine-tune a copy of ``model`` on ``task``'s ``split`` (instructed prompts, answer-only loss).
+
+    ``method="full"`` trains every weight; ``method="lora"`` freezes the copy and trains LoRA
+    adapters (:func:`lora_model`) on ``target_modules`` (default: every linear projection in
+    the blocks, :func:`linear_module_names`). AdamW with ``warmup_steps`` of linear warm-up,
+    then ``schedule``: ``"linear"`` decay to zero at ``steps`` (the Hugging Face Trainer's
+    default) or ``"constant"``. Gradients are clipped at norm 1. Batches are shuffled passes
+    over all (example, phrasing) pairs, drawn with ``random.Random(seed)``.
+
+    Early stopping: with ``stop_at`` set, the task is scored (exact match under the
+    instruction, :func:`ivedu.evaluation.instruction_following_score`) on ``eval_split``
+    every ``eval_every`` steps, and training stops at the first check that reaches
+    ``stop_at`` -- "train until the new task is learnt", the least fine-tuning that does the
+    job. ``steps`` is then the most steps allowed.
+
+    ``on_step(step, loss)`` is called after every step (a live loss curve, a progress bar).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+    sequences = task_sequences(tokenizer, task, split)
+    if not sequences:
+        raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
+    tuned = copy.deepcopy(model)
+    if method == "lora":
+        tuned = lora_model(tuned, lora_rank, lora_alpha, target_modules, seed)
+    else:
+        torch.manual_seed(seed)
+    params = [p for p in tuned.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: _lr_factor(s, steps, warmup_steps, schedule))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = model_device(tuned)
+    rng = random.Random(seed)
+    order: list[int] = []
+    result = FinetuneResult(tuned, task.name, method, 0, lr, batch_size, seed,
+                            trainable_params=sum(p.numel() for p in params))
+    start = time.perf_counter()
+    tuned.train()
+    for step in range(steps):
+        if len(order) < batch_size:
+            fresh = list(range(len(sequences)))
+            rng.shuffle(fresh)
+            order += fresh
+        batch = collate([sequences[i] for i in order[:batch_size]], pad)
+        del order[:batch_size]
+        loss = tuned(**{k: v.to(device) for k, v in batch.items()}).loss
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        scheduler.step()
+        result.losses.append(loss.item())
+        result.steps = step + 1
+        if on_step is not None:
+            on_step(step, result.losses[-1])
+        if stop_at is not None and (step + 1) % eval_every == 0:
+            tuned.eval()
+            score = instruction_following_score(tuned, tokenizer, task, eval_split).exact_match
+            tuned.train()
+            result.checks.append((step + 1, score))
+            if score >= stop_at:
+                break
+    tuned.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _lr_factor(step: int, steps: int, warmup_steps: int, schedule: str) -> float:
+    """Linear warm-up over ``warmup_steps``, then constant or linear decay to zero at ``steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    return max(0.0, (steps - step) / max(1, steps - warmup_steps))
+
+
+@dataclass
+class SequenceResult:
+    """Fine-tuning on tasks one after another, scored after every stage.
+
+    ``R[t, i]``: exact match on ``tasks[i]`` (``split``) after training stages ``0 .. t``,
+    ``[T, T]`` -- the matrix :mod:`ivedu.metrics` takes. ``baseline[i]``: the same score
+    before any fine-tuning, ``[T]``. ``general[s]``: :class:`ivedu.evaluation.AbilityScores`
+    of every general task at stage ``s``, where stage 0 is *before* fine-tuning, so
+    ``len(general) == T + 1``. ``stages[t]`` holds stage ``t``'s training record, with its
+    ``model`` dropped (set to ``None``) to keep one model in memory; ``model`` is the final one.
+    """
+
+    tasks: list[str]
+    method: str
+    R: np.ndarray
+    baseline: np.ndarray
+    general: list[list[AbilityScores]]
+    stages: list[FinetuneResult]
+    model: nn.Module
+
+
+def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, method: str = "full",
+                      steps: int | Sequence[int] = 150, lr: float = 3e-4, batch_size: int = 16, seed: int = 0,
+                      general_tasks: Sequence[Task] = (), split: str = "test", general_split: str = "heldout",
+                      k: int = 4, progress: bool = False, **finetune_kwargs) -> SequenceResult:
+    """Fine-tune a copy of ``model`` on ``tasks`` in order, scoring after every stage.
+
+    Each stage is :func:`finetune` on the previous stage's model, with seed
+    ``1000 * seed + stage``; ``steps`` is one number or one per task. With ``method="lora"``
+    every stage trains a fresh adapter, which is merged into the weights before the next stage
+    (sequential LoRA, as in TRACE's LoRA baseline with merging): the final ``model`` is a plain
+    model again. After each stage the new tasks are scored (exact match under the instruction,
+    on ``split``) into ``R``, and ``general_tasks`` with :func:`ivedu.evaluation.score_abilities`
+    on ``general_split`` (``k``-shot for the in-context score).
+    """
+    steps_per_task = [steps] * len(tasks) if isinstance(steps, int) else list(steps)
+    if len(steps_per_task) != len(tasks):
+        raise ValueError(f"{len(steps_per_task)} step counts for {len(tasks)} tasks")
+
+    def score(m) -> tuple[list[float], list[AbilityScores]]:
+        new = [instruction_following_score(m, tokenizer, t, split).exact_match for t in tasks]
+        return new, score_abilities(m, tokenizer, general_tasks, general_split, k) if general_tasks else []
+
+    baseline, general0 = score(model)
+    R = np.zeros((len(tasks), len(tasks)))
+    general, stages = [general0], []
+    current = model
+    for t, (task, n_steps) in enumerate(zip(tasks, steps_per_task)):
+        result = finetune(current, tokenizer, task, method=method, steps=n_steps, lr=lr, batch_size=batch_size,
+                          seed=1000 * seed + t, **finetune_kwargs)
+        current = result.model.merge_and_unload() if method == "lora" else result.model
+        result.model = None
+        stages.append(result)
+        R[t], scores = score(current)
+        general.append(scores)
+        if progress:
+            print(f"stage {t + 1}/{len(tasks)} ({task.name}, {method}): new-task exact match "
+                  + " ".join(f"{x:.2f}" for x in R[t]), flush=True)
+    return SequenceResult([t.name for t in tasks], method, R, np.asarray(baseline), general, stages, current)

@@ -1,0 +1,118 @@
+"""Fine-tuning: LoRA trains only its adapters, runs are deterministic for a seed, the loss
+falls, and the caller's model is never modified."""
+
+import pytest
+import torch
+
+from ivedu.finetune import finetune, finetune_sequence, linear_module_names, task_sequences
+from ivedu.tokenizer import world_tokenizer
+from ivedu.toy import TinyConfig, build_tiny_model
+from ivedu.world import build_world
+
+SMALL = TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    world = build_world(0)
+    tokenizer = world_tokenizer(world)
+    model = build_tiny_model(tokenizer, SMALL).eval()
+    return model, tokenizer, world
+
+
+def snapshot(model):
+    return {name: p.detach().clone() for name, p in model.state_dict().items()}
+
+
+def test_lora_trains_only_the_adapters(setup):
+    model, tokenizer, world = setup
+    original = snapshot(model)
+    result = finetune(model, tokenizer, world.task("first_french"), method="lora", steps=8, lr=1e-2, seed=0)
+    tuned = result.model.state_dict()
+    lora = [name for name in tuned if "lora_" in name]
+    assert lora and result.trainable_params == sum(tuned[n].numel() for n in lora)
+    for name, value in tuned.items():
+        if "lora_" in name:
+            continue
+        base = name.replace("base_model.model.", "", 1).replace(".base_layer", "")
+        assert torch.equal(value, original[base]), f"base weight {base} changed"
+    assert any(tuned[n].abs().sum() > 0 for n in lora if "lora_B" in n), "LoRA B stayed at its zero init"
+    assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items()), "caller's model changed"
+
+
+def test_lora_targets_every_block_projection_and_not_the_head(setup):
+    model, _, _ = setup
+    assert linear_module_names(model) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+def test_full_finetuning_is_deterministic_for_a_seed_and_leaves_the_caller_alone(setup):
+    model, tokenizer, world = setup
+    original = snapshot(model)
+    task = world.task("first_french")
+    a = finetune(model, tokenizer, task, method="full", steps=6, lr=1e-3, seed=3)
+    b = finetune(model, tokenizer, task, method="full", steps=6, lr=1e-3, seed=3)
+    c = finetune(model, tokenizer, task, method="full", steps=6, lr=1e-3, seed=4)
+    assert a.losses == b.losses
+    assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+    assert a.losses != c.losses  # the seed changes the batch order
+    assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
+
+
+def test_the_loss_falls(setup):
+    model, tokenizer, world = setup
+    result = finetune(model, tokenizer, world.task("first_french"), method="full", steps=40, lr=3e-3,
+                      batch_size=16, seed=0)
+    assert len(result.losses) == 40
+    assert sum(result.losses[-5:]) / 5 < 0.7 * result.losses[0]
+
+
+def test_training_data_is_the_train_split_under_every_phrasing_with_answer_only_labels(setup):
+    _, tokenizer, world = setup
+    task = world.task("first_french")
+    sequences = task_sequences(tokenizer, task)
+    assert len(sequences) == len(task.train) * len(task.instructions)
+    first = sequences[0]
+    learnt = [i for i, label in zip(first.input_ids, first.labels) if label != -100]
+    assert tokenizer.decode(learnt) == f"{task.train[0].output} {tokenizer.eos_token}"
+
+
+def test_early_stopping_stops_at_the_first_check_that_reaches_the_target(setup):
+    model, tokenizer, world = setup
+    result = finetune(model, tokenizer, world.task("first_french"), steps=50, lr=1e-3, seed=0,
+                      stop_at=0.0, eval_every=5, schedule="constant")
+    assert result.steps == 5 and len(result.losses) == 5 and result.checks[0][0] == 5
+
+
+def test_sequence_builds_r_and_ends_with_a_plain_model(setup):
+    model, tokenizer, world = setup
+    tasks = [world.task("first_french"), world.task("middle")]
+    result = finetune_sequence(model, tokenizer, tasks, method="lora", steps=[3, 2], lr=1e-3, seed=0,
+                               general_tasks=[world.task("continent")], k=0)
+    assert result.R.shape == (2, 2) and result.baseline.shape == (2,)
+    assert len(result.general) == 3 and result.general[0][0].task == "continent"
+    assert [s.steps for s in result.stages] == [3, 2]
+    assert not any("lora_" in name for name in result.model.state_dict()), "adapters were not merged"
+
+
+def test_bad_arguments_are_refused(setup):
+    model, tokenizer, world = setup
+    task = world.task("first_french")
+    with pytest.raises(ValueError, match="method"):
+        finetune(model, tokenizer, task, method="adapter")
+    with pytest.raises(ValueError, match="schedule"):
+        finetune(model, tokenizer, task, schedule="cosine")
+    with pytest.raises(ValueError, match="step counts"):
+        finetune_sequence(model, tokenizer, [task], steps=[1, 2])
+
+
+def test_the_shipped_tokenizer_knows_every_word_of_the_new_tasks():
+    import ivedu
+    from ivedu.prompts import instructed_prompt
+
+    _, tokenizer = ivedu.load_model("tiny")
+    for task in build_world(0).new:
+        for ex in task.train[:20] + task.test:
+            for phrasing in range(len(task.instructions)):
+                ids = tokenizer.encode(instructed_prompt(task, ex.input, phrasing) + " " + ex.output)
+                assert tokenizer.unk_token_id not in ids, (task.name, ex)
