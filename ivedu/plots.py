@@ -86,3 +86,116 @@ def plot_intervention(scores, title: str = "Instruction-less test prompts, first
     ax.set_title(title)
     ax.legend(frameon=False, ncol=len(conditions), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     return ax
+
+
+# Chapter 1: forgetting diagnosis ------------------------------------------------------------
+
+ABILITY_LABELS = {
+    "if_exact_match": "instruction following\n(exact match under the instruction)",
+    "icl_exact_match": "in-context following\n(exact match, 4 demonstrations)",
+    "kn_ranking": "knowledge\n(ranking accuracy, statement form)",
+    "if_answer_prob": "P(conformant answer | instruction, input)",
+    "kn_gold_prob": "P(gold answer | statement)",
+}
+
+
+METHOD_NAMES = {"full": "full", "lora": "LoRA"}
+
+
+def _field(row, name: str) -> float:
+    """A score from an :class:`ivedu.evaluation.AbilityScores` or from its dict form."""
+    return row[name] if isinstance(row, dict) else getattr(row, name)
+
+
+def plot_before_after(before, after, fields: Sequence[str] = ("if_exact_match", "kn_ranking"),
+                      title: str = "Before and after fine-tuning, per general task", axes=None):
+    """One panel per ability: each task's score before (light) and after (dark) fine-tuning.
+
+    ``before`` and ``after`` are per-task rows (:class:`ivedu.evaluation.AbilityScores` or
+    their dicts) in the same task order.
+    """
+    if axes is None:
+        fig, axes = plt.subplots(1, len(fields), figsize=(5.5 * len(fields), 3.8), sharey=True)
+        fig.suptitle(title)
+    axes = np.atleast_1d(axes)
+    x = np.arange(len(before))
+    for ax, name in zip(axes, fields):
+        ax.bar(x - 0.2, [_field(r, name) for r in before], 0.4, color=PALETTE[0], alpha=0.45, label="before")
+        ax.bar(x + 0.2, [_field(r, name) for r in after], 0.4, color=PALETTE[0], label="after")
+        ax.set_xticks(x, [_field(r, "task") for r in before], rotation=40, ha="right")
+        ax.set_ylim(0, 1.22)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.set_title(ABILITY_LABELS.get(name, name), fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("score on test inputs (0 to 1)")
+    axes[0].legend(loc="upper left", ncol=2, fontsize=8)
+    return axes
+
+
+def plot_ability_gap(before: dict, afters: dict, fields: Sequence[str] = ("if_exact_match", "icl_exact_match",
+                                                                           "kn_ranking"),
+                     title: str = "What fine-tuning on one new task costs the general tasks", axes=None):
+    """Before -> after, one panel per fine-tuning method: a line per ability, a dot per seed.
+
+    ``before``: mean score per field (``{"if_exact_match": 0.97, ...}``); ``afters``: method
+    name -> list of per-seed mean dicts. A steep line is an ability lost; a flat one, kept.
+    """
+    if axes is None:
+        fig, axes = plt.subplots(1, len(afters), figsize=(4.6 * len(afters), 3.8), sharey=True)
+        fig.suptitle(title)
+    axes = np.atleast_1d(axes)
+    for ax, (method, runs) in zip(axes, afters.items()):
+        for i, name in enumerate(fields):
+            after = [_field(r, name) for r in runs]
+            colour = PALETTE[i]
+            ax.plot([0, 1], [before[name], np.mean(after)], "-o", color=colour, lw=2.5,
+                    label=ABILITY_LABELS.get(name, name).replace("\n", " "))
+            ax.scatter(np.full(len(after), 1.04), after, color=colour, s=14, alpha=0.7)
+        ax.set_xticks([0, 1], ["before", f"after ({len(runs)} seeds)"])
+        ax.set_xlim(-0.15, 1.15)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{METHOD_NAMES.get(method, method)} fine-tuning")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("mean over general tasks (0 to 1)")
+    axes[-1].legend(loc="lower left", fontsize=7)
+    return axes
+
+
+def plot_r_matrix(R, tasks: Sequence[str], baseline: Sequence[float] | None = None,
+                  title: str = "R[stage, task]: exact match on each new task", ax=None):
+    """Heatmap of the continual-learning matrix, one row per stage, annotated with the scores.
+
+    ``R[t, i]``: score on ``tasks[i]`` after training stages ``0 .. t`` (``[T, T]``); with
+    ``baseline`` (``[T]``) a first row shows the scores before any fine-tuning.
+    """
+    R = np.asarray(R, dtype=float)
+    rows = [f"after {t + 1}: {name}" for t, name in enumerate(tasks)]
+    if baseline is not None:
+        R = np.vstack([np.asarray(baseline, dtype=float)[None], R])
+        rows = ["before fine-tuning", *rows]
+    ax = ax or plt.subplots(figsize=(1.6 * len(tasks) + 2.5, 0.6 * len(rows) + 1.2))[1]
+    image = ax.imshow(R, cmap="cividis", vmin=0, vmax=1, aspect="auto")
+    for (r, c), v in np.ndenumerate(R):
+        ax.text(c, r, f"{v:.2f}", ha="center", va="center", color="black" if v > 0.5 else "white", fontsize=9)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("task scored")
+    ax.set_title(title)
+    plt.colorbar(image, ax=ax, label="exact match")
+    return ax
+
+
+def plot_stages(general_if: Sequence[float], general_kn: Sequence[float], labels: Sequence[str],
+                title: str = "General tasks along the sequence", ax=None):
+    """Mean instruction following and knowledge of the general tasks after each stage."""
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    x = np.arange(len(labels))
+    ax.plot(x, general_if, "-o", color=PALETTE[0], lw=2, label=ABILITY_LABELS["if_exact_match"].replace("\n", " "))
+    ax.plot(x, general_kn, "-s", color=PALETTE[2], lw=2, label=ABILITY_LABELS["kn_ranking"].replace("\n", " "))
+    ax.set_xticks(x, labels, rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("mean over general tasks (0 to 1)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return ax
