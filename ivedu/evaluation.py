@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from ivedu.generation import answer_ids, answer_logprobs, greedy_generate, last_token_logits
+from ivedu.mediation import first_answer_tokens
 from ivedu.prompts import fewshot_prompt, instructed_prompt, statement_prompt
 from ivedu.world import Example, Task
 
@@ -53,7 +54,7 @@ def exact_match(predictions: Sequence[str], golds: Sequence[str]) -> list[bool]:
 def first_token_accuracy(model, tokenizer, prompts: Sequence[str], golds: Sequence[str]) -> list[bool]:
     """Whether the most likely next token is the gold answer's first token, per prompt."""
     logits = last_token_logits(model, tokenizer, prompts)
-    firsts = torch.tensor([answer_ids(tokenizer, g)[0] for g in golds])
+    firsts = first_answer_tokens(tokenizer, golds)
     return (logits.argmax(-1) == firsts).tolist()
 
 

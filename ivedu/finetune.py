@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ivedu.checks import check_finite_loss
 from ivedu.corpus import TrainingSequence, collate, instructed_sequence
 from ivedu.evaluation import AbilityScores, instruction_following_score, score_abilities
 from ivedu.generation import model_device
@@ -158,6 +159,7 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
         batch = collate([sequences[i] for i in order[:batch_size]], pad)
         del order[:batch_size]
         loss = tuned(**{k: v.to(device) for k, v in batch.items()}).loss
+        check_finite_loss(loss, step)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

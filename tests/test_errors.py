@@ -173,6 +173,23 @@ def test_a_nan_loss_stops_training_and_names_the_step(monkeypatch):
         train_tiny_model(SMALL)
 
 
+def test_a_nan_loss_stops_fine_tuning_and_names_the_step(tiny, world):
+    from ivedu.finetune import finetune
+    model, tok = tiny
+    calls = []
+
+    def poison(module, args, output):
+        calls.append(1)
+        return output * float("nan") if len(calls) == 2 else output
+
+    handle = model.lm_head.register_forward_hook(poison)  # the copy that finetune trains inherits it
+    try:
+        with pytest.raises(FloatingPointError, match="became nan at step 1"):
+            finetune(model, tok, world.task("first_french"), steps=3, batch_size=4)
+    finally:
+        handle.remove()
+
+
 def test_check_finite_loss_accepts_finite_losses_and_names_infinite_ones():
     check_finite_loss(torch.tensor(2.5), 0)
     check_finite_loss(0.0, 1)
