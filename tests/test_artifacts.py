@@ -11,18 +11,12 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import ivedu
 from ivedu.artifacts import load_adapter, load_scan, load_vector, save_adapter, save_scan, save_vector
 from ivedu.intervention import InstructionVector, instruction_vector
 from ivedu.mediation import HeadScan
 
 FIELDS = {"kind", "format", "ivedu_version", "model_id", "hidden_size", "n_layers", "n_heads", "head_dim",
           "layer", "task", "heads", "dtype"}
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return ivedu.load_model("tiny")
 
 
 def other_llama(hidden: int = 64, layers: int = 4, vocab: int = 342):

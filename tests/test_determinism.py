@@ -13,11 +13,6 @@ SMALL = TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=
                    pretrain_steps=2, batch_size=8, warmup_steps=2)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return ivedu.load_model("tiny")
-
-
 def scans(model, tok, tasks, seed):
     return {t.name: scan_task(model, tok, t, clean_prompts(t, n=8, seed=seed), corrupted_prompts(t, n=8, seed=seed))
             for t in tasks}

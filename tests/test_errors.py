@@ -6,7 +6,6 @@ import pytest
 import torch
 from transformers import GPT2Config
 
-import ivedu
 from ivedu import toy
 from ivedu.checks import (AmbiguousFirstTokenWarning, check_context_length, check_finite_loss, check_task_examples,
                           context_length, warn_if_ambiguous_first_token)
@@ -21,16 +20,6 @@ from ivedu.world import Example, Task, custom_task
 
 SMALL = TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, steps=6,
                    pretrain_steps=3, batch_size=8, warmup_steps=2)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return ivedu.load_model("tiny")
-
-
-@pytest.fixture(scope="module")
-def world():
-    return ivedu.build_world(0)
 
 
 def prompt_of(n_tokens: int) -> str:

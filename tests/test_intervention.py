@@ -3,21 +3,10 @@
 import pytest
 import torch
 
-import ivedu
 from ivedu.architectures import model_layout, project_heads
 from ivedu.extraction import ExtractionSettings, corrupted_prompts, extract_and_test
 from ivedu.intervention import (instruction_vector, random_vector_like, steered_exact_match,
                                 steered_first_token_accuracy)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return ivedu.load_model("tiny")
-
-
-@pytest.fixture(scope="module")
-def world():
-    return ivedu.build_world(0)
 
 
 def test_vector_is_the_sum_of_the_chosen_heads_projections(tiny):

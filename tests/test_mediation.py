@@ -4,19 +4,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-import ivedu
 from ivedu.extraction import clean_prompts, corrupted_prompts
 from ivedu.mediation import HeadScan, indirect_effects, indirect_effects_reference, mean_head_activations
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return ivedu.load_model("tiny")
-
-
-@pytest.fixture(scope="module")
-def world():
-    return ivedu.build_world(0)
 
 
 def random_model(model_type: str, vocab_size: int):
