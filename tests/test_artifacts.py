@@ -11,6 +11,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
+import ivedu
 from ivedu.artifacts import load_adapter, load_scan, load_vector, save_adapter, save_scan, save_vector
 from ivedu.intervention import InstructionVector, instruction_vector
 from ivedu.mediation import HeadScan
