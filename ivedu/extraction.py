@@ -14,10 +14,11 @@ from typing import Sequence
 
 import torch
 
+from ivedu.evaluation import demonstrations
+from ivedu.generation import last_token_logits
 from ivedu.intervention import (InstructionVector, instruction_vector, random_vector_like,
                                 steered_exact_match, steered_first_token_accuracy)
-from ivedu.mediation import HeadScan, gold_probs, indirect_effects, mean_head_activations, first_answer_tokens
-from ivedu.generation import last_token_logits
+from ivedu.mediation import HeadScan, first_answer_tokens, gold_probs, indirect_effects, mean_head_activations
 from ivedu.prompts import (TINY_FORMAT, PromptFormat, bare_prompt, fewshot_prompt, instructed_prompt,
                            neutral_prompt, shuffled_fewshot_prompt)
 from ivedu.world import Task
@@ -53,7 +54,7 @@ def clean_prompts(task: Task, split: str = "train", style: str = "instructed", n
     if style == "instructed":
         prompts = [instructed_prompt(task, ex.input, i, fmt) for i, ex in enumerate(examples)]
     else:
-        prompts = [fewshot_prompt(_demos(task, ex, n_demos, rng), ex.input, fmt) for ex in examples]
+        prompts = [fewshot_prompt(demonstrations(task, ex, n_demos, seed), ex.input, fmt) for ex in examples]
     return PromptSet(tuple(prompts), tuple(ex.output for ex in examples))
 
 
@@ -75,13 +76,9 @@ def corrupted_prompts(task: Task, split: str = "train", style: str = "removed", 
             raise ValueError("style='neutral' needs the neutral words: pass neutral=neutral_words(world.general)")
         prompts = [neutral_prompt(ex.input, neutral, rng, fmt=fmt) for ex in examples]
     else:
-        prompts = [shuffled_fewshot_prompt(_demos(task, ex, n_demos, rng), ex.input, rng, fmt) for ex in examples]
+        prompts = [shuffled_fewshot_prompt(demonstrations(task, ex, n_demos, seed), ex.input, rng, fmt)
+                   for ex in examples]
     return PromptSet(tuple(prompts), tuple(ex.output for ex in examples))
-
-
-def _demos(task: Task, query, n_demos: int, rng: random.Random):
-    pool = [ex for ex in task.train if ex.input != query.input]
-    return rng.sample(pool, min(n_demos, len(pool)))
 
 
 def mean_answer_prob(model, tokenizer, prompt_set: PromptSet) -> float:

@@ -6,23 +6,24 @@ instruction in place of the demonstrations):
 
     IV = sum over (l, h) in top heads of  W_O^(l)[:, h] @ mean_activation[l, h]      ([hidden])
 
-Adding it to the residual stream after a layer, on prompts that lack the instruction, tests
+Adding it to the residual stream in a layer, on prompts that lack the instruction, tests
 whether it carries the task. The controls are a random vector of the same norm and another
 task's vector.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from ivedu.architectures import check_head, check_layer, model_layout, project_heads
-from ivedu.evaluation import exact_match
-from ivedu.generation import answer_ids, batches, greedy_generate, last_token_logits, prompt_ids
+from ivedu.evaluation import exact_match, first_token_accuracy
+from ivedu.generation import answer_ids, batches, greedy_generate, prompt_ids
 from ivedu.hooks import add_to_residual
-from ivedu.mediation import Head, first_answer_tokens
+from ivedu.mediation import Head
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,11 @@ def steered_first_token_accuracy(model, tokenizer, prompts: Sequence[str], answe
     """Share of prompts whose most likely next token is the answer's first token, with
     ``scale * vector`` added in ``layer`` at the last prompt token (``None``: no vector).
     ``site``: see :func:`ivedu.hooks.add_to_residual`."""
-    golds = first_answer_tokens(tokenizer, answers)
-    if vector is None:
-        logits = last_token_logits(model, tokenizer, prompts)
-    else:
-        with add_to_residual(model, layer, vector, positions="last", scale=scale, site=site):
-            logits = last_token_logits(model, tokenizer, prompts)
-    return float((logits.argmax(-1) == golds).float().mean())
+    steering = (nullcontext() if vector is None
+                else add_to_residual(model, layer, vector, positions="last", scale=scale, site=site))
+    with steering:
+        hits = first_token_accuracy(model, tokenizer, prompts, answers)
+    return sum(hits) / len(hits)
 
 
 def steered_exact_match(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
@@ -101,11 +100,10 @@ def steered_exact_match(model, tokenizer, prompts: Sequence[str], answers: Seque
     predictions: list[str] = []
     for sl in batches(len(prompts), batch_size):
         chunk = list(prompts[sl])
-        if vector is None:
-            predictions += greedy_generate(model, tokenizer, chunk, max_new_tokens=max_new, batch_size=len(chunk))
-            continue
         last_prompt_position = max(len(x) for x in ids[sl]) - 1  # prompts are left-padded
         positions = last_prompt_position if on_generated else slice(last_prompt_position, last_prompt_position + 1)
-        with add_to_residual(model, layer, vector, positions=positions, scale=scale, site=site):
+        steering = (nullcontext() if vector is None
+                    else add_to_residual(model, layer, vector, positions=positions, scale=scale, site=site))
+        with steering:
             predictions += greedy_generate(model, tokenizer, chunk, max_new_tokens=max_new, batch_size=len(chunk))
     return sum(exact_match(predictions, answers)) / len(answers)
