@@ -104,8 +104,17 @@ def edit_head_outputs(model: torch.nn.Module,
 SITES = ("layer", "attention")
 
 
-def _positions_slice(positions: str | int | slice) -> slice:
-    """The sequence positions ``positions`` selects, as a slice over the seq dimension."""
+def _positions_slice(positions: str | int | slice | torch.Tensor) -> slice | torch.Tensor:
+    """The sequence positions ``positions`` selects: a slice over the seq dimension, or a
+    LongTensor ``[batch]`` of one position per row (checked here, used as is)."""
+    if isinstance(positions, torch.Tensor):
+        if positions.dim() != 1 or positions.dtype not in (torch.int64, torch.int32):
+            raise ValueError("positions given as a tensor must be a 1-D integer tensor [batch] of one position "
+                             f"per row, got dtype {positions.dtype} and shape {list(positions.shape)}")
+        if len(positions) and int(positions.min()) < 0:
+            raise ValueError("positions given as a tensor must be non-negative (a row's index from the left); "
+                             f"got {int(positions.min())}")
+        return positions.long()
     if isinstance(positions, slice):
         return positions
     if positions == "last":
@@ -114,7 +123,8 @@ def _positions_slice(positions: str | int | slice) -> slice:
         return slice(None)
     if isinstance(positions, int) and not isinstance(positions, bool) and positions >= 0:
         return slice(positions, None)
-    raise ValueError(f"positions must be 'last', 'all', a non-negative int or a slice, got {positions!r}")
+    raise ValueError(f"positions must be 'last', 'all', a non-negative int, a slice or a LongTensor [batch], "
+                     f"got {positions!r}")
 
 
 def _check_vector(vector: torch.Tensor, hidden: int) -> None:
@@ -126,18 +136,23 @@ def _check_vector(vector: torch.Tensor, hidden: int) -> None:
                          f"got shape {list(vector.shape)}")
 
 
-def _add_to_output(output: torch.Tensor | tuple[Any, ...], vector: torch.Tensor, sel: slice,
-                         scale: float = 1.0) -> torch.Tensor | tuple[Any, ...]:
+def _add_to_output(output: torch.Tensor | tuple[Any, ...], vector: torch.Tensor, sel: slice | torch.Tensor,
+                   scale: float = 1.0) -> torch.Tensor | tuple[Any, ...]:
     """A decoder layer's output with ``scale * vector`` added to hidden states at positions ``sel``.
 
     ``output`` is the hidden states ``[batch, seq, hidden]`` or a tuple whose element 0 is
     (transformers 4); the result has the same form. ``vector``: ``[hidden]`` or
-    ``[batch, hidden]``, cast to the hidden states' dtype and device.
+    ``[batch, hidden]``, cast to the hidden states' dtype and device. ``sel``: a slice of
+    positions (the same for every row), or a LongTensor ``[batch]``: row ``b`` gets the
+    vector at position ``sel[b]`` only (right-padded training batches, whose last prompt
+    token sits at a different index in each row).
     """
     hidden = output[0] if isinstance(output, tuple) else output
     if vector.dim() == 2 and vector.shape[0] != hidden.shape[0]:
         raise ValueError(f"the vector has {vector.shape[0]} rows but the batch has {hidden.shape[0]}")
     seq = hidden.shape[1]
+    if isinstance(sel, torch.Tensor):
+        return _add_per_row(output, hidden, vector, sel, scale)
     if len(range(seq)[sel]) == 0:
         # With a KV cache a step sees only its new tokens; an int position past them would
         # silently add nothing, so say so instead.
@@ -150,9 +165,27 @@ def _add_to_output(output: torch.Tensor | tuple[Any, ...], vector: torch.Tensor,
     return (patched,) + tuple(output[1:]) if isinstance(output, tuple) else patched
 
 
+def _add_per_row(output: torch.Tensor | tuple[Any, ...], hidden: torch.Tensor, vector: torch.Tensor,
+                 rows_positions: torch.Tensor, scale: float) -> torch.Tensor | tuple[Any, ...]:
+    """:func:`_add_to_output` with one position per row: row ``b`` at ``rows_positions[b]``."""
+    batch, seq = hidden.shape[:2]
+    if rows_positions.shape[0] != batch:
+        raise ValueError(f"positions has {rows_positions.shape[0]} entries but the batch has {batch} rows: "
+                         "give one position per row")
+    if len(rows_positions) and int(rows_positions.max()) >= seq:
+        raise ValueError(f"position {int(rows_positions.max())} is past the end of a forward pass of length {seq}; "
+                         "per-row positions index the full sequence, so use them without a KV cache")
+    delta = scale * vector.to(dtype=hidden.dtype, device=hidden.device)
+    delta = delta.expand(batch, -1) if delta.dim() == 1 else delta
+    patched = hidden.clone()  # never modify the layer's output in place: autograd may need it
+    rows = torch.arange(batch, device=hidden.device)
+    patched[rows, rows_positions.to(hidden.device)] += delta
+    return (patched,) + tuple(output[1:]) if isinstance(output, tuple) else patched
+
+
 @contextmanager
 def add_to_residual(model: torch.nn.Module, layer: int, vector: torch.Tensor, *,
-                    positions: str | int | slice = "last", scale: float = 1.0,
+                    positions: str | int | slice | torch.Tensor = "last", scale: float = 1.0,
                     site: str = "layer") -> Iterator[None]:
     """Add ``scale * vector`` to the residual stream in decoder layer ``layer`` in the block.
 
@@ -167,8 +200,10 @@ def add_to_residual(model: torch.nn.Module, layer: int, vector: torch.Tensor, *,
     device at each pass, so a float32 vector works on a bfloat16 GPU model. ``positions``:
     ``"last"`` (position ``-1``: every row's last token, since prompts are left-padded; on a
     cached step, the new token), ``"all"``, or an int ``t`` for every position ``>= t`` of the
-    forward pass (to keep adding to generated tokens when decoding without a KV cache), or a
-    ``slice`` of positions (``slice(t, t + 1)``: position ``t`` only).
+    forward pass (to keep adding to generated tokens when decoding without a KV cache), a
+    ``slice`` of positions (``slice(t, t + 1)``: position ``t`` only), or a LongTensor
+    ``[batch]`` of one position per row (row ``b`` at ``positions[b]`` only: the last prompt
+    token of right-padded training batches, as in IV-guided training).
     """
     layout = model_layout(model)
     check_layer(layout, layer)

@@ -281,3 +281,46 @@ def test_peft_wrapped_model_is_hooked_through_its_adapter(model, ids):
         assert not torch.allclose(logits(wrapped, ids)[:, -1], clean[:, -1])
     assert model_layout(wrapped).out_projs[1] is wrapped.get_base_model().model.layers[1].self_attn.o_proj
     assert_no_hooks(wrapped)
+
+
+# --- add_to_residual with one position per row ------------------------------------------------
+
+def test_per_row_positions_add_at_each_rows_own_position_only(model, ids):
+    """Row b changes from positions[b] on (later tokens read it through attention), never before."""
+    clean = logits(model, ids)
+    positions = torch.tensor([1, 4])
+    with add_to_residual(model, 1, torch.randn(HIDDEN), positions=positions, scale=2.0):
+        steered = logits(model, ids)
+    changed = (steered - clean).abs().amax(-1) > 1e-4  # [batch, seq]
+    for row, t in enumerate(positions.tolist()):
+        assert not changed[row, :t].any()
+        assert changed[row, t]
+
+
+def test_per_row_positions_equal_a_slice_per_row(model, ids):
+    vector = torch.randn(HIDDEN)
+    positions = torch.tensor([2, 5])
+    with add_to_residual(model, 0, vector, positions=positions, site="attention"):
+        both = logits(model, ids)
+    for row, t in enumerate(positions.tolist()):
+        with add_to_residual(model, 0, vector, positions=slice(t, t + 1), site="attention"):
+            torch.testing.assert_close(both[row], logits(model, ids)[row], atol=1e-5, rtol=1e-5)
+
+
+def test_per_row_positions_keep_the_gradient_of_the_vector(model, ids):
+    vector = torch.randn(HIDDEN, requires_grad=True)
+    with add_to_residual(model, 1, vector, positions=torch.tensor([0, 3])):
+        model(ids).logits.sum().backward()
+    assert vector.grad is not None and vector.grad.abs().sum() > 0
+
+
+def test_bad_per_row_positions_are_refused(model, ids):
+    for bad, message in ((torch.tensor([1, 2, 3]), "3 entries but the batch has 2"),
+                         (torch.tensor([1, 6]), "position 6 is past the end"),
+                         (torch.tensor([[1], [2]]), "1-D integer tensor"),
+                         (torch.tensor([1.0, 2.0]), "1-D integer tensor"),
+                         (torch.tensor([-1, 2]), "non-negative")):
+        with pytest.raises(ValueError, match=message):
+            with add_to_residual(model, 0, torch.zeros(HIDDEN), positions=bad):
+                logits(model, ids)
+    assert_no_hooks(model)
