@@ -14,22 +14,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from ivedu.runtime import choose_dtype, default_device, needs_device_map, visible_gpus  # noqa: F401 (re-exported)
+
 TINY_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny"
-
-
-def choose_dtype(device: str | torch.device) -> torch.dtype:
-    """float32 on the CPU; bfloat16 on GPUs that compute in it natively (compute capability
-    8.0 or more); float16 elsewhere. A T4 (7.5) reports bf16 support through emulation, which
-    is slow, so it gets float16."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return torch.float32
-    major, _ = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if major >= 8 else torch.float16
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -53,8 +40,10 @@ def load_model(name: str = "tiny", *, device: str | None = None, dtype: torch.dt
     """Load ``(model, tokenizer)`` in evaluation mode.
 
     ``name`` is ``"tiny"`` (the shipped tiny-instruct model), a hub id such as
-    ``"Qwen/Qwen2.5-0.5B-Instruct"``, or a local folder. On a GPU the model is placed with
-    ``device_map="auto"``, which spreads a model too large for one GPU across several.
+    ``"Qwen/Qwen2.5-0.5B-Instruct"``, or a local folder, in the dtype
+    :func:`ivedu.runtime.choose_dtype` picks for the device (float32 on the CPU, bfloat16 or
+    float16 on a GPU). A model goes to one GPU when it fits; with several GPUs, or when its
+    weights do not fit the first, it is spread with ``device_map="auto"``.
     ``trust_remote_code`` stays off unless you have read the model's code.
     """
     hf_logging.disable_progress_bar()
@@ -66,13 +55,33 @@ def load_model(name: str = "tiny", *, device: str | None = None, dtype: torch.dt
     dtype = dtype or choose_dtype(device)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    if torch.device(device).type == "cuda":
+    spread = torch.device(device).type == "cuda" and _should_spread(path, dtype, trust_remote_code)
+    if spread:
         kwargs["device_map"] = "auto"
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if "device_map" not in kwargs:
+    if not spread:
         model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def _should_spread(path, dtype: torch.dtype, trust_remote_code: bool) -> bool:
+    """Whether to load with ``device_map="auto"``: several GPUs, or weights too large for one
+    (:func:`ivedu.runtime.needs_device_map`). The size is counted from the config alone, on
+    the meta device, before any weight is read."""
+    from transformers import AutoConfig
+
+    from ivedu.costs import weight_bytes
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if not needs_device_map(weight_bytes(config, dtype), visible_gpus()):
+        return False
+    try:
+        import accelerate  # noqa: F401
+    except ImportError as error:
+        raise ImportError("this model needs several GPUs or does not fit one, and spreading it with "
+                          "device_map='auto' needs the accelerate package: pip install accelerate") from error
+    return True
 
 
 def tiny_recipe() -> dict:
