@@ -6,8 +6,11 @@ Where no GPU is at hand the numbers come from here, and are labelled *estimates*
 
 - **parameters** are counted exactly from the model's config, by building the model on
   PyTorch's ``meta`` device (shapes, no memory) -- :func:`count_parameters`;
-- **memory** is bytes per parameter for the dtype (weights, gradients, AdamW's two moments),
-  plus the KV cache of a scan pass and the activations and logits of a training batch;
+- **memory** is bytes per parameter: the weights in the dtype for inference, and for every
+  *trained* parameter the 16 bytes of mixed-precision AdamW (half-precision weights and
+  gradients, float32 master weights and two float32 moments: Rajbhandari et al.'s ZeRO
+  accounting), plus the KV cache of a scan pass and the activations and logits of a
+  training batch;
 - **time** is a roofline: a pass takes at least its FLOPs over the GPU's usable compute
   (2 x parameters per token forward, 6 x for full training, 4 x for LoRA, which computes no
   weight gradients for frozen weights) and at least its bytes read over the usable memory
@@ -28,6 +31,9 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 BYTES_PER_PARAMETER = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
+# A parameter trained with mixed-precision AdamW: 2 (weight) + 2 (gradient) + 4 (float32
+# master copy) + 4 + 4 (the two moments).
+TRAINED_BYTES_PER_PARAMETER = 16
 
 # Sizes from each model's published config.json; enough to rebuild it on the meta device.
 HUB_CONFIGS: dict[str, dict] = {
@@ -270,17 +276,18 @@ def step_costs(config: PretrainedConfig, work: Workload, gpu: GpuSpec, dtype: to
     logits = 128 * prompt * shape.vocab * 4
     add("intervention sweep + test", 2 * n * (sweep_tokens + test_tokens), sweep_passes + test_passes, logits)
 
-    # Fine-tuning: steps of batch_size sequences; full trains every weight (gradients and
-    # AdamW's two moments in the weights' dtype, as ivedu.finetune does), LoRA only adapters
-    # (float32, as peft keeps them).
+    # Fine-tuning: steps of batch_size sequences. A trained parameter costs 16 bytes in
+    # mixed precision (the weights' 2 are already counted, the rest is state): every weight
+    # for full fine-tuning, only the adapters for LoRA (whose frozen weights stay as loaded).
     seq = prompt + answer + 1
     train_tokens = work.steps * work.batch_size * seq
     if method == "full":
-        trainable, state = n, 3 * n * b
+        trainable = n
+        state = TRAINED_BYTES_PER_PARAMETER * n - weights
         flops_per_token = 6 * n
     else:
         trainable = lora_parameters(config, work.lora_rank, work.lora_targets)
-        state = 4 * trainable * 4
+        state = TRAINED_BYTES_PER_PARAMETER * trainable
         flops_per_token = 4 * n + 6 * trainable
     activations = shape.activation_bytes(work.batch_size, seq, dtype)
     add(f"fine-tuning ({method})", flops_per_token * train_tokens, 3 * work.steps, state + activations)
