@@ -20,8 +20,11 @@ differed, and giving a hint. This module holds what every checker shares:
   tolerance and says where they differ;
 - :func:`check_against_reference`, the loop over :class:`Case` inputs that most checkers are;
 - :func:`passed`, the success line;
+- :func:`without_leftover_hooks`, which removes and reports hooks a learner's function forgot to detach;
 - :func:`tiny_model` and :func:`tiny_world`, the shipped tiny model and its world, loaded once
-  per process, so a check takes a second or two whatever model the chapter runs on.
+  per process, so a check takes a second or two whatever model the chapter runs on, and
+  :func:`perturbed_tiny_model`, a damaged copy whose
+  mistakes expose answers that are right only on a near-perfect model.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import numpy as np
 import torch
 
 __all__ = ["ExerciseError", "Case", "call_learner", "compare", "check_against_reference", "passed",
-           "tiny_model", "tiny_world"]
+           "tiny_model", "tiny_world", "perturbed_tiny_model", "without_leftover_hooks"]
 
 
 class ExerciseError(AssertionError):
@@ -169,9 +172,9 @@ def check_against_reference(learner: Callable, reference: Callable, cases: Seque
         expected = reference(*case.args, **dict(case.kwargs))
         got = call_learner(learner, *case.args, label=case.label, **dict(case.kwargs))
         try:
-            compare(got, expected, f"`{_name(learner)}` {case.label}".rstrip(), atol=atol, rtol=rtol)
+            compare(got, expected, "the result", atol=atol, rtol=rtol)
         except ExerciseError as err:
-            raise ExerciseError(f"{err}." + (f"\nHint: {hint}" if hint else "")) from None
+            raise ExerciseError(f"`{_name(learner)}` {case.label}: {err}." + (f"\nHint: {hint}" if hint else "")) from None
     return len(cases)
 
 
@@ -196,3 +199,62 @@ def tiny_world():
     import ivedu
 
     return ivedu.build_world(0)
+
+
+@lru_cache(maxsize=2)
+def perturbed_tiny_model(noise: float = 0.3, seed: int = 0):
+    """A copy of the tiny model with Gaussian noise on every weight matrix, loaded once per setting.
+
+    The shipped model is nearly perfect on its own tasks, so a learner's score that ignores a
+    detail (a tie, a second instruction phrasing) can still come out right on it. A damaged
+    copy -- noise of ``noise`` times each matrix's standard deviation -- makes mistakes, and
+    the checkers compare on it too. Returns ``(model, tokenizer)``; the shipped model is untouched.
+    """
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0 (a fraction of each weight's standard deviation), got {noise}")
+    import copy
+
+    model, tokenizer = tiny_model()
+    damaged = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in damaged.parameters():
+            if param.dim() >= 2:
+                param.add_(torch.randn(param.shape, generator=generator) * param.std() * noise)
+    return damaged.eval(), tokenizer
+
+
+def _hook_ids(model: torch.nn.Module) -> dict[str, set[int]]:
+    """The ids of every forward (pre-)hook attached to each module of ``model``."""
+    return {name: set(module._forward_hooks) | set(module._forward_pre_hooks)
+            for name, module in model.named_modules()}
+
+
+def without_leftover_hooks(learner: Callable, model: torch.nn.Module) -> Callable:
+    """``learner`` wrapped so that hooks it leaves on ``model`` are removed and reported.
+
+    A hook that stays attached silently changes every later forward pass (and every later
+    check). The wrapper removes any hook the call added and, if the call otherwise succeeded,
+    raises :class:`ExerciseError` saying how to detach hooks.
+    """
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        before = _hook_ids(model)
+        ok = False
+        try:
+            result = learner(*args, **kwargs)
+            ok = True
+            return result
+        finally:
+            left = []
+            for name, module in model.named_modules():
+                for hooks in (module._forward_hooks, module._forward_pre_hooks):
+                    for hook_id in set(hooks) - before.get(name, set()):
+                        del hooks[hook_id]
+                        left.append(name or "the model")
+            if left and ok:
+                raise ExerciseError(f"`{_name(learner)}` left a hook attached to {left[0]!r}: keep the handle "
+                                    "that register_forward_hook returns and call handle.remove() in a "
+                                    "`finally:` block (or use a `with` block from ivedu.hooks).")
+
+    wrapped.__name__ = _name(learner)
+    return wrapped

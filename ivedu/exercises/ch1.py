@@ -1,0 +1,96 @@
+"""Checkers for chapter 1's exercises: the two abilities, and backward transfer.
+
+- Exercise 1.1, :func:`check_knowledge_score`: knowledge as the ranking accuracy of the gold
+  answer among candidates, scored after the plain statement
+  (reference: :func:`ivedu.evaluation.knowledge_score`).
+- Exercise 1.2, :func:`check_instruction_exact_match`: instruction following as exact match
+  of the greedy answer under every instruction phrasing
+  (reference: :func:`ivedu.evaluation.instruction_following_score`).
+- Exercise 1.3, :func:`check_backward_transfer`: BWT of an ``R`` matrix in the GEM convention
+  (reference: :func:`ivedu.metrics.backward_transfer`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ivedu.evaluation import instruction_following_score, knowledge_score
+from ivedu.exercises import Case, check_against_reference, passed, perturbed_tiny_model, tiny_model, tiny_world
+from ivedu.metrics import backward_transfer
+
+
+def _model_cases(task_names: tuple[str, ...], split: str = "test") -> list[Case]:
+    """The shipped tiny model and a damaged copy (which makes mistakes), on each named task."""
+    world = tiny_world()
+    cases = []
+    for label, (model, tokenizer) in (("the tiny model", tiny_model()), ("a damaged tiny model", perturbed_tiny_model())):
+        for name in task_names:
+            cases.append(Case(f"with {label} on the {name!r} task, {split} split",
+                              (model, tokenizer, world.task(name), split)))
+    return cases
+
+
+def check_knowledge_score(knowledge_ranking: Callable) -> None:
+    """Exercise 1.1: ``knowledge_ranking(model, tokenizer, task, split) -> float``.
+
+    The share of ``task.split(split)``'s examples whose gold answer (``example.candidates[0]``)
+    gets a strictly higher summed log-probability than every other candidate, each scored
+    after ``statement_prompt(task, example.input)``.
+    """
+    def reference(model, tokenizer, task, split):
+        return knowledge_score(model, tokenizer, task, split).ranking_accuracy
+
+    n = check_against_reference(
+        knowledge_ranking, reference, _model_cases(("sentiment", "first", "antonym")),
+        hint="score every candidate with answer_logprobs(model, tokenizer, prompts, answers) after "
+             "statement_prompt(task, example.input) -- the statement, not the instruction: knowledge is "
+             "measured without one -- and count an example correct when candidates[0] scores strictly "
+             "above all the others.")
+    passed("knowledge score", f"{n} task/model pairs match ivedu.evaluation.knowledge_score")
+
+
+def check_instruction_exact_match(instruction_exact_match: Callable) -> None:
+    """Exercise 1.2: ``instruction_exact_match(model, tokenizer, task, split) -> float``.
+
+    Exact match (whitespace-normalised) of the greedy answer to
+    ``instructed_prompt(task, example.input, phrasing)``, averaged over every example of the
+    split *and* every instruction phrasing of the task.
+    """
+    def reference(model, tokenizer, task, split):
+        return instruction_following_score(model, tokenizer, task, split).exact_match
+
+    n = check_against_reference(
+        instruction_exact_match, reference, _model_cases(("antonym", "capital", "first")),
+        hint="build one prompt per example and per phrasing (range(len(task.instructions))), generate with "
+             "greedy_generate and enough new tokens for the longest answer (len(answer_ids(tokenizer, "
+             "gold)) + 1), and compare with evaluation.exact_match, which ignores extra spaces.")
+    passed("instruction-following exact match", f"{n} task/model pairs match "
+           "ivedu.evaluation.instruction_following_score")
+
+
+def _r_matrices() -> list[Case]:
+    """R matrices of 1 to 5 tasks, with forgetting, with gains and with scores above the diagonal."""
+    rng = np.random.default_rng(0)
+    cases = [Case("on R = [[0.8]] (one task: nothing to forget)", (np.array([[0.8]]),)),
+             Case("on a 3-task R with forgetting",
+                  (np.array([[0.9, 0.1, 0.0], [0.6, 0.95, 0.2], [0.5, 0.7, 1.0]]),)),
+             Case("on a 2-task R where the first task improves", (np.array([[0.5, 0.3], [0.7, 0.9]]),))]
+    for T in (4, 5):
+        cases.append(Case(f"on a random {T}-task R", (rng.uniform(0, 1, (T, T)).round(2),)))
+    return cases
+
+
+def check_backward_transfer(backward_transfer_gem: Callable) -> None:
+    """Exercise 1.3: ``backward_transfer_gem(R) -> float``, BWT in the GEM convention.
+
+    ``R[t, i]`` is the score on task ``i`` after training stage ``t``;
+    ``BWT = 1/(T-1) * sum_{i < T-1} (R[T-1, i] - R[i, i])``, and 0 with one task.
+    """
+    n = check_against_reference(
+        backward_transfer_gem, lambda R: backward_transfer(R, "gem"), _r_matrices(),
+        hint="compare each task's final score R[-1, i] with its score right after its own stage R[i, i], "
+             "for every task but the last, and divide by T - 1 (the GEM convention; dividing by T is "
+             "TRACE's). With a single task there is nothing to forget: return 0.")
+    passed("backward transfer (GEM)", f"{n} R matrices match ivedu.metrics.backward_transfer")
