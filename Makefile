@@ -24,6 +24,11 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:randomly book
 
+# Student notebooks (solutions removed) and a site without solutions, under _build/student/
+# (see book/teachers.md).
+student: $(VENV)/.installed
+	$(BIN)/python -m ivedu.student
+
 model: $(VENV)/.installed
 	$(BIN)/python -m ivedu.toy train --out ivedu/checkpoints/tiny
 

@@ -208,3 +208,144 @@ def test_a_hook_left_behind_is_removed(tiny):
     with pytest.raises(ExerciseError):
         check_add_to_residual(steered_logits_hook_left_attached)
     assert all(not layer._forward_hooks for layer in layers)
+
+
+# ---------------------------------------------------------------- the chapters' exercises
+
+from pathlib import Path  # noqa: E402
+
+from ivedu.student import (build_student_notebooks, chapter_notebooks, exercises_in, prepare_site,  # noqa: E402
+                           read_notebook, site_notebook, source, student_notebook, tags)
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = chapter_notebooks(ROOT)
+EXERCISES = [(path, ex) for path in CHAPTERS for ex in exercises_in(read_notebook(path), path.name)]
+
+
+def _cell_ids(item):
+    path, ex = item
+    return f"{path.stem}-cell{ex.stub}"
+
+
+def test_chapters_1_and_2_have_at_least_three_exercises_each():
+    counts = {path.stem[:2]: len(exercises_in(read_notebook(path))) for path in CHAPTERS}
+    assert counts.get("01", 0) >= 3 and counts.get("02", 0) >= 3, counts
+
+
+def test_every_checker_of_chapters_1_and_2_is_used_by_an_exercise():
+    import ivedu.exercises.ch1 as ch1
+    import ivedu.exercises.ch2 as ch2
+
+    used = " ".join(source(read_notebook(path)["cells"][ex.check]) for path, ex in EXERCISES)
+    for module in (ch1, ch2):
+        for name, obj in vars(module).items():
+            if name.startswith("check_") and getattr(obj, "__module__", "") == module.__name__:
+                assert f"{name}(" in used, f"{module.__name__}.{name} is not called by any chapter's check cell"
+
+
+def _run(*cells: str) -> None:
+    namespace: dict = {}
+    for code in cells:
+        exec(compile(code, "<cell>", "exec"), namespace)
+
+
+@pytest.mark.parametrize("item", EXERCISES, ids=[_cell_ids(e) for e in EXERCISES])
+def test_solution_cell_passes_its_check(item, capsys):
+    path, ex = item
+    cells = read_notebook(path)["cells"]
+    _run(source(cells[ex.stub]), source(cells[ex.solution]), source(cells[ex.check]))
+    assert "correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("item", EXERCISES, ids=[_cell_ids(e) for e in EXERCISES])
+def test_stub_cell_fails_its_check_with_a_clear_message(item):
+    path, ex = item
+    cells = read_notebook(path)["cells"]
+    with pytest.raises(ExerciseError, match="still raises NotImplementedError"):
+        _run(source(cells[ex.stub]), source(cells[ex.check]))
+
+
+# ---------------------------------------------------------------- the student build
+
+def _solution_lines(nb: dict) -> set[str]:
+    """Lines that only solutions contain: in no other cell, not blank, not an import or a comment."""
+    cells = nb["cells"]
+    solutions = {ex.solution for ex in exercises_in(nb)}
+    other_lines = {line.strip() for i, c in enumerate(cells) if i not in solutions for line in source(c).splitlines()}
+    lines = set()
+    for ex in exercises_in(nb):
+        for line in source(cells[ex.solution]).splitlines():
+            line = line.strip()
+            if line and line not in other_lines and not line.startswith(("import ", "from ", "#", '"""')):
+                lines.add(line)
+    return lines
+
+
+def test_student_notebooks_contain_no_solution_code(tmp_path):
+    written = build_student_notebooks(ROOT, tmp_path)
+    assert [p.name for p in written] == [p.name for p in CHAPTERS]
+    for path, student_path in zip(CHAPTERS, written):
+        original, student = read_notebook(path), read_notebook(student_path)
+        text = "\n".join(source(c) for c in student["cells"])
+        leaked = sorted(line for line in _solution_lines(original) if line in text)
+        assert not leaked, f"{student_path.name} still contains solution code: {leaked[:3]}"
+        assert not any("solution" in tags(c) for c in student["cells"])
+        assert not any(c.get("outputs") for c in student["cells"] if c["cell_type"] == "code")
+        n_stubs = sum("exercise" in tags(c) for c in student["cells"])
+        assert n_stubs == len(exercises_in(original)), "every stub must stay in the student notebook"
+        assert "{exercise}" not in text, "exercise directives must be plain markdown in the student notebooks"
+
+
+def test_student_notebook_keeps_stub_and_check_and_drops_the_solution():
+    nb = {"cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": "```{exercise} 9.1 · Add · about 1 minute\n:label: ex-9-1\n"
+                                                           ":nonumber:\n\nWrite `add`.\n```"},
+        {"cell_type": "code", "metadata": {"tags": ["exercise"]}, "outputs": [], "execution_count": None,
+         "source": "def add(a, b):\n    raise NotImplementedError('your code here')"},
+        {"cell_type": "code", "metadata": {"tags": ["solution", "hide-input"]}, "outputs": [{"x": 1}],
+         "execution_count": 3, "source": "def add(a, b):\n    return a + b"},
+        {"cell_type": "code", "metadata": {}, "outputs": [{"output_type": "stream"}], "execution_count": 4,
+         "source": "check_add(add)"},
+    ]}
+    student = student_notebook(nb)
+    assert [source(c) for c in student["cells"]][1:] == [source(nb["cells"][1]), "check_add(add)"]
+    assert source(student["cells"][0]).startswith("**Exercise 9.1 · Add · about 1 minute**\n\nWrite `add`.")
+    assert student["cells"][2]["outputs"] == [] and student["cells"][2]["execution_count"] is None
+    site = site_notebook(nb)
+    assert tags(site["cells"][2]) == ["solution", "remove-cell"]
+    assert nb["cells"][2]["metadata"]["tags"] == ["solution", "hide-input"], "the input notebook is not changed"
+
+
+def _exercise_cells() -> list[dict]:
+    return [
+        {"cell_type": "markdown", "metadata": {}, "source": "x"},
+        {"cell_type": "code", "metadata": {"tags": ["exercise"]}, "source": "raise NotImplementedError"},
+        {"cell_type": "code", "metadata": {"tags": ["solution", "hide-input"]}, "source": "pass"},
+        {"cell_type": "code", "metadata": {}, "source": "check_x(x)"},
+        {"cell_type": "markdown", "metadata": {}, "source": "the end"},
+    ]
+
+
+@pytest.mark.parametrize("keep, retag, message", [
+    ([0, 1, 3, 4], None, "must be its solution"),
+    ([0, 1, 2, 3, 4], ["solution"], "hide-input"),
+    ([0, 1, 2, 4], None, "untagged check cell"),
+    ([0, 1, 2], None, "needs a solution cell and a check cell"),
+    ([0, 2, 3, 4], None, "must directly follow its stub"),
+])
+def test_a_malformed_exercise_is_refused(keep, retag, message):
+    cells = _exercise_cells()
+    if retag:
+        cells[2]["metadata"]["tags"] = retag
+    with pytest.raises(ValueError, match=message):
+        student_notebook({"cells": [cells[i] for i in keep]})
+
+
+def test_site_copy_removes_solution_cells(tmp_path):
+    site = prepare_site(ROOT, tmp_path / "site")
+    assert (site / "_toc.yml").exists() and (site / "book" / "references.bib").exists()
+    for path in CHAPTERS:
+        cells = read_notebook(site / "book" / path.name)["cells"]
+        for cell in cells:
+            if "solution" in tags(cell):
+                assert "remove-cell" in tags(cell) and "hide-input" not in tags(cell)

@@ -1,0 +1,214 @@
+"""The student build: chapters without their solutions, as notebooks and as a site.
+
+``python -m ivedu.student`` (or ``make student``) writes, under ``_build/student/``:
+
+- ``notebooks/``: every chapter of ``_toc.yml`` as a notebook for learners -- solution cells
+  (tagged ``solution``) removed, exercise stubs and check cells kept, outputs cleared, and each
+  ``{exercise}`` directive rewritten as plain markdown so it reads well in Jupyter and Colab
+  (which do not know Jupyter Book's directives);
+- ``site/``: a copy of the book whose solution cells are tagged ``remove-cell`` instead of
+  ``hide-input``, built with ``jupyter-book`` into ``site/_build/html``. The solutions still
+  *run* (so every check passes and every later figure renders) but their code is not in
+  the HTML at all, not even behind a toggle. ``--no-site`` skips this step (the build
+  executes every chapter: minutes).
+
+It lives in the package (not a script) so a teacher who installed ivedu can run it on a copy
+of the book, and so the tests can call :func:`build_student_notebooks` directly. Notebooks are
+read and written as plain JSON: the core package does not need nbformat.
+
+The exercise convention it relies on (see ``book/teachers.md``): a markdown cell with an
+``{exercise}`` directive, a stub cell tagged ``exercise``, a solution cell tagged ``solution``
+and ``hide-input``, and a check cell that calls an ``ivedu.exercises`` checker.
+:func:`exercises_in` finds them and says what is wrong with a malformed one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+STUDENT_DIR = Path("_build") / "student"
+EXERCISE_TAG, SOLUTION_TAG, HIDE_TAG, REMOVE_TAG = "exercise", "solution", "hide-input", "remove-cell"
+_DIRECTIVE = re.compile(r"^(`{3,})\{exercise\}[ \t]*(?P<title>[^\n]*)\n(?P<body>.*?)^\1[ \t]*$", re.M | re.S)
+_OPTION = re.compile(r"^:[\w-]+:.*\n?", re.M)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise of a notebook: the indices of its stub, solution and check cells."""
+
+    stub: int
+    solution: int
+    check: int
+
+
+def source(cell: dict) -> str:
+    """A cell's source as one string (notebooks store it as a string or a list of lines)."""
+    src = cell.get("source", "")
+    return src if isinstance(src, str) else "".join(src)
+
+
+def tags(cell: dict) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def read_notebook(path: Path) -> dict:
+    """A notebook as a dict (its JSON), with a clear error if it is not one."""
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read notebook {path}: {err}") from err
+    if not isinstance(nb, dict) or "cells" not in nb:
+        raise ValueError(f"{path} is not a Jupyter notebook (no 'cells')")
+    return nb
+
+
+def write_notebook(nb: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def exercises_in(nb: dict, name: str = "notebook") -> list[Exercise]:
+    """Every exercise of ``nb``: each ``exercise`` cell must be followed by a ``solution`` cell
+    (also tagged ``hide-input``) and then a check cell calling a ``check_`` function.
+
+    Raises ``ValueError`` naming the cell and the rule it breaks, so a chapter author sees at
+    once why the student build or the tests reject a chapter.
+    """
+    cells = nb["cells"]
+    found = []
+    for i, cell in enumerate(cells):
+        t = tags(cell)
+        if SOLUTION_TAG in t and (i == 0 or EXERCISE_TAG not in tags(cells[i - 1])):
+            raise ValueError(f"{name}, cell {i}: a solution cell must directly follow its stub cell (tagged "
+                             f"{EXERCISE_TAG!r})")
+        if EXERCISE_TAG not in t:
+            continue
+        if cell.get("cell_type") != "code" or "NotImplementedError" not in source(cell):
+            raise ValueError(f"{name}, cell {i}: an {EXERCISE_TAG!r} cell must be a code cell whose function "
+                             "body raises NotImplementedError")
+        if i + 2 >= len(cells):
+            raise ValueError(f"{name}, cell {i}: an exercise needs a solution cell and a check cell after its stub")
+        solution, check = cells[i + 1], cells[i + 2]
+        if SOLUTION_TAG not in tags(solution) or HIDE_TAG not in tags(solution):
+            raise ValueError(f"{name}, cell {i + 1}: the cell after a stub must be its solution, tagged "
+                             f"{SOLUTION_TAG!r} and {HIDE_TAG!r}, got tags {tags(solution)}")
+        if check.get("cell_type") != "code" or "check_" not in source(check) or tags(check):
+            raise ValueError(f"{name}, cell {i + 2}: the cell after a solution must be an untagged check cell "
+                             "calling an ivedu.exercises checker (check_...)")
+        found.append(Exercise(i, i + 1, i + 2))
+    return found
+
+
+def _plain_exercise(match: re.Match) -> str:
+    """An ``{exercise}`` directive as plain markdown: a bold title line and the body."""
+    body = _OPTION.sub("", match.group("body")).strip()
+    return f"**Exercise {match.group('title').strip()}**\n\n{body}\n"
+
+
+def _cleared(cell: dict) -> dict:
+    cell = json.loads(json.dumps(cell))
+    if cell.get("cell_type") == "code":
+        cell["outputs"], cell["execution_count"] = [], None
+    return cell
+
+
+def student_notebook(nb: dict, name: str = "notebook") -> dict:
+    """``nb`` for learners: solution cells dropped, outputs cleared, exercise directives in plain markdown."""
+    exercises_in(nb, name)  # refuse a malformed chapter rather than leak or lose a solution
+    out = dict(nb)
+    cells = []
+    for cell in nb["cells"]:
+        if SOLUTION_TAG in tags(cell):
+            continue
+        cell = _cleared(cell)
+        if cell.get("cell_type") == "markdown":
+            cell["source"] = _DIRECTIVE.sub(_plain_exercise, source(cell))
+        cells.append(cell)
+    out["cells"] = cells
+    return out
+
+
+def site_notebook(nb: dict) -> dict:
+    """``nb`` for the students' site: solution cells tagged ``remove-cell`` (run, never shown)."""
+    out = json.loads(json.dumps(nb))
+    for cell in out["cells"]:
+        t = tags(cell)
+        if SOLUTION_TAG in t:
+            cell.setdefault("metadata", {})["tags"] = [x for x in t if x != HIDE_TAG] + [REMOVE_TAG]
+    return out
+
+
+def chapter_notebooks(root: Path) -> list[Path]:
+    """The notebooks listed in ``root/_toc.yml``, in order (``file: book/01_x`` -> ``book/01_x.ipynb``)."""
+    toc = Path(root) / "_toc.yml"
+    if not toc.exists():
+        raise ValueError(f"no _toc.yml in {root}: run from the book's root or pass --root")
+    files = re.findall(r"(?:root|file):\s*(\S+)", toc.read_text(encoding="utf-8"))
+    return [Path(root) / f"{f}.ipynb" for f in files if (Path(root) / f"{f}.ipynb").exists()]
+
+
+def build_student_notebooks(root: Path, out: Path) -> list[Path]:
+    """Write the learners' notebooks of every chapter under ``out``; returns their paths."""
+    written = []
+    for path in chapter_notebooks(root):
+        target = Path(out) / path.name
+        write_notebook(student_notebook(read_notebook(path), str(path)), target)
+        written.append(target)
+    return written
+
+
+def prepare_site(root: Path, out: Path) -> Path:
+    """Copy the book's sources to ``out`` with solution cells tagged ``remove-cell``; returns ``out``.
+
+    The copy holds ``_config.yml``, ``_toc.yml`` and ``book/`` (pages, bibliography,
+    notebooks). The main build's execution cache is copied too: it is keyed on code alone,
+    which the retagging does not change, so chapters already executed are not run again.
+    """
+    root, out = Path(root), Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, out / name)
+    shutil.copytree(root / "book", out / "book", ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+    for path in (root / "book").glob("*.ipynb"):
+        nb = read_notebook(path)
+        exercises_in(nb, str(path))
+        write_notebook(site_notebook(nb), out / "book" / path.name)
+    cache = root / "_build" / ".jupyter_cache"
+    if cache.exists():
+        shutil.copytree(cache, out / "_build" / ".jupyter_cache")
+    return out
+
+
+def build_site(site: Path) -> Path:
+    """Build the prepared site with ``jupyter-book`` (warnings are errors); returns its html folder."""
+    jb = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jb) if jb.exists() else "jupyter-book", "build", str(site), "-W", "--keep-going"]
+    subprocess.run(command, check=True)
+    return Path(site) / "_build" / "html"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ivedu.student", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("."), help="the book's root (holds _toc.yml)")
+    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default ROOT/{STUDENT_DIR})")
+    parser.add_argument("--no-site", action="store_true", help="write the notebooks only; do not build the site")
+    args = parser.parse_args(argv)
+    out = args.out or args.root / STUDENT_DIR
+    notebooks = build_student_notebooks(args.root, out / "notebooks")
+    print(f"wrote {len(notebooks)} student notebooks to {out / 'notebooks'}")
+    if not args.no_site:
+        html = build_site(prepare_site(args.root, out / "site"))
+        print(f"built the students' site (solutions removed) in {html}")
+
+
+if __name__ == "__main__":
+    main()
