@@ -299,3 +299,93 @@ def step_costs(config: PretrainedConfig, work: Workload, gpu: GpuSpec, dtype: to
     add(f"guided training ({method})", (flops_per_token + 2 * n) * train_tokens, 4 * work.steps,
         state + activations + teacher + 2 * work.batch_size * seq * shape.vocab * 4)
     return costs
+
+
+# -- measuring the same steps on the machine at hand ------------------------------------------
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(step: str, fn, device: torch.device | str):
+    """Run ``fn()`` and time it; on a GPU also its peak allocated memory. Returns ``(result, StepCost)``.
+
+    The :class:`StepCost` has ``basis="measured on <device>"``; FLOPs and bytes are left 0
+    (not measured); on the CPU ``memory_bytes`` is 0 (peak GPU memory does not apply).
+    """
+    import time
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _synchronise(device)
+    start = time.perf_counter()
+    result = fn()
+    _synchronise(device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return result, StepCost(step, 0.0, 0.0, int(peak), seconds, True, basis=f"measured on {where}")
+
+
+def measure_pipeline(model, tokenizer, tasks, new_task, settings, *, train_steps: int | None = None,
+                     fmt=None, seed: int = 0) -> list[StepCost]:
+    """Time (and on a GPU, peak memory of) chapter 2's pipeline and the fine-tuning steps.
+
+    On ``tasks``: the scan (:func:`ivedu.extraction.scan_task` on ``settings.n_prompts``
+    train prompts each), the vectors at the first head count, the intervention sweep over
+    ``settings.layers`` (all layers when ``None``) x head counts x scales on valid, then the
+    test scores at the best setting; then ``train_steps`` (default ``settings.max_steps``) of
+    LoRA and of full fine-tuning on ``new_task``, with no early stopping, so the time is that
+    of a known number of steps. ``model`` can be a real checkpoint or a randomly initialised
+    model of a real model's size: the cost does not depend on the weights' values.
+    """
+    from ivedu.extraction import (build_vectors, clean_prompts, corrupted_prompts, evaluate_intervention,
+                                  layer_scale_sweep, scan_task)
+    from ivedu.finetune import finetune
+    from ivedu.generation import model_device
+    from ivedu.prompts import TINY_FORMAT
+
+    fmt = fmt or TINY_FORMAT
+    device = model_device(model)
+    rows = []
+
+    def scan_all():
+        return {t.name: scan_task(model, tokenizer, t,
+                                  clean_prompts(t, "train", "instructed", settings.n_prompts, seed=seed, fmt=fmt),
+                                  corrupted_prompts(t, "train", "removed", settings.n_prompts, seed=seed, fmt=fmt))
+                for t in tasks}
+
+    scans, cost = measure("scan (causal mediation)", scan_all, device)
+    rows.append(cost)
+    vectors, cost = measure("vector (sum of top heads)", lambda: build_vectors(model, scans, settings.head_counts[0]),
+                            device)
+    rows.append(cost)
+
+    def sweep_and_test():
+        n_layers = next(iter(scans.values())).effects.shape[0]
+        layers = list(settings.layers) if settings.layers is not None else list(range(n_layers))
+        valid = {t.name: corrupted_prompts(t, "valid", "removed", n=None, seed=seed, fmt=fmt) for t in tasks}
+        grids = {k: layer_scale_sweep(model, tokenizer, build_vectors(model, scans, k), valid, layers, settings.scales)
+                 for k in settings.head_counts}
+        k, grid = max(grids.items(), key=lambda kv: float(kv[1].max()))
+        layer_index, scale_index = divmod(int(grid.argmax()), len(settings.scales))
+        best = build_vectors(model, scans, k)
+        names = [t.name for t in tasks]
+        return [evaluate_intervention(model, tokenizer, t, best[t.name], best[names[(i + 1) % len(names)]],
+                                      layers[layer_index], settings.scales[scale_index], "test", 5, seed, fmt=fmt)
+                for i, t in enumerate(tasks)]
+
+    _, cost = measure("intervention sweep + test", sweep_and_test, device)
+    rows.append(cost)
+    steps = train_steps or settings.max_steps
+    for method, lr in (("lora", settings.lr_lora), ("full", settings.lr_full)):
+        extra = ({"lora_rank": settings.lora_rank, "lora_alpha": settings.lora_alpha,
+                  "target_modules": settings.lora_targets} if method == "lora" else {})
+        result, cost = measure(f"fine-tuning ({method})", lambda: finetune(
+            model, tokenizer, new_task, method=method, steps=steps, lr=lr, batch_size=settings.batch_size,
+            seed=seed, warmup_steps=min(settings.warmup_steps, steps), schedule=settings.schedule, **extra), device)
+        del result
+        rows.append(cost)
+    return rows

@@ -49,6 +49,7 @@ def finite(*values: float) -> bool:
     return all(math.isfinite(float(v)) for v in values)
 
 
+@pytest.mark.filterwarnings("ignore:fan_in_fan_out:UserWarning")  # peft on GPT-2's Conv1D, expected
 @pytest.mark.parametrize("arch", ARCHITECTURES, ids=lambda a: a.name)
 def test_scan_vector_intervention_finetuning_and_evaluation_run_and_give_finite_numbers(arch, tiny, world):
     _, tokenizer = tiny
