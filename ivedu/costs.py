@@ -389,3 +389,40 @@ def measure_pipeline(model, tokenizer, tasks, new_task, settings, *, train_steps
         del result
         rows.append(cost)
     return rows
+
+
+def profile_estimates(settings) -> list[StepCost]:
+    """Every step's estimated cost under a profile's settings, on the profile's GPU.
+
+    The scan, vector and sweep rows once; fine-tuning and guided training for LoRA and for
+    full fine-tuning. ``ValueError`` for a profile sized for no GPU (the tiny one, which is
+    measured instead).
+    """
+    if settings.gpu is None:
+        raise ValueError(f"profile {settings.profile!r} is sized for the CPU: measure it with measure_pipeline")
+    config = model_config(settings.model)
+    work = settings.workload(config.num_hidden_layers)
+    gpu = GPUS[settings.gpu]
+    lora = step_costs(config, work, gpu, method="lora")
+    full = step_costs(config, work, gpu, method="full")
+    return lora + full[3:]
+
+
+def format_costs(rows: dict[str, list[StepCost]]) -> str:
+    """A plain-text table of ``{label: [StepCost, ...]}``: time, memory, whether it fits, basis."""
+    header = f"{'profile':<28}{'step':<30}{'time':>10}{'memory':>12}  {'fits':<5} basis"
+    lines = [header, "-" * len(header)]
+    for label, costs in rows.items():
+        for c in costs:
+            memory = f"{c.memory_gib:.2f} GiB" if c.memory_bytes else "-"
+            lines.append(f"{label:<28}{c.step:<30}{_duration(c.seconds):>10}{memory:>12}  "
+                         f"{'yes' if c.fits else 'NO':<5} {c.basis}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"

@@ -199,3 +199,30 @@ def plot_stages(general_if: Sequence[float], general_kn: Sequence[float], labels
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     return ax
+
+
+def plot_step_costs(rows: dict, title: str = "Time of each step per profile", ax=None):
+    """Horizontal bars of each step's time (log scale), one colour per profile.
+
+    ``rows``: ``{profile label: [ivedu.costs.StepCost, ...]}``; hatched bars are estimates by
+    arithmetic, plain bars measurements (the ``basis`` of each row).
+    """
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(8, 0.35 * sum(len(v) for v in rows.values()) + 1.5))[1]
+    colours = plt.get_cmap("tab10").colors
+    labels, y = [], 0
+    for i, (profile, costs) in enumerate(rows.items()):
+        for c in costs:
+            estimate = c.basis.startswith("estimate")
+            ax.barh(y, max(c.seconds, 1e-3), color=colours[i % len(colours)], hatch="//" if estimate else None,
+                    edgecolor="black", linewidth=0.5, label=profile if c is costs[0] else None)
+            labels.append(c.step)
+            y += 1
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds (log scale; hatched: estimate by arithmetic, plain: measured)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    return ax
