@@ -1,0 +1,145 @@
+"""The built book, opened in a real browser: every chapter page renders its figures and no error.
+
+``make book`` writes the site to ``_build/html``; these tests open each chapter's page in
+headless Chromium (driven by Playwright) and check that every image decoded
+(``naturalWidth > 0``), that pages with plots have figures, and that no error output,
+traceback, broken cross-reference or uncaught script error appears.
+
+They are skipped, saying why, when the site has not been built or when no Chromium can be
+launched: Playwright's own browser download needs the internet, so the tests look for a
+system Chromium first (Debian's ``chromium-headless-shell`` or ``chromium``; ``.ci/run``
+installs it), then for one Playwright installed, and ``IVEDU_CHROMIUM`` names any other
+executable.
+
+The student site (``make student``) is checked too, without a browser: its chapter pages
+must contain no solution code.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ivedu.student import chapter_notebooks, exercises_in, read_notebook, source
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+STUDENT_HTML = ROOT / "_build" / "student" / "site" / "_build" / "html"
+CHAPTERS = chapter_notebooks(ROOT)
+BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome", "chrome")
+
+# Selectors of what must not be on a rendered chapter page: error and stderr outputs of cells
+# (myst-nb), docutils' marks for broken roles and directives.
+ERROR_SELECTORS = (".output.error", ".output.traceback", ".output.stderr", ".cell_output .stderr",
+                   ".problematic", ".system-message")
+ERROR_TEXTS = ("Traceback (most recent call last)", "NotImplementedError", "ExerciseError")
+
+# Waits for every image to finish loading (forcing lazy ones to load) and reports those that
+# failed: naturalWidth 0 means the browser could not decode the file.
+BROKEN_IMAGES_JS = """
+async () => {
+  const images = [...document.querySelectorAll("main img, article img, .bd-article img")];
+  for (const img of images) { img.loading = "eager"; }
+  await Promise.all(images.map(img => img.complete ? null :
+      new Promise(done => { img.addEventListener("load", done); img.addEventListener("error", done); })));
+  return {count: images.length,
+          broken: images.filter(img => !(img.naturalWidth > 0)).map(img => img.getAttribute("src"))};
+}
+"""
+
+
+def _chromium() -> str | None:
+    """The executable to launch, or ``None`` to let Playwright use a browser it installed."""
+    named = os.environ.get("IVEDU_CHROMIUM")
+    if named:
+        return named
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium, or a skip saying what is missing."""
+    if not HTML.joinpath("index.html").exists():
+        pytest.skip(f"the book is not built ({HTML} has no index.html): run `make book` first")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+    executable = _chromium()
+    with sync_api.sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        except Exception as err:  # no browser Playwright can start: say which and why
+            pytest.skip(f"no Chromium could be launched ({executable or 'Playwright default'}): "
+                        f"{str(err).splitlines()[0]}")
+        yield browser
+        browser.close()
+
+
+def _page_path(html_root: Path, notebook: Path) -> Path:
+    return html_root / notebook.relative_to(ROOT).with_suffix(".html")
+
+
+def _has_plots(notebook: Path) -> bool:
+    """Whether the chapter draws figures (a code cell calls plt.show)."""
+    return any(c["cell_type"] == "code" and "plt.show()" in source(c) for c in read_notebook(notebook)["cells"])
+
+
+def test_there_are_chapters_to_check():
+    assert len(CHAPTERS) >= 3, f"_toc.yml lists {len(CHAPTERS)} notebooks"
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_page_renders_figures_and_no_errors(browser, notebook):
+    path = _page_path(HTML, notebook)
+    assert path.exists(), f"{path} is missing: is the chapter in _toc.yml and the book built?"
+    page = browser.new_page()
+    script_errors: list[str] = []
+    page.on("pageerror", lambda err: script_errors.append(str(err)))
+    try:
+        page.goto(path.as_uri(), wait_until="load", timeout=60_000)
+        images = page.evaluate(BROKEN_IMAGES_JS)
+        found = {sel: page.locator(sel).count() for sel in ERROR_SELECTORS}
+        text = page.inner_text("body")
+    finally:
+        page.close()
+    assert not images["broken"], f"{path.name}: images that did not render: {images['broken']}"
+    if _has_plots(notebook):
+        assert images["count"] > 0, f"{path.name}: the chapter plots, but the page shows no figure"
+    assert not any(found.values()), f"{path.name}: error or stderr output on the page: {found}"
+    shown = [t for t in ERROR_TEXTS if t in text]
+    assert not shown, f"{path.name}: the page shows {shown}"
+    assert not script_errors, f"{path.name}: uncaught script errors: {script_errors}"
+
+
+def _solution_lines(notebook: Path) -> list[str]:
+    """Distinctive lines of the chapter's solution cells (in no other cell, not imports)."""
+    cells = read_notebook(notebook)["cells"]
+    solutions = {ex.solution for ex in exercises_in(read_notebook(notebook))}
+    other = {line.strip() for i, c in enumerate(cells) if i not in solutions for line in source(c).splitlines()}
+    return [line.strip() for i in solutions for line in source(cells[i]).splitlines()
+            if line.strip() and line.strip() not in other and not line.strip().startswith(("import ", "from ", "#"))
+            and len(line.strip()) > 12]
+
+
+def _page_text(html_root: Path, notebook: Path) -> str:
+    """A built page's text with the tags stripped (Pygments wraps every code token in a span)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", _page_path(html_root, notebook).read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_student_site_has_no_solution_code(notebook):
+    if not STUDENT_HTML.joinpath("index.html").exists():
+        pytest.skip(f"the student site is not built ({STUDENT_HTML}): run `make student` first")
+    lines = _solution_lines(notebook)
+    if lines and HTML.joinpath("index.html").exists():
+        # The main site hides the same code behind a toggle: the search below must find it there.
+        assert any(line in _page_text(HTML, notebook) for line in lines), "solution lines not found on the main site"
+    leaked = [line for line in lines if line in _page_text(STUDENT_HTML, notebook)]
+    assert not leaked, f"the student site's {notebook.stem} page shows solution code: {leaked[:3]}"
