@@ -14,6 +14,7 @@ from typing import Callable
 EXPERIMENTS: dict[str, str] = {
     "diagnosis": "ivedu.experiments.diagnosis",    # chapter 1
     "extraction": "ivedu.experiments.extraction",  # chapter 2
+    "dynamics": "ivedu.experiments.dynamics",      # chapter 3
 }
 
 
