@@ -226,3 +226,92 @@ def plot_step_costs(rows: dict, title: str = "Time of each step per profile", ax
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     return ax
+
+
+def plot_similarity_fits(rows: Sequence[dict], fits: Sequence[tuple[str, str]], y: str = "if_exact_match",
+                         title: str = "Instruction following against similarity to the original model"):
+    """One scatter per similarity measure, with its least-squares line and R² in the panel title.
+
+    ``rows``: one dict per (task, stage) with the ``y`` field and each ``fits`` field;
+    ``fits``: ``(field, axis label)`` pairs, e.g. ``("iv_cosine", "IV cosine to the original")``.
+    """
+    fig, axes = plt.subplots(1, len(fits), figsize=(4 * len(fits), 3.6), sharey=True)
+    ys = np.array([r[y] for r in rows], float)
+    for ax, (field, label) in zip(np.atleast_1d(axes), fits):
+        xs = np.array([r[field] for r in rows], float)
+        ax.scatter(xs, ys, s=22, color=PALETTE[0], alpha=0.8)
+        r2 = float(np.corrcoef(xs, ys)[0, 1] ** 2) if np.ptp(xs) > 0 and np.ptp(ys) > 0 else 0.0
+        if np.ptp(xs) > 0:
+            slope, intercept = np.polyfit(xs, ys, 1)
+            grid = np.linspace(xs.min(), xs.max(), 50)
+            ax.plot(grid, intercept + slope * grid, color=PALETTE[3], lw=1.5)
+        ax.set_xlabel(label)
+        ax.set_title(f"R² = {r2:.2f}")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("instruction following (exact match)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_restoration(rows: dict, original: dict, title: str = "Restoring instruction following with the original vectors",
+                     ax=None):
+    """Grouped bars per task: original model, fine-tuned, + original IV, + random vector, − new task's IV.
+
+    ``rows``: task -> a stage row of :mod:`ivedu.experiments.dynamics` (``if_exact_match``,
+    ``restored_exact_match``, ``restored_random_exact_match``, ``subtracted_exact_match``);
+    ``original``: task -> the original model's row.
+    """
+    ax = ax or plt.subplots(figsize=(10, 3.8))[1]
+    bars = (("original model", lambda t: original[t]["if_exact_match"]),
+            ("fine-tuned", lambda t: rows[t]["if_exact_match"]),
+            ("+ original IV", lambda t: rows[t]["restored_exact_match"]),
+            ("+ random vector (same norm)", lambda t: rows[t]["restored_random_exact_match"]),
+            ("− new task's IV", lambda t: rows[t]["subtracted_exact_match"]))
+    tasks = list(rows)
+    x = np.arange(len(tasks))
+    width = 0.8 / len(bars)
+    for i, (label, value) in enumerate(bars):
+        ax.bar(x + (i - (len(bars) - 1) / 2) * width, [value(t) for t in tasks], width, label=label,
+               color=PALETTE[i])
+    ax.set_xticks(x, tasks, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("exact match under the instruction")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_overlay(overlay: Sequence[dict], layer: int, title: str = "Where the answer-position state points during fine-tuning",
+                 ax=None):
+    """Mean projection of general-task prompts' hidden state on their own task's original vector
+    and on the new task's vector, against training step, in residual layer ``layer``."""
+    ax = ax or plt.subplots(figsize=(6, 3.6))[1]
+    steps = [o["step"] for o in overlay]
+    ax.plot(steps, [o["old"][layer] for o in overlay], marker="o", color=PALETTE[0],
+            label="on each prompt's own task's original IV")
+    ax.plot(steps, [o["new"][layer] for o in overlay], marker="s", color=PALETTE[3], label="on the new task's IV")
+    ax.set_xlabel("fine-tuning step")
+    ax.set_ylabel(f"mean projection (after layer {layer})")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_vector_drift(stages: Sequence[dict], fields: Sequence[tuple[str, str]], labels: Sequence[str],
+                      title: str = "Similarity to the original model, stage by stage", ax=None):
+    """Mean over general tasks of each per-task field, one line per field, against stage."""
+    ax = ax or plt.subplots(figsize=(6.5, 3.6))[1]
+    x = np.arange(len(stages))
+    for i, (field, label) in enumerate(fields):
+        means = [float(np.mean([row[field] for row in stage["tasks"].values()])) for stage in stages]
+        ax.plot(x, means, marker="o", color=PALETTE[i], label=label)
+    ax.set_xticks(x, labels)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel("mean over the general tasks")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
