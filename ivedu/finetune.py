@@ -33,6 +33,12 @@ from ivedu.world import Task
 METHODS = ("full", "lora")
 SCHEDULES = ("linear", "constant")
 
+# A training objective: ``loss_fn(model, batch, step) -> scalar loss`` for the model being
+# trained, a batch from :func:`ivedu.corpus.collate` (on the model's device) and the step index.
+# The default is the model's own cross-entropy on the answer tokens, ``model(**batch).loss``;
+# continual-learning methods (:mod:`ivedu.guided`, :mod:`ivedu.continual`) add their terms here.
+LossFn = Callable[[nn.Module, dict, int], torch.Tensor]
+
 
 @dataclass
 class FinetuneResult:
@@ -108,7 +114,7 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
              lora_alpha: float | None = None, target_modules: Sequence[str] | None = None,
              warmup_steps: int = 10, schedule: str = "linear", weight_decay: float = 0.0,
              split: str = "train", stop_at: float | None = None, eval_every: int = 25,
-             eval_split: str = "valid",
+             eval_split: str = "valid", loss_fn: LossFn | None = None,
              on_step: Callable[[int, float], None] | None = None) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on ``task``'s ``split`` (instructed prompts, answer-only loss).
 
@@ -125,6 +131,8 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
     ``stop_at`` -- "train until the new task is learnt", the least fine-tuning that does the
     job. ``steps`` is then the most steps allowed.
 
+    ``loss_fn(model, batch, step)`` replaces the plain cross-entropy objective (see
+    :data:`LossFn`): same batches, optimiser and stopping, another loss.
     ``on_step(step, loss)`` is called after every step (a live loss curve, a progress bar).
     """
     if method not in METHODS:
@@ -158,7 +166,8 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
             order += fresh
         batch = collate([sequences[i] for i in order[:batch_size]], pad)
         del order[:batch_size]
-        loss = tuned(**{k: v.to(device) for k, v in batch.items()}).loss
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss = tuned(**batch).loss if loss_fn is None else loss_fn(tuned, batch, step)
         check_finite_loss(loss, step)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -214,7 +223,9 @@ class SequenceResult:
 def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, method: str = "full",
                       steps: int | Sequence[int] = 150, lr: float = 3e-4, batch_size: int = 16, seed: int = 0,
                       general_tasks: Sequence[Task] = (), split: str = "test", general_split: str = "heldout",
-                      k: int = 4, progress: bool = False, **finetune_kwargs) -> SequenceResult:
+                      k: int = 4, progress: bool = False,
+                      loss_fn_for: Callable[[nn.Module, int], LossFn | None] | None = None,
+                      **finetune_kwargs) -> SequenceResult:
     """Fine-tune a copy of ``model`` on ``tasks`` in order, scoring after every stage.
 
     Each stage is :func:`finetune` on the previous stage's model, with seed
@@ -224,6 +235,10 @@ def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, met
     model again. After each stage the new tasks are scored (exact match under the instruction,
     on ``split``) into ``R``, and ``general_tasks`` with :func:`ivedu.evaluation.score_abilities`
     on ``general_split`` (``k``-shot for the in-context score).
+
+    ``loss_fn_for(previous, stage)`` gives stage ``stage``'s objective (:data:`LossFn`, or
+    ``None`` for plain cross-entropy); ``previous`` is the model before that stage -- frozen,
+    never trained -- which regularisers use as their teacher or anchor.
     """
     steps_per_task = [steps] * len(tasks) if isinstance(steps, int) else list(steps)
     if len(steps_per_task) != len(tasks):
@@ -238,8 +253,9 @@ def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, met
     general, stages = [general0], []
     current = model
     for t, (task, n_steps) in enumerate(zip(tasks, steps_per_task)):
+        loss_fn = loss_fn_for(current, t) if loss_fn_for is not None else None
         result = finetune(current, tokenizer, task, method=method, steps=n_steps, lr=lr, batch_size=batch_size,
-                          seed=1000 * seed + t, **finetune_kwargs)
+                          seed=1000 * seed + t, loss_fn=loss_fn, **finetune_kwargs)
         current = result.model.merge_and_unload() if method == "lora" else result.model
         result.model = None
         stages.append(result)
