@@ -315,3 +315,61 @@ def plot_vector_drift(stages: Sequence[dict], fields: Sequence[tuple[str, str]],
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax
+
+
+def plot_method_comparison(summary: dict, names: Sequence[str], keys: Sequence[tuple[str, str]] = (
+        ("gp", "GP: general tasks, zero-shot"), ("ip", "IP: general tasks, 4-shot"),
+        ("ap", "AP: new tasks, right after each")),
+        title: str = "Continual-learning methods on the 3-task sequence", ax=None):
+    """Grouped bars: one group per method, one bar per measure, with the seeds' standard deviation.
+
+    ``summary[name][key]`` is a mean over seeds and ``summary[name][key + "_std"]`` its spread
+    (as :func:`ivedu.experiments.guided.summarise` writes them); a missing ``_std`` draws no bar.
+    """
+    ax = ax or plt.subplots(figsize=(8, 3.8))[1]
+    x = np.arange(len(names))
+    width = 0.8 / len(keys)
+    for i, (key, label) in enumerate(keys):
+        means = [summary[n][key] for n in names]
+        errs = [summary[n].get(key + "_std", 0.0) for n in names]
+        ax.bar(x + (i - (len(keys) - 1) / 2) * width, means, width, yerr=errs, capsize=3, color=PALETTE[i],
+               label=label)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("exact match (0 to 1)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_loss_terms(history: Sequence[Sequence[dict]], stage_names: Sequence[str],
+                    title: str = "Terms of the guided loss during training", ax=None):
+    """Each weighted term of the guided loss against training step, stages one after another.
+
+    ``history[s]``: stage ``s``'s per-step dicts (:attr:`ivedu.guided.GuidedObjective.history`);
+    the vector's progressive weight is drawn on a second axis. Dotted lines mark stage ends.
+    """
+    ax = ax or plt.subplots(figsize=(8, 3.8))[1]
+    rows = [row for stage in history for row in stage]
+    steps = np.arange(len(rows))
+    terms = [k for k in rows[0] if k != "vector_weight"]
+    for i, term in enumerate(terms):
+        ax.plot(steps, [max(r[term], 1e-4) for r in rows], color=PALETTE[i], lw=1.2, label=term)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step (stages one after another)")
+    ax.set_ylabel("weighted term (log scale)")
+    end = 0
+    for stage, name in zip(history, stage_names):
+        ax.text(end + 2, ax.get_ylim()[1] * 0.5, name, fontsize=8, va="top")
+        end += len(stage)
+        ax.axvline(end, color="grey", ls=":", lw=1)
+    twin = ax.twinx()
+    twin.plot(steps, [r["vector_weight"] for r in rows], color="black", ls="--", lw=1, label="vector weight λ")
+    twin.set_ylim(0, 1.05)
+    twin.set_ylabel("student's vector weight λ")
+    lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + twin.get_legend_handles_labels()[1]
+    ax.legend(lines, labels, fontsize=8, loc="lower left")
+    ax.set_title(title)
+    return ax
