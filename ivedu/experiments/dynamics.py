@@ -51,7 +51,20 @@ SETTINGS: dict = {
     "watch_every": 10,                   # steps between hidden-state snapshots in stage 1
     "watch_prompts": 8,                  # valid prompts per general task for the snapshots
     "overlay_layer": 0,                  # residual stream read for the summary: where chapter 2 adds vectors
+    "diagnosis": DIAGNOSIS,              # chapter 1's training settings (rates, stopping rule, batch size)
 }
+
+
+def settings_for(profile) -> dict:
+    """This experiment's settings for a profile (:func:`ivedu.profiles.settings`): its model,
+    sequence, scan size and chapter 1's training settings; the rest as in :data:`SETTINGS`."""
+    return {**SETTINGS, "model": profile.model, "world_seed": profile.world_seed,
+            "sequence": list(profile.sequence), "n_prompts": profile.n_prompts, "diagnosis": profile.diagnosis()}
+
+
+def training(settings: dict = SETTINGS) -> dict:
+    """The keyword arguments of :func:`ivedu.finetune.finetune` for every stage."""
+    return training_kwargs(settings["method"], settings["diagnosis"])
 
 
 def restoration(model, tokenizer, tasks, vectors: dict, settings: dict = SETTINGS, sign: float = 1.0,
@@ -152,7 +165,7 @@ def run_seed(model, tokenizer, world, seed: int, settings: dict = SETTINGS, log=
         watch = watch_training(settings["watch_every"],
                                lambda step, m: snapshots.append((step, residual_states(m, tokenizer, prompts))))
         result = finetune(current, tokenizer, world.task(name), seed=1000 * seed + t,
-                          loss_fn=watch if t == 0 else None, **training_kwargs(settings["method"]))
+                          loss_fn=watch if t == 0 else None, **training(settings))
         current = result.model.merge_and_unload() if settings["method"] == "lora" else result.model
         rows, now = analyse_stage(model, current, tokenizer, world, start, name, seed, settings)
         stage = {"stage": t + 1, "task": name, "steps": result.steps, "tasks": rows}
@@ -218,4 +231,4 @@ def run(seeds: list[int], settings: dict = SETTINGS, progress: bool | None = Non
 
     per_seed = [run_seed(model, tokenizer, world, seed, settings, log) for seed in seeds]
     return {"summary": summarise(per_seed, settings), "per_seed": per_seed,
-            "config": {**settings, "seeds": list(seeds), "training": training_kwargs(settings["method"])}}
+            "config": {**settings, "seeds": list(seeds), "training": training(settings)}}
