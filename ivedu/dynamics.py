@@ -34,21 +34,21 @@ from ivedu.extraction import ExtractionSettings, PromptSet, build_vectors, clean
 from ivedu.generation import batches, check_fits, encode_batch, model_device, prompt_ids
 from ivedu.intervention import InstructionVector, steered_exact_match, steered_first_token_accuracy
 from ivedu.mediation import Head, HeadScan
-from ivedu.prompts import instructed_prompt
+from ivedu.prompts import TINY_FORMAT, PromptFormat, instructed_prompt
 from ivedu.world import Task
 
 
 # ----------------------------------------------------------------------------- prompts
 
 
-def instructed_set(task: Task, split: str) -> PromptSet:
+def instructed_set(task: Task, split: str, fmt: PromptFormat = TINY_FORMAT) -> PromptSet:
     """Every example of ``split`` under every instruction phrasing: what "instruction
     following" is scored on (the prompts of :func:`ivedu.evaluation.instruction_following_score`)."""
     examples = task.split(split)
     if not examples:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
     phrasings = range(len(task.instructions))
-    return PromptSet(tuple(instructed_prompt(task, ex.input, p) for p in phrasings for ex in examples),
+    return PromptSet(tuple(instructed_prompt(task, ex.input, p, fmt) for p in phrasings for ex in examples),
                      tuple(ex.output for _ in phrasings for ex in examples))
 
 

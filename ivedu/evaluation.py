@@ -21,7 +21,7 @@ import torch
 
 from ivedu.generation import answer_ids, answer_logprobs, greedy_generate, last_token_logits
 from ivedu.mediation import first_answer_tokens
-from ivedu.prompts import fewshot_prompt, instructed_prompt, statement_prompt
+from ivedu.prompts import TINY_FORMAT, PromptFormat, fewshot_prompt, instructed_prompt, statement_prompt
 from ivedu.world import Example, Task
 
 
@@ -59,11 +59,14 @@ def first_token_accuracy(model, tokenizer, prompts: Sequence[str], golds: Sequen
 
 
 def instruction_following_score(model, tokenizer, task: Task, split: str = "heldout",
-                                phrasings: Sequence[int] | None = None) -> InstructionScore:
-    """Exact match, first-token accuracy and answer probability under the task's instructions."""
+                                phrasings: Sequence[int] | None = None,
+                                fmt: PromptFormat = TINY_FORMAT) -> InstructionScore:
+    """Exact match, first-token accuracy and answer probability under the task's instructions.
+
+    ``fmt``: the prompt format (:mod:`ivedu.prompts`; a chat model's from ``chat_format``)."""
     examples = task.split(split)
     phrasings = range(len(task.instructions)) if phrasings is None else phrasings
-    prompts = [instructed_prompt(task, ex.input, p) for p in phrasings for ex in examples]
+    prompts = [instructed_prompt(task, ex.input, p, fmt) for p in phrasings for ex in examples]
     golds = [ex.output for _ in phrasings for ex in examples]
     if not prompts:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
@@ -91,7 +94,7 @@ def demonstrations(task: Task, query: Example, k: int, seed: int = 0) -> list[Ex
 
 
 def in_context_score(model, tokenizer, task: Task, split: str = "heldout", k: int = 4,
-                     seed: int = 0) -> InstructionScore:
+                     seed: int = 0, fmt: PromptFormat = TINY_FORMAT) -> InstructionScore:
     """Instruction following stated by ``k`` demonstrations instead of an instruction.
 
     Prompts are :func:`ivedu.prompts.fewshot_prompt` (``input : x output : y ; ... input : q
@@ -101,7 +104,7 @@ def in_context_score(model, tokenizer, task: Task, split: str = "heldout", k: in
     examples = task.split(split)
     if not examples:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
-    prompts = [fewshot_prompt(demonstrations(task, ex, k, seed), ex.input) for ex in examples]
+    prompts = [fewshot_prompt(demonstrations(task, ex, k, seed), ex.input, fmt) for ex in examples]
     return _generation_score(model, tokenizer, task.name, prompts, [ex.output for ex in examples])
 
 
@@ -146,11 +149,12 @@ class TaskScores:
     gold_prob: float
 
 
-def score_tasks(model, tokenizer, tasks: Sequence[Task], split: str = "heldout") -> list[TaskScores]:
-    """Instruction following and knowledge of each task on ``split``."""
+def score_tasks(model, tokenizer, tasks: Sequence[Task], split: str = "heldout",
+                fmt: PromptFormat = TINY_FORMAT) -> list[TaskScores]:
+    """Instruction following (prompts in ``fmt``) and knowledge of each task on ``split``."""
     rows = []
     for task in tasks:
-        ifs = instruction_following_score(model, tokenizer, task, split)
+        ifs = instruction_following_score(model, tokenizer, task, split, fmt=fmt)
         kn = knowledge_score(model, tokenizer, task, split)
         rows.append(TaskScores(task.name, ifs.exact_match, ifs.first_token_accuracy, ifs.answer_prob,
                                kn.ranking_accuracy, kn.gold_prob))
@@ -197,18 +201,19 @@ ABILITY_FIELDS = ("if_exact_match", "if_answer_prob", "icl_exact_match", "icl_an
 
 
 def score_abilities(model, tokenizer, tasks: Sequence[Task], split: str = "heldout", k: int = 4,
-                    seed: int = 0, progress: bool = False) -> list[AbilityScores]:
+                    seed: int = 0, progress: bool = False, fmt: PromptFormat = TINY_FORMAT) -> list[AbilityScores]:
     """Instruction following (zero-shot and ``k``-shot) and knowledge of each task on ``split``.
 
     ``k=0`` skips the in-context score (its fields are NaN): it is the slowest of the three,
     its prompts being several times longer. ``progress=True`` shows a progress bar over the
-    tasks (on stderr).
+    tasks (on stderr). ``fmt`` formats the instructed and few-shot prompts; the knowledge
+    probe is a plain statement in every format.
     """
     rows = []
     nan = float("nan")
     for task in _progress(tasks, progress, "scoring tasks"):
-        zero = instruction_following_score(model, tokenizer, task, split)
-        icl = in_context_score(model, tokenizer, task, split, k, seed) if k > 0 else None
+        zero = instruction_following_score(model, tokenizer, task, split, fmt=fmt)
+        icl = in_context_score(model, tokenizer, task, split, k, seed, fmt) if k > 0 else None
         kn = knowledge_score(model, tokenizer, task, split)
         rows.append(AbilityScores(task.name, zero.exact_match, zero.answer_prob,
                                   icl.exact_match if icl else nan, icl.answer_prob if icl else nan,

@@ -111,3 +111,23 @@ def test_the_shipped_model_follows_and_knows_its_world():
     assert all(0 <= v <= 1 for v in means.values())
     # The new task it was never taught: the answer is known to be out of reach.
     assert instruction_following_score(model, tok, world.task("first_french"), "test").exact_match < 0.2
+
+
+def test_scores_build_their_prompts_in_the_given_format(tiny, world, monkeypatch):
+    import ivedu.evaluation as evaluation
+    from ivedu.prompts import PromptFormat
+
+    seen = []
+
+    def capture(model, tokenizer, name, prompts, golds):
+        seen.extend(prompts)
+        return evaluation.InstructionScore(name, len(prompts), 0.0, 0.0, 0.0)
+
+    monkeypatch.setattr(evaluation, "_generation_score", capture)
+    qa = PromptFormat(input_prefix="Q:", output_prefix="A:", separator="\n", instruction_end="\n")
+    model, tokenizer = tiny
+    task = world.task("capital")
+    evaluation.instruction_following_score(model, tokenizer, task, "valid", fmt=qa)
+    evaluation.in_context_score(model, tokenizer, task, "valid", k=2, fmt=qa)
+    assert seen and all(p.startswith("Q:") and p.endswith("A:") for p in seen)
+    assert not any("input :" in p for p in seen)
