@@ -24,9 +24,9 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:randomly book
 
-# Student notebooks (solutions removed) and a site without solutions, under _build/student/
-# (see book/teachers.md).
-student: $(VENV)/.installed
+# Student notebooks (solutions removed) and the built site without solutions, under
+# _build/student/ (see book/teachers.md). The site is cut from the book's build: book first.
+student: book
 	$(BIN)/python -m ivedu.student
 
 model: $(VENV)/.installed

@@ -6,11 +6,17 @@
   (tagged ``solution``) removed, exercise stubs and check cells kept, outputs cleared, and each
   ``{exercise}`` directive rewritten as plain markdown so it reads well in Jupyter and Colab
   (which do not know Jupyter Book's directives);
-- ``site/``: a copy of the book whose solution cells are tagged ``remove-cell`` instead of
-  ``hide-input``, built with ``jupyter-book`` into ``site/_build/html``. The solutions still
-  *run* (so every check passes and every later figure renders) but their code is not in
-  the HTML at all, not even behind a toggle. ``--no-site`` skips this step (the build
-  executes every chapter: minutes).
+- ``site/``: the built book (``_build/html``, from ``make book``) with the solutions taken
+  out: every cell tagged ``solution`` is cut from the chapter pages (not hidden behind a
+  toggle: gone from the HTML), and the notebooks the pages offer for download
+  (``_sources/``) are replaced by the student notebooks. Nothing is executed again, so it
+  takes a second; ``make student`` runs ``make book`` first. ``--no-site`` skips this step.
+
+Building the students' site by post-processing the executed one, rather than building a
+second book from re-tagged notebooks, is deliberate: the solutions still ran (every check
+passed, every later figure is there), the build is not repeated (jupyter-cache hashes cell
+tags, so re-tagged chapters would all execute again), and the downloadable sources, which a
+second build would copy with their solutions, are replaced too.
 
 It lives in the package (not a script) so a teacher who installed ivedu can run it on a copy
 of the book, and so the tests can call :func:`build_student_notebooks` directly. Notebooks are
@@ -28,15 +34,15 @@ import argparse
 import json
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 STUDENT_DIR = Path("_build") / "student"
-EXERCISE_TAG, SOLUTION_TAG, HIDE_TAG, REMOVE_TAG = "exercise", "solution", "hide-input", "remove-cell"
+EXERCISE_TAG, SOLUTION_TAG, HIDE_TAG = "exercise", "solution", "hide-input"
 _DIRECTIVE = re.compile(r"^(`{3,})\{exercise\}[ \t]*(?P<title>[^\n]*)\n(?P<body>.*?)^\1[ \t]*$", re.M | re.S)
 _OPTION = re.compile(r"^:[\w-]+:.*\n?", re.M)
+_SOLUTION_DIV = re.compile(r'<div class="[^"]*\btag_solution\b[^"]*"[^>]*>', re.I)
+_ANY_DIV = re.compile(r"<div\b|</div\s*>", re.I)
 
 
 @dataclass(frozen=True)
@@ -135,16 +141,6 @@ def student_notebook(nb: dict, name: str = "notebook") -> dict:
     return out
 
 
-def site_notebook(nb: dict) -> dict:
-    """``nb`` for the students' site: solution cells tagged ``remove-cell`` (run, never shown)."""
-    out = json.loads(json.dumps(nb))
-    for cell in out["cells"]:
-        t = tags(cell)
-        if SOLUTION_TAG in t:
-            cell.setdefault("metadata", {})["tags"] = [x for x in t if x != HIDE_TAG] + [REMOVE_TAG]
-    return out
-
-
 def chapter_notebooks(root: Path) -> list[Path]:
     """The notebooks listed in ``root/_toc.yml``, in order (``file: book/01_x`` -> ``book/01_x.ipynb``)."""
     toc = Path(root) / "_toc.yml"
@@ -164,36 +160,60 @@ def build_student_notebooks(root: Path, out: Path) -> list[Path]:
     return written
 
 
-def prepare_site(root: Path, out: Path) -> Path:
-    """Copy the book's sources to ``out`` with solution cells tagged ``remove-cell``; returns ``out``.
+def strip_solution_cells(page: str) -> tuple[str, int]:
+    """``page`` (a built chapter's HTML) without its solution cells, and how many were cut.
 
-    The copy holds ``_config.yml``, ``_toc.yml`` and ``book/`` (pages, bibliography,
-    notebooks). The main build's execution cache is copied too: it is keyed on code alone,
-    which the retagging does not change, so chapters already executed are not run again.
+    myst-nb gives each cell a ``div`` whose classes include ``tag_<tag>`` for each of its tags;
+    the cut runs from that ``div`` to its matching ``</div>``, nested ``div``\ s counted.
+    """
+    out, count, pos = [], 0, 0
+    while (start := _SOLUTION_DIV.search(page, pos)) is not None:
+        out.append(page[pos:start.start()])
+        depth = 1
+        for tag in _ANY_DIV.finditer(page, start.end()):
+            depth += 1 if tag.group(0).lower().startswith("<div") else -1
+            if depth == 0:
+                pos = tag.end()
+                break
+        else:
+            raise ValueError("a solution cell's <div> is never closed: is this a page built by Jupyter Book?")
+        count += 1
+    out.append(page[pos:])
+    return "".join(out), count
+
+
+def build_student_site(root: Path, out: Path, html: Path | None = None) -> Path:
+    """Copy the built site to ``out`` without solutions; returns ``out``.
+
+    ``html``: the built book (default ``root/_build/html``; ``make book`` writes it). Each
+    chapter page loses its ``solution`` cells, each downloadable notebook under ``_sources``
+    becomes the student notebook. Raises ``ValueError`` if the site is missing, or older than
+    a chapter (it would show an outdated chapter), or if a chapter with exercises has no
+    solution cell to cut (the page was not built from the current chapter).
     """
     root, out = Path(root), Path(out)
+    html = Path(html) if html else root / "_build" / "html"
+    if not (html / "index.html").exists():
+        raise ValueError(f"no built book in {html}: run `make book` first")
     if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(root / name, out / name)
-    shutil.copytree(root / "book", out / "book", ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
-    for path in (root / "book").glob("*.ipynb"):
-        nb = read_notebook(path)
-        exercises_in(nb, str(path))
-        write_notebook(site_notebook(nb), out / "book" / path.name)
-    cache = root / "_build" / ".jupyter_cache"
-    if cache.exists():
-        shutil.copytree(cache, out / "_build" / ".jupyter_cache")
+    shutil.copytree(html, out)
+    for notebook in chapter_notebooks(root):
+        relative = notebook.relative_to(root)
+        page = out / relative.with_suffix(".html")
+        if not page.exists() or page.stat().st_mtime < notebook.stat().st_mtime:
+            raise ValueError(f"{page.relative_to(out)} is missing or older than {relative}: run `make book` first")
+        nb = read_notebook(notebook)
+        text, cut = strip_solution_cells(page.read_text(encoding="utf-8"))
+        expected = len(exercises_in(nb, str(notebook)))
+        if cut != expected:
+            raise ValueError(f"{page.name} has {cut} solution cells but {relative} has {expected} exercises: "
+                             "rebuild the book with `make book`")
+        page.write_text(text, encoding="utf-8")
+        source_copy = out / "_sources" / relative
+        if source_copy.exists():
+            write_notebook(student_notebook(nb, str(notebook)), source_copy)
     return out
-
-
-def build_site(site: Path) -> Path:
-    """Build the prepared site with ``jupyter-book`` (warnings are errors); returns its html folder."""
-    jb = Path(sys.executable).with_name("jupyter-book")
-    command = [str(jb) if jb.exists() else "jupyter-book", "build", str(site), "-W", "--keep-going"]
-    subprocess.run(command, check=True)
-    return Path(site) / "_build" / "html"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,8 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     notebooks = build_student_notebooks(args.root, out / "notebooks")
     print(f"wrote {len(notebooks)} student notebooks to {out / 'notebooks'}")
     if not args.no_site:
-        html = build_site(prepare_site(args.root, out / "site"))
-        print(f"built the students' site (solutions removed) in {html}")
+        site = build_student_site(args.root, out / "site")
+        print(f"wrote the students' site (solutions removed) to {site}")
 
 
 if __name__ == "__main__":

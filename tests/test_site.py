@@ -13,8 +13,8 @@ system Chromium first (Debian's ``chromium-headless-shell`` or ``chromium``; ``.
 installs it), then for one Playwright installed, and ``IVEDU_CHROMIUM`` names any other
 executable.
 
-The student site (``make student``) is checked too, without a browser: its chapter pages
-must contain no solution code.
+The student site (``make student``) is checked too, without a browser: none of its files --
+pages, downloadable notebooks, search index -- may contain solution code.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ivedu.student import chapter_notebooks, exercises_in, read_notebook, source
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
-STUDENT_HTML = ROOT / "_build" / "student" / "site" / "_build" / "html"
+STUDENT_HTML = ROOT / "_build" / "student" / "site"
 CHAPTERS = chapter_notebooks(ROOT)
 BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome", "chrome")
 
@@ -158,14 +158,26 @@ def _page_text(html_root: Path, notebook: Path) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", _page_path(html_root, notebook).read_text(encoding="utf-8")))
 
 
+def _site_text(site: Path) -> str:
+    """Every text file of a built site (pages, downloadable sources, search index), tags stripped."""
+    texts = [p.read_text(encoding="utf-8", errors="ignore") for p in site.rglob("*")
+             if p.is_file() and p.suffix in (".html", ".ipynb", ".md", ".js", ".txt")]
+    return html.unescape(re.sub(r"<[^>]+>", "", "\n".join(texts)))
+
+
+@pytest.fixture(scope="module")
+def student_site_text():
+    pages = [(_page_path(STUDENT_HTML, nb), nb) for nb in CHAPTERS]
+    if any(not page.exists() or page.stat().st_mtime < nb.stat().st_mtime for page, nb in pages):
+        _skip_or_fail(f"the student site ({STUDENT_HTML}) is missing or older than a chapter: run `make student`")
+    return _site_text(STUDENT_HTML)
+
+
 @pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.stem for p in CHAPTERS])
-def test_student_site_has_no_solution_code(notebook):
-    page = _page_path(STUDENT_HTML, notebook)
-    if not page.exists() or page.stat().st_mtime < notebook.stat().st_mtime:
-        _skip_or_fail(f"the student site's {page.name} is missing or older than its chapter: run `make student`")
+def test_student_site_has_no_solution_code(notebook, student_site_text):
     lines = _solution_lines(notebook)
     if lines and HTML.joinpath("index.html").exists():
         # The main site hides the same code behind a toggle: the search below must find it there.
         assert any(line in _page_text(HTML, notebook) for line in lines), "solution lines not found on the main site"
-    leaked = [line for line in lines if line in _page_text(STUDENT_HTML, notebook)]
-    assert not leaked, f"the student site's {notebook.stem} page shows solution code: {leaked[:3]}"
+    leaked = [line for line in lines if line in student_site_text]
+    assert not leaked, f"the student site shows {notebook.stem}'s solution code: {leaked[:3]}"
