@@ -164,3 +164,19 @@ def test_bad_settings_are_refused(tiny, vector):
         GuidedObjective(model, None, vector[0].heads, GuidedSettings(), steps=3)
     with pytest.raises(ValueError, match="heads"):
         GuidedObjective(model, vector[0].vector, (), GuidedSettings(), steps=3)
+
+
+def test_the_experiment_summary_and_criterion():
+    from ivedu.experiments.guided import criterion, format_summary, summarise
+
+    rows = [{"gp": 0.5, "ip": 0.2, "ap": 0.9, "fp": 0.6, "forgetting": 0.3, "bwt": -0.4, "steps": 200},
+            {"gp": 0.7, "ip": 0.4, "ap": 0.9, "fp": 0.4, "forgetting": 0.5, "bwt": -0.6, "steps": 300}]
+    s = summarise(rows)
+    assert s["gp"] == pytest.approx(0.6) and s["gp_std"] == pytest.approx(0.1414, abs=1e-3) and s["n_seeds"] == 2
+    plain = {**s, "gp": 0.4, "ap": 0.92}
+    assert criterion({"iv_guided": s, "plain_lora": plain, "random_vector": {**s, "gp": 0.5}})["met"]
+    assert not criterion({"iv_guided": s, "plain_lora": plain, "random_vector": {**s, "gp": 0.65}})["met"]
+    assert not criterion({"iv_guided": s, "plain_lora": {**plain, "ap": 0.99}, "random_vector": plain})["met"]
+    assert criterion({"iv_guided": s}) == {}
+    table = format_summary({"iv_guided": s}, before={"gp": 0.97, "ip": 0.58})
+    assert "iv_guided" in table and "0.60 ± 0.14" in table and "0.97" in table

@@ -149,8 +149,9 @@ def run(seeds: list[int], settings: dict = SETTINGS, names: tuple[str, ...] = ME
     """The whole experiment: a JSON-ready dict with ``summary``, ``ablation``, ``per_seed``, ``config``.
 
     ``summary[method]``: ``gp``, ``ip``, ``ap``, ``fp``, ``forgetting``, ``bwt`` (means over
-    seeds; exact match in [0, 1]; BWT in GEM's convention) and each one's ``*_std``;
-    ``summary["before"]``: GP and IP of the model before any training. ``ablation``: the
+    seeds; exact match in [0, 1]; BWT in GEM's convention; ``steps``: training steps over the
+    sequence) and each one's ``*_std``. ``before``: GP and IP of the model before any
+    training. ``vectors``: per seed and task, what the new task's vector does. ``ablation``: the
     same for each dropped term, on the first ``settings["ablation_seeds"]`` seeds, with
     ``iv_guided`` on those seeds alongside. ``criterion``: the issue's done-when test.
     """
@@ -176,11 +177,10 @@ def run(seeds: list[int], settings: dict = SETTINGS, names: tuple[str, ...] = ME
             _log(progress, start, f"seed {seed} {name}: GP {result.gp:.2f} IP {result.ip:.2f} "
                                   f"AP {result.metrics['AP']:.2f} ({result.seconds:.0f} s)")
     summary = {name: summarise(r) for name, r in rows.items()}
-    summary["before"] = before
     ablation_summary = {name: summarise(r) for name, r in ablation_rows.items()}
     if ablation_summary and "iv_guided" in rows:
         ablation_summary["iv_guided"] = summarise(rows["iv_guided"][:settings["ablation_seeds"]])
-    return {"summary": summary, "ablation": ablation_summary, "criterion": criterion(summary),
+    return {"summary": summary, "before": before, "ablation": ablation_summary, "criterion": criterion(summary),
             "vectors": vector_reports, "per_seed": per_seed, "general_before": {"if": gen_if, "icl": gen_icl},
             "config": {**{k: v for k, v in settings.items() if k != "guided"},
                        "guided": settings["guided"].as_dict(), "seeds": list(seeds)}}
@@ -199,14 +199,15 @@ def criterion(summary: dict) -> dict:
     return out
 
 
-def format_summary(summary: dict, names=None) -> str:
-    """A plain-text table: GP, IP, AP, FP, forgetting and BWT per method, mean ± std over seeds."""
-    names = [n for n in summary if n != "before"] if names is None else names
+def format_summary(summary: dict, names=None, before: dict | None = None) -> str:
+    """A plain-text table: GP, IP, AP, FP, forgetting and BWT per method, mean ± std over seeds
+    (``before``: GP and IP before training, as :func:`run` returns them, for a first row)."""
+    names = list(summary) if names is None else names
     keys = ("gp", "ip", "ap", "fp", "forgetting", "bwt")
     lines = [f"{'method':<24}" + "".join(f"{k.upper():>14}" for k in keys)]
-    if "before" in summary:
+    if before:
         lines.append(f"{'(before training)':<24}" + "".join(
-            f"{summary['before'][k]:>14.2f}" if k in summary["before"] else f"{'':>14}" for k in keys))
+            f"{before[k]:>14.2f}" if k in before else f"{'':>14}" for k in keys))
     for n in names:
         s = summary[n]
         lines.append(f"{n:<24}" + "".join(f"{s[k]:>8.2f} ± {s[k + '_std']:.2f}" for k in keys))
