@@ -176,6 +176,21 @@ class ExtractionSettings:
     scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
     site: str = "attention"
     n_random: int = 5
+    layers: tuple[int, ...] | None = None  # the layers the sweep tries; None: every layer
+
+    def sweep_layers(self, n_layers: int) -> tuple[int, ...]:
+        """The layers the sweep tries in a model of ``n_layers`` layers: ``layers``, or all of them.
+
+        A real model's sweep is bounded to a few layers to keep it affordable (the profiles'
+        ``layers``); the best one among them is still chosen on the valid split.
+        """
+        if self.layers is None:
+            return tuple(range(n_layers))
+        outside = [layer for layer in self.layers if not 0 <= layer < n_layers]
+        if not self.layers or outside:
+            raise ValueError(f"the sweep's layers {self.layers} must be a non-empty subset of 0..{n_layers - 1} "
+                             f"(this model has {n_layers} layers); pass layers=None to try every layer")
+        return tuple(self.layers)
 
 
 @dataclass(frozen=True)
@@ -183,8 +198,9 @@ class Extraction:
     """Everything chapter 2 shows, for one seed.
 
     ``scans``: task -> :class:`HeadScan`; ``sweep``: ``[head counts, layers, scales]`` mean
-    valid first-token accuracy with the vectors; ``k``, ``layer``, ``scale``: the setting
-    chosen on valid; ``vectors``: task -> vector at that ``k``; ``scores``: test results.
+    valid first-token accuracy with the vectors, over the layers
+    ``settings.sweep_layers(n_layers)``; ``k``, ``layer``, ``scale``: the setting chosen on
+    valid (``layer`` is a layer of the model, not an index into the sweep); ``vectors``: task -> vector at that ``k``; ``scores``: test results.
     """
 
     scans: dict[str, HeadScan]
@@ -206,6 +222,7 @@ def extract_and_test(model, tokenizer, tasks: Sequence[Task], seed: int = 0,
                      fmt: PromptFormat = TINY_FORMAT) -> Extraction:
     """Scan every task on train prompts, choose k / layer / scale on valid, report on test.
 
+    The layers tried are ``settings.layers`` (``None``: every layer of the model).
     The other-task control for task ``i`` is task ``i + 1``'s vector (cyclically).
     """
     if len(tasks) < 2:
@@ -216,14 +233,14 @@ def extract_and_test(model, tokenizer, tasks: Sequence[Task], seed: int = 0,
                                                  seed=seed, fmt=fmt), progress=progress)
              for t in tasks}
     valid = {t.name: corrupted_prompts(t, "valid", "removed", n=None, seed=seed, fmt=fmt) for t in tasks}
-    n_layers = scans[tasks[0].name].effects.shape[0]
+    layers = settings.sweep_layers(scans[tasks[0].name].effects.shape[0])
     sweep = torch.stack([layer_scale_sweep(model, tokenizer, build_vectors(model, scans, k), valid,
-                                           range(n_layers), settings.scales, settings.site)
+                                           layers, settings.scales, settings.site)
                          for k in settings.head_counts])
     best = int(sweep.flatten().argmax())
-    k_index, rest = divmod(best, n_layers * len(settings.scales))
-    layer, scale_index = divmod(rest, len(settings.scales))
-    k, scale = settings.head_counts[k_index], settings.scales[scale_index]
+    k_index, rest = divmod(best, len(layers) * len(settings.scales))
+    layer_index, scale_index = divmod(rest, len(settings.scales))
+    k, layer, scale = settings.head_counts[k_index], layers[layer_index], settings.scales[scale_index]
     vectors = build_vectors(model, scans, k)
     names = [t.name for t in tasks]
     scores = [evaluate_intervention(model, tokenizer, t, vectors[t.name], vectors[names[(i + 1) % len(names)]],

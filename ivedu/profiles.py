@@ -113,7 +113,8 @@ class Settings:
         """Chapter 2's :class:`ivedu.extraction.ExtractionSettings` for this profile."""
         from ivedu.extraction import ExtractionSettings
 
-        return ExtractionSettings(n_prompts=self.n_prompts, head_counts=self.head_counts, scales=self.scales)
+        return ExtractionSettings(n_prompts=self.n_prompts, head_counts=self.head_counts, scales=self.scales,
+                                  layers=self.layers)
 
     def diagnosis(self) -> dict:
         """Chapter 1's settings dict, in the shape of :data:`ivedu.experiments.diagnosis.SETTINGS`."""

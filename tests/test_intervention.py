@@ -62,3 +62,26 @@ def test_instruction_vectors_carry_their_tasks(tiny, world):
     assert result.mean("with_iv") - result.mean("corrupted") >= 0.3
     assert result.mean("with_iv") - result.mean("with_random") >= 0.3
     assert result.mean("with_other_task") < result.mean("with_iv")
+
+
+def test_a_restricted_sweep_tries_only_its_layers_and_chooses_among_them(tiny, world):
+    """A profile's ``layers`` bounds the sweep: one row per listed layer, the layer chosen from them
+    (on the tiny model the unrestricted choice is layer 0, so layers 2 and 3 force another)."""
+    model, tok = tiny
+    tasks = [world.task(name) for name in ("sentiment", "first")]
+    settings = ExtractionSettings(n_prompts=8, head_counts=(2,), scales=(1.0, 2.0), n_random=1, layers=(2, 3))
+    result = extract_and_test(model, tok, tasks, seed=0, settings=settings)
+    assert result.sweep.shape == (1, 2, 2)
+    assert result.layer in (2, 3)
+    assert result.scans["first"].effects.shape == (4, 4), "the scan still covers every layer"
+    best = divmod(int(result.sweep[0].flatten().argmax()), 2)
+    assert (settings.layers[best[0]], settings.scales[best[1]]) == (result.layer, result.scale)
+
+
+def test_the_sweep_layers_default_to_every_layer_and_must_lie_inside_the_model():
+    assert ExtractionSettings().sweep_layers(4) == (0, 1, 2, 3)
+    assert ExtractionSettings(layers=(1, 3)).sweep_layers(4) == (1, 3)
+    with pytest.raises(ValueError, match=r"subset of 0..3 \(this model has 4 layers\)"):
+        ExtractionSettings(layers=(2, 4)).sweep_layers(4)
+    with pytest.raises(ValueError, match="non-empty"):
+        ExtractionSettings(layers=()).sweep_layers(4)
