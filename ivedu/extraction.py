@@ -200,7 +200,8 @@ class Extraction:
     ``scans``: task -> :class:`HeadScan`; ``sweep``: ``[head counts, layers, scales]`` mean
     valid first-token accuracy with the vectors, over the layers
     ``settings.sweep_layers(n_layers)``; ``k``, ``layer``, ``scale``: the setting chosen on
-    valid (``layer`` is a layer of the model, not an index into the sweep); ``vectors``: task -> vector at that ``k``; ``scores``: test results.
+    valid (``layer`` is a layer of the model, not an index into the sweep); ``vectors``:
+    task -> vector at that ``k``; ``scores``: test results.
     """
 
     scans: dict[str, HeadScan]
