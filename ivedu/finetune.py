@@ -148,6 +148,7 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
     else:
         torch.manual_seed(seed)
     params = [p for p in tuned.parameters() if p.requires_grad]
+    _upcast_half_precision(params)
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: _lr_factor(s, steps, warmup_steps, schedule))
@@ -188,6 +189,20 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
     tuned.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _upcast_half_precision(params: Sequence[nn.Parameter]) -> None:
+    """Trainable float16 weights become float32, in place.
+
+    AdamW's update divides by ``sqrt(v) + 1e-8``, and 1e-8 is zero in float16: updates of a
+    float16 weight overflow to ``nan`` within a few steps (a T4 loads models in float16).
+    In full fine-tuning every weight trains, so the copy becomes a float32 model; LoRA's
+    adapters are float32 already (peft) and its frozen float16 base stays as it is.
+    bfloat16 trains as it is.
+    """
+    for p in params:
+        if p.dtype == torch.float16:
+            p.data = p.data.float()
 
 
 def _lr_factor(step: int, steps: int, warmup_steps: int, schedule: str) -> float:

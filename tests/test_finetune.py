@@ -1,6 +1,8 @@
 """Fine-tuning: LoRA trains only its adapters, runs are deterministic for a seed, the loss
 falls, and the caller's model is never modified."""
 
+import copy
+
 import pytest
 import torch
 
@@ -116,3 +118,15 @@ def test_the_shipped_tokenizer_knows_every_word_of_the_new_tasks():
             for phrasing in range(len(task.instructions)):
                 ids = tokenizer.encode(instructed_prompt(task, ex.input, phrasing) + " " + ex.output)
                 assert tokenizer.unk_token_id not in ids, (task.name, ex)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_float16_model_trains_in_float32_and_stays_finite(setup, method):
+    model, tokenizer, world = setup
+    half = copy.deepcopy(model).half()
+    result = finetune(half, tokenizer, world.task("first_french"), method=method, steps=4, lr=1e-3, seed=0)
+    trained = [p for p in result.model.parameters() if p.requires_grad]
+    assert all(p.dtype == torch.float32 for p in trained)
+    assert all(torch.isfinite(p).all() for p in trained)
+    assert all(torch.isfinite(torch.tensor(loss)) for loss in result.losses)
+    assert next(half.parameters()).dtype == torch.float16  # the caller's model is untouched
