@@ -332,13 +332,14 @@ def plot_method_comparison(summary: dict, names: Sequence[str], keys: Sequence[t
     for i, (key, label) in enumerate(keys):
         means = [summary[n][key] for n in names]
         errs = [summary[n].get(key + "_std", 0.0) for n in names]
-        ax.bar(x + (i - (len(keys) - 1) / 2) * width, means, width, yerr=errs, capsize=3, color=PALETTE[i],
-               label=label)
+        ax.bar(x + (i - (len(keys) - 1) / 2) * width, means, width, yerr=errs if any(errs) else None, capsize=3,
+               color=PALETTE[i], label=label)
     ax.set_xticks(x, names, rotation=20, ha="right")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.3)
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("exact match (0 to 1)")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", ncol=len(keys) if len(keys) <= 2 else 2)
     ax.grid(axis="y", alpha=0.3)
     return ax
 
@@ -355,13 +356,15 @@ def plot_loss_terms(history: Sequence[Sequence[dict]], stage_names: Sequence[str
     steps = np.arange(len(rows))
     terms = [k for k in rows[0] if k != "vector_weight"]
     for i, term in enumerate(terms):
-        ax.plot(steps, [max(r[term], 1e-4) for r in rows], color=PALETTE[i], lw=1.2, label=term)
+        # a term switched off by its gate is 0: leave a gap rather than plot it at the axis floor
+        ax.plot(steps, [r[term] if r[term] > 0 else np.nan for r in rows], color=PALETTE[i], lw=1.2, label=term)
     ax.set_yscale("log")
     ax.set_xlabel("training step (stages one after another)")
-    ax.set_ylabel("weighted term (log scale)")
+    ax.set_ylabel("weighted term (log scale; gaps: gated off)")
     end = 0
-    for stage, name in zip(history, stage_names):
-        ax.text(end + 2, ax.get_ylim()[1] * 0.5, name, fontsize=8, va="top")
+    for i, (stage, name) in enumerate(zip(history, stage_names)):
+        ax.text(end + len(stage) / 2, 1.01 + 0.06 * (i % 2), name, fontsize=8, ha="center", va="bottom",
+                transform=ax.get_xaxis_transform())  # alternate heights: short stages' names would overlap
         end += len(stage)
         ax.axvline(end, color="grey", ls=":", lw=1)
     twin = ax.twinx()
@@ -371,5 +374,5 @@ def plot_loss_terms(history: Sequence[Sequence[dict]], stage_names: Sequence[str
     lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + twin.get_legend_handles_labels()[1]
     ax.legend(lines, labels, fontsize=8, loc="lower left")
-    ax.set_title(title)
+    ax.set_title(title, pad=24)
     return ax
