@@ -28,6 +28,7 @@ from ivedu.checks import check_finite_loss
 from ivedu.corpus import TrainingSequence, collate, instructed_sequence
 from ivedu.evaluation import AbilityScores, instruction_following_score, score_abilities
 from ivedu.generation import model_device
+from ivedu.prompts import TINY_FORMAT, PromptFormat
 from ivedu.world import Task
 
 METHODS = ("full", "lora")
@@ -80,9 +81,10 @@ def linear_module_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def task_sequences(tokenizer, task: Task, split: str = "train") -> list[TrainingSequence]:
-    """Every example of ``split`` under every instruction phrasing, answer-only labels."""
-    return [instructed_sequence(tokenizer, task, ex, p)
+def task_sequences(tokenizer, task: Task, split: str = "train",
+                   fmt: PromptFormat = TINY_FORMAT) -> list[TrainingSequence]:
+    """Every example of ``split`` under every instruction phrasing (prompts in ``fmt``), answer-only labels."""
+    return [instructed_sequence(tokenizer, task, ex, p, fmt)
             for ex in task.split(split) for p in range(len(task.instructions))]
 
 
@@ -115,7 +117,8 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
              warmup_steps: int = 10, schedule: str = "linear", weight_decay: float = 0.0,
              split: str = "train", stop_at: float | None = None, eval_every: int = 25,
              eval_split: str = "valid", loss_fn: LossFn | None = None,
-             on_step: Callable[[int, float], None] | None = None) -> FinetuneResult:
+             on_step: Callable[[int, float], None] | None = None,
+             fmt: PromptFormat = TINY_FORMAT) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on ``task``'s ``split`` (instructed prompts, answer-only loss).
 
     ``method="full"`` trains every weight; ``method="lora"`` freezes the copy and trains LoRA
@@ -134,12 +137,14 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
     ``loss_fn(model, batch, step)`` replaces the plain cross-entropy objective (see
     :data:`LossFn`): same batches, optimiser and stopping, another loss.
     ``on_step(step, loss)`` is called after every step (a live loss curve, a progress bar).
+    ``fmt``: the prompt format of the training prompts and of the early-stopping score (a
+    chat model's from :func:`ivedu.prompts.chat_format`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
-    sequences = task_sequences(tokenizer, task, split)
+    sequences = task_sequences(tokenizer, task, split, fmt)
     if not sequences:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
     tuned = copy.deepcopy(model)
@@ -181,7 +186,7 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
             on_step(step, result.losses[-1])
         if stop_at is not None and (step + 1) % eval_every == 0:
             tuned.eval()
-            score = instruction_following_score(tuned, tokenizer, task, eval_split).exact_match
+            score = instruction_following_score(tuned, tokenizer, task, eval_split, fmt=fmt).exact_match
             tuned.train()
             result.checks.append((step + 1, score))
             if score >= stop_at:
@@ -240,7 +245,7 @@ def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, met
                       general_tasks: Sequence[Task] = (), split: str = "test", general_split: str = "heldout",
                       k: int = 4, progress: bool = False,
                       loss_fn_for: Callable[[nn.Module, int], LossFn | None] | None = None,
-                      **finetune_kwargs) -> SequenceResult:
+                      fmt: PromptFormat = TINY_FORMAT, **finetune_kwargs) -> SequenceResult:
     """Fine-tune a copy of ``model`` on ``tasks`` in order, scoring after every stage.
 
     Each stage is :func:`finetune` on the previous stage's model, with seed
@@ -260,8 +265,8 @@ def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, met
         raise ValueError(f"{len(steps_per_task)} step counts for {len(tasks)} tasks")
 
     def score(m) -> tuple[list[float], list[AbilityScores]]:
-        new = [instruction_following_score(m, tokenizer, t, split).exact_match for t in tasks]
-        return new, score_abilities(m, tokenizer, general_tasks, general_split, k) if general_tasks else []
+        new = [instruction_following_score(m, tokenizer, t, split, fmt=fmt).exact_match for t in tasks]
+        return new, score_abilities(m, tokenizer, general_tasks, general_split, k, fmt=fmt) if general_tasks else []
 
     baseline, general0 = score(model)
     R = np.zeros((len(tasks), len(tasks)))
@@ -270,7 +275,7 @@ def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, met
     for t, (task, n_steps) in enumerate(zip(tasks, steps_per_task)):
         loss_fn = loss_fn_for(current, t) if loss_fn_for is not None else None
         result = finetune(current, tokenizer, task, method=method, steps=n_steps, lr=lr, batch_size=batch_size,
-                          seed=1000 * seed + t, loss_fn=loss_fn, **finetune_kwargs)
+                          seed=1000 * seed + t, loss_fn=loss_fn, fmt=fmt, **finetune_kwargs)
         current = result.model.merge_and_unload() if method == "lora" else result.model
         result.model = None
         stages.append(result)

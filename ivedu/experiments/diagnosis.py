@@ -32,6 +32,7 @@ from ivedu.evaluation import instruction_following_score, mean_abilities, score_
 from ivedu.finetune import finetune, finetune_sequence
 from ivedu.metrics import continual_metrics
 from ivedu.models import load_model
+from ivedu.prompts import TINY_FORMAT, PromptFormat
 from ivedu.world import build_world
 
 SETTINGS: dict = {
@@ -69,19 +70,21 @@ def general_tasks(world, settings: dict = SETTINGS) -> list:
     return list(world.general) if names is None else [world.task(n) for n in names]
 
 
-def diagnose(model, tokenizer, world, method: str, seed: int, settings: dict = SETTINGS) -> dict:
+def diagnose(model, tokenizer, world, method: str, seed: int, settings: dict = SETTINGS,
+             fmt: PromptFormat = TINY_FORMAT) -> dict:
     """Fine-tune on the new task with ``method`` and ``seed``; score the general tasks after.
 
     Returns the new task's exact match, the steps run, the loss curve and per-task
     :class:`ivedu.evaluation.AbilityScores` as dicts (``general_after``).
     """
     task = world.task(settings["task"])
-    result = finetune(model, tokenizer, task, seed=seed, **training_kwargs(method, settings))
-    after = score_abilities(result.model, tokenizer, general_tasks(world, settings), settings["split"], settings["k"])
+    result = finetune(model, tokenizer, task, seed=seed, fmt=fmt, **training_kwargs(method, settings))
+    after = score_abilities(result.model, tokenizer, general_tasks(world, settings), settings["split"], settings["k"],
+                            fmt=fmt)
     return {
         "seed": seed,
         "method": method,
-        "new_task": instruction_following_score(result.model, tokenizer, task, settings["split"]).exact_match,
+        "new_task": instruction_following_score(result.model, tokenizer, task, settings["split"], fmt=fmt).exact_match,
         "steps": result.steps,
         "train_seconds": round(result.seconds, 2),
         "trainable_params": result.trainable_params,
@@ -90,12 +93,13 @@ def diagnose(model, tokenizer, world, method: str, seed: int, settings: dict = S
     }
 
 
-def sequence(model, tokenizer, world, method: str, seed: int, settings: dict = SETTINGS) -> dict:
+def sequence(model, tokenizer, world, method: str, seed: int, settings: dict = SETTINGS,
+             fmt: PromptFormat = TINY_FORMAT) -> dict:
     """Fine-tune on the sequence of new tasks; its ``R`` matrix, metrics and general scores per stage."""
     kwargs = training_kwargs(method, settings)
     result = finetune_sequence(model, tokenizer, [world.task(n) for n in settings["sequence"]],
                                seed=seed, general_tasks=general_tasks(world, settings), split=settings["split"],
-                               general_split=settings["split"], k=0, **kwargs)
+                               general_split=settings["split"], k=0, fmt=fmt, **kwargs)
     general = [mean_abilities(rows) for rows in result.general]
     return {
         "seed": seed,
