@@ -180,3 +180,17 @@ def test_the_experiment_summary_and_criterion():
     assert criterion({"iv_guided": s}) == {}
     table = format_summary({"iv_guided": s}, before={"gp": 0.97, "ip": 0.58})
     assert "iv_guided" in table and "0.60 ± 0.14" in table and "0.97" in table
+
+
+def test_the_experiment_runs_end_to_end_on_a_short_budget():
+    from ivedu.experiments.guided import SETTINGS, run
+
+    short = {**SETTINGS, "steps": 2, "stop_at": None, "k": 0, "vector_prompts": 8, "sequence": ["middle", "last_french"],
+             "general": ["sentiment"]}
+    result = run([0], short, names=("plain_lora", "iv_guided"), ablation=False, progress=False)
+    for name in ("plain_lora", "iv_guided"):
+        assert {"gp", "ip", "ap", "gp_std", "ip_std", "ap_std"} <= set(result["summary"][name])
+        assert 0 <= result["summary"][name]["gp"] <= 1
+    assert result["criterion"] == {} and result["ablation"] == {}  # no random_vector run: no criterion
+    assert set(result["vectors"][0]) == {"middle", "last_french"}
+    assert set(result["general_before"]["if"]) == {"sentiment"}

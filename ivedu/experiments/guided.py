@@ -56,6 +56,7 @@ SETTINGS: dict = {
     "model": "tiny",
     "world_seed": 0,
     "sequence": ["first_french", "last_french", "middle"],
+    "general": None,  # names of the general tasks scored for GP and IP; None: all ten
     "split": "test",
     "k": 4,
     "steps": 300,
@@ -120,9 +121,16 @@ def extract_vectors(model, tokenizer, tasks, settings: dict = SETTINGS, seed: in
     return vectors, report
 
 
+def general_tasks(world, settings: dict = SETTINGS) -> list:
+    """The general tasks scored for GP and IP (all of them unless ``settings["general"]`` names some)."""
+    names = settings.get("general")
+    return list(world.general) if names is None else [world.task(n) for n in names]
+
+
 def train_and_score(model, tokenizer, world, method: Method, seed: int, vectors, settings: dict = SETTINGS) -> MethodRun:
     """One method on the sequence with the experiment's training settings."""
-    return run_method(model, tokenizer, [world.task(n) for n in settings["sequence"]], world.general, method, seed,
+    return run_method(model, tokenizer, [world.task(n) for n in settings["sequence"]], general_tasks(world, settings),
+                      method, seed,
                       steps=settings["steps"], batch_size=settings["batch_size"], vectors=vectors,
                       split=settings["split"], k=settings["k"], schedule=settings["schedule"],
                       warmup_steps=settings["warmup_steps"], stop_at=settings["stop_at"],
@@ -162,8 +170,9 @@ def run(seeds: list[int], settings: dict = SETTINGS, names: tuple[str, ...] = ME
     world = build_world(settings["world_seed"])
     tasks = [world.task(n) for n in settings["sequence"]]
     start = time.perf_counter()
-    gen_if, gen_icl = general_scores(model, tokenizer, world.general, settings["split"], settings["k"])
-    before = {"gp": statistics.mean(gen_if.values()), "ip": statistics.mean(gen_icl.values())}
+    gen_if, gen_icl = general_scores(model, tokenizer, general_tasks(world, settings), settings["split"], settings["k"])
+    before = {"gp": statistics.mean(gen_if.values()),
+              "ip": statistics.mean(gen_icl.values()) if gen_icl else float("nan")}
     all_methods = methods(settings)
     per_seed, vector_reports, rows = [], {}, {n: [] for n in names}
     ablation_rows: dict[str, list[dict]] = {}
