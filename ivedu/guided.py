@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ivedu.architectures import model_layout
+from ivedu.architectures import check_layer, model_layout
 from ivedu.corpus import IGNORE_INDEX
 from ivedu.extraction import clean_prompts, corrupted_prompts, scan_task
-from ivedu.hooks import add_to_residual, record_head_outputs
+from ivedu.hooks import SITES, add_to_residual, record_head_outputs
 from ivedu.intervention import InstructionVector, instruction_vector
 from ivedu.mediation import Head, HeadScan
 from ivedu.world import Task
@@ -169,6 +169,7 @@ class GuidedObjective:
             raise ValueError("head_mse > 0 needs the heads whose outputs are kept: pass heads")
         if settings.progressive and vector is None:
             raise ValueError("the progressive intervention needs a vector: pass one or set progressive=False")
+        check_settings(teacher, settings)
         self.teacher = teacher.eval()
         self.vector = vector
         self.heads = tuple(heads)
@@ -240,13 +241,12 @@ def new_task_vector(model: nn.Module, tokenizer, task: Task, k: int = 2, n_promp
 
 
 def check_settings(model: nn.Module, settings: GuidedSettings) -> None:
-    """Raise ``IndexError``/``ValueError`` now if the settings do not fit ``model``."""
-    from ivedu.architectures import check_layer
-    from ivedu.hooks import SITES
-
+    """Raise ``IndexError``/``ValueError`` now, before any training, if the settings do not fit ``model``."""
     check_layer(model_layout(model), settings.layer)
     if settings.site not in SITES:
         raise ValueError(f"site must be one of {SITES}, got {settings.site!r}")
     for name in ("kl_start", "kl_all", "head_mse"):
         if getattr(settings, name) < 0:
             raise ValueError(f"{name} is a loss weight and must be >= 0, got {getattr(settings, name)}")
+    if settings.temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {settings.temperature}")

@@ -164,6 +164,10 @@ def test_bad_settings_are_refused(tiny, vector):
         GuidedObjective(model, None, vector[0].heads, GuidedSettings(), steps=3)
     with pytest.raises(ValueError, match="heads"):
         GuidedObjective(model, vector[0].vector, (), GuidedSettings(), steps=3)
+    with pytest.raises(IndexError):  # checked when the objective is built, before any training step
+        GuidedObjective(model, vector[0].vector, vector[0].heads, GuidedSettings(layer=4), steps=3)
+    with pytest.raises(ValueError, match="temperature"):
+        check_settings(model, GuidedSettings(temperature=0.0))
 
 
 def test_the_experiment_summary_and_criterion():
