@@ -43,6 +43,7 @@ import time
 from dataclasses import replace
 
 from ivedu.continual import Method, MethodRun, general_scores, run_method
+from ivedu.experiments.diagnosis import _log, general_tasks
 from ivedu.extraction import corrupted_prompts
 from ivedu.guided import TERMS, GuidedSettings, new_task_vector
 from ivedu.intervention import steered_first_token_accuracy
@@ -119,12 +120,6 @@ def extract_vectors(model, tokenizer, tasks, settings: dict = SETTINGS, seed: in
                                                                  iv.vector, g.layer, g.scale, g.site),
         }
     return vectors, report
-
-
-def general_tasks(world, settings: dict = SETTINGS) -> list:
-    """The general tasks scored for GP and IP (all of them unless ``settings["general"]`` names some)."""
-    names = settings.get("general")
-    return list(world.general) if names is None else [world.task(n) for n in names]
 
 
 def train_and_score(model, tokenizer, world, method: Method, seed: int, vectors, settings: dict = SETTINGS) -> MethodRun:
@@ -223,11 +218,6 @@ def format_summary(summary: dict, names=None, before: dict | None = None) -> str
         s = summary[n]
         lines.append(f"{n:<24}" + "".join(f"{s[k]:>8.2f} ± {s[k + '_std']:.2f}" for k in keys))
     return "\n".join(lines)
-
-
-def _log(enabled: bool, start: float, message: str) -> None:
-    if enabled:
-        print(f"[{time.perf_counter() - start:6.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 def with_guided(settings: dict = SETTINGS, **changes) -> dict:
