@@ -123,3 +123,13 @@ def test_guided_methods_need_the_vectors(tiny, world, tasks):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="needs the instruction vector"):
         run_method(model, tokenizer, tasks, [], Method("g", "guided"), seed=0, steps=1, k=0)
+
+
+def test_guided_training_with_full_fine_tuning(tiny, world, tasks, vectors):
+    """The guided loss on a full fine-tune: the teacher is the frozen previous model, not an adapter."""
+    model, tokenizer = tiny
+    method = Method("iv_guided_full", "guided", base="full", guided=GuidedSettings(kl_gate=0.0))
+    run = run_method(model, tokenizer, tasks, [small(world.task("first"))], method, seed=0, steps=2, vectors=vectors,
+                     split="valid", k=0)
+    assert run.steps == [2, 2] and len(run.history) == 2
+    assert run.history[1][0]["kl_all"] == pytest.approx(0.0, abs=1e-6)  # a full copy starts equal to its teacher at every stage
