@@ -15,6 +15,7 @@ EXPERIMENTS: dict[str, str] = {
     "diagnosis": "ivedu.experiments.diagnosis",    # chapter 1
     "extraction": "ivedu.experiments.extraction",  # chapter 2
     "dynamics": "ivedu.experiments.dynamics",      # chapter 3
+    "guided": "ivedu.experiments.guided",          # chapter 4
 }
 
 
