@@ -19,6 +19,7 @@ from ivedu.architectures import ARCHITECTURES, Architecture, model_layout
 from ivedu.evaluation import instruction_following_score, knowledge_score
 from ivedu.extraction import clean_prompts, corrupted_prompts, layer_scale_sweep, scan_task
 from ivedu.finetune import finetune
+from ivedu.guided import GuidedObjective, GuidedSettings
 from ivedu.intervention import instruction_vector, steered_exact_match, steered_first_token_accuracy
 from test_architectures import EXTRA, HEADS, HIDDEN, LAYERS
 
@@ -78,6 +79,14 @@ def test_scan_vector_intervention_finetuning_and_evaluation_run_and_give_finite_
                        target_modules=targets)
     assert adapted.steps == 2 and finite(*adapted.losses) and 0 < adapted.trainable_params < tuned.trainable_params
     assert model_layout(adapted.model).n_layers == LAYERS
+    # A few IV-guided steps: every term on (both KLs, head MSE, progressive intervention).
+    guidance = GuidedSettings(kl_start=1.0, kl_all=0.1, head_mse=1.0, layer=0, progressive_steps=2,
+                              kl_gate=0.0, mse_gate=0.0)
+    objective = GuidedObjective(model, vector.vector, vector.heads, guidance, steps=2)
+    guided = finetune(model, tokenizer, other, method="lora", steps=2, batch_size=4, warmup_steps=1,
+                      target_modules=targets, loss_fn=objective)
+    assert guided.steps == 2 and finite(*guided.losses) and len(objective.history) == 2
+    assert all(finite(*terms.values()) for terms in objective.history)
     score = instruction_following_score(tuned.model, tokenizer, task, "test")
     knowledge = knowledge_score(tuned.model, tokenizer, task, "test")
     assert finite(score.exact_match, score.first_token_accuracy, score.answer_prob)
