@@ -64,12 +64,14 @@ class StageVectors:
 
 
 def extract_vectors(model, tokenizer, tasks: Sequence[Task], k: int, n_prompts: int = 48, seed: int = 0,
-                    settings: ExtractionSettings = ExtractionSettings()) -> StageVectors:
+                    settings: ExtractionSettings = ExtractionSettings(),
+                    fmt: PromptFormat = TINY_FORMAT) -> StageVectors:
     """Chapter 2's scan (clean: instructed, corrupted: instruction removed; train split) and
     each task's vector from its own top-``k`` heads, in ``model`` as it is now."""
     scans = {t.name: scan_task(model, tokenizer, t,
-                               clean_prompts(t, "train", settings.clean_style, n_prompts, seed=seed),
-                               corrupted_prompts(t, "train", settings.corrupted_style, n_prompts, seed=seed))
+                               clean_prompts(t, "train", settings.clean_style, n_prompts, seed=seed, fmt=fmt),
+                               corrupted_prompts(t, "train", settings.corrupted_style, n_prompts, seed=seed,
+                                                 fmt=fmt))
              for t in tasks}
     return StageVectors(scans, build_vectors(model, scans, k))
 

@@ -149,3 +149,12 @@ def test_summary_restored_share_and_r2():
     assert summary["r2_iv"] == pytest.approx(1.0)  # IF equals the cosine here, point for point
     assert 0.0 <= summary["r2_hidden"] < 0.5
     assert summary["overlay_old_end"] == 0.5 and summary["overlay_new_end"] == 1.0
+
+
+def test_the_prompt_format_reaches_every_prompt_built(world):
+    from ivedu.prompts import QA_FORMAT
+
+    prompts, owners = experiment.watch_prompts(world, experiment.SETTINGS, QA_FORMAT)
+    assert len(prompts) == len(owners) == 10 * experiment.SETTINGS["watch_prompts"]
+    assert all(p.startswith("Q:") and p.endswith("A:") for p in prompts)
+    assert instructed_set(world.task("capital"), "test", QA_FORMAT).prompts[0].startswith("Q:")

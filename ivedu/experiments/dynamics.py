@@ -37,6 +37,7 @@ from ivedu.experiments.diagnosis import SETTINGS as DIAGNOSIS, training_kwargs
 from ivedu.finetune import finetune
 from ivedu.intervention import random_vector_like
 from ivedu.models import load_model
+from ivedu.prompts import TINY_FORMAT, PromptFormat
 from ivedu.world import build_world
 
 SETTINGS: dict = {
@@ -68,7 +69,7 @@ def training(settings: dict = SETTINGS) -> dict:
 
 
 def restoration(model, tokenizer, tasks, vectors: dict, settings: dict = SETTINGS, sign: float = 1.0,
-                seed: int = 0) -> dict:
+                seed: int = 0, fmt: PromptFormat = TINY_FORMAT) -> dict:
     """Per task: the steering chosen on valid, and test scores with ``vectors[task]`` added.
 
     ``sign=-1`` subtracts the vectors (the scales are negated). Each task also gets the
@@ -80,9 +81,9 @@ def restoration(model, tokenizer, tasks, vectors: dict, settings: dict = SETTING
     out = {}
     for task in tasks:
         vector = vectors[task.name]
-        steering = choose_steering(model, tokenizer, instructed_set(task, "valid"), vector, range(n_layers),
+        steering = choose_steering(model, tokenizer, instructed_set(task, "valid", fmt), vector, range(n_layers),
                                    [sign * s for s in settings["scales"]], settings["site"])
-        test = instructed_set(task, "test")
+        test = instructed_set(task, "test", fmt)
         random = random_vector_like(vector, seed)
         out[task.name] = {"layer": steering.layer, "scale": steering.scale,
                           **steered_scores(model, tokenizer, test, vector, steering, settings["site"]),
@@ -91,14 +92,15 @@ def restoration(model, tokenizer, tasks, vectors: dict, settings: dict = SETTING
     return out
 
 
-def compare_stage(original, model, tokenizer, tasks, start: StageVectors, now: StageVectors) -> dict:
+def compare_stage(original, model, tokenizer, tasks, start: StageVectors, now: StageVectors,
+                  fmt: PromptFormat = TINY_FORMAT) -> dict:
     """Per task: how its vector, heads and effect map moved since ``start``, the hidden-state
     similarity to ``original``, the distance of the weights, and instruction following now."""
     distance = parameter_distance(original, model)
     rows = {}
     for task in tasks:
         name = task.name
-        test = instructed_set(task, "test")
+        test = instructed_set(task, "test", fmt)
         rows[name] = {
             "iv_cosine": cosine(start.vectors[name].vector, now.vectors[name].vector),
             "heads_jaccard": jaccard(start.vectors[name].heads, now.vectors[name].heads),
@@ -112,7 +114,8 @@ def compare_stage(original, model, tokenizer, tasks, start: StageVectors, now: S
 
 
 def analyse_stage(original, model, tokenizer, world, start: StageVectors, new_task: str, seed: int,
-                  settings: dict = SETTINGS, restore: bool = True) -> tuple[dict, StageVectors]:
+                  settings: dict = SETTINGS, restore: bool = True,
+                  fmt: PromptFormat = TINY_FORMAT) -> tuple[dict, StageVectors]:
     """Everything measured after one stage of fine-tuning, and the vectors re-extracted in it.
 
     ``start``: the original model's vectors. The new task's vector is extracted too (it is
@@ -121,24 +124,25 @@ def analyse_stage(original, model, tokenizer, world, start: StageVectors, new_ta
     controls, each with the layer and scale chosen on valid.
     """
     tasks = list(world.general)
-    now = extract_vectors(model, tokenizer, tasks + [world.task(new_task)], settings["k"], settings["n_prompts"], seed)
-    rows = compare_stage(original, model, tokenizer, tasks, start, now)
+    now = extract_vectors(model, tokenizer, tasks + [world.task(new_task)], settings["k"], settings["n_prompts"], seed,
+                          fmt=fmt)
+    rows = compare_stage(original, model, tokenizer, tasks, start, now, fmt)
     if restore:
         plus = restoration(model, tokenizer, tasks, {t.name: start.vectors[t.name].vector for t in tasks},
-                           settings, seed=seed)
+                           settings, seed=seed, fmt=fmt)
         minus = restoration(model, tokenizer, tasks, {t.name: now.vectors[new_task].vector for t in tasks},
-                            settings, sign=-1.0, seed=seed)
+                            settings, sign=-1.0, seed=seed, fmt=fmt)
         for name, row in rows.items():
             row.update({f"restored_{k}": v for k, v in plus[name].items()})
             row.update({f"subtracted_{k}": v for k, v in minus[name].items()})
     return rows, now
 
 
-def watch_prompts(world, settings: dict = SETTINGS) -> tuple[list[str], list[str]]:
+def watch_prompts(world, settings: dict = SETTINGS, fmt: PromptFormat = TINY_FORMAT) -> tuple[list[str], list[str]]:
     """The general-task prompts followed during training, and the task each belongs to."""
     prompts, owners = [], []
     for task in world.general:
-        chosen = instructed_set(task, "valid").prompts[:settings["watch_prompts"]]
+        chosen = instructed_set(task, "valid", fmt).prompts[:settings["watch_prompts"]]
         prompts += chosen
         owners += [task.name] * len(chosen)
     return prompts, owners
@@ -153,21 +157,26 @@ def overlay(snapshots: list[tuple[int, torch.Tensor]], owners: list[str], start:
             for step, states in snapshots]
 
 
-def run_seed(model, tokenizer, world, seed: int, settings: dict = SETTINGS, log=lambda message: None) -> dict:
-    """One seed: the sequence, every stage's analysis, and the first stage's overlay."""
-    start = extract_vectors(model, tokenizer, list(world.general), settings["k"], settings["n_prompts"], seed)
+def run_seed(model, tokenizer, world, seed: int, settings: dict = SETTINGS, log=lambda message: None,
+             fmt: PromptFormat = TINY_FORMAT) -> dict:
+    """One seed: the sequence, every stage's analysis, and the first stage's overlay.
+
+    ``fmt``: the prompt format of every prompt built, for training and for measuring
+    (a chat model's: :meth:`ivedu.profiles.Settings.prompt_format`)."""
+    start = extract_vectors(model, tokenizer, list(world.general), settings["k"], settings["n_prompts"], seed,
+                            fmt=fmt)
     stages = [{"stage": 0, "task": None,
-               "tasks": compare_stage(model, model, tokenizer, list(world.general), start, start)}]
-    prompts, owners = watch_prompts(world, settings)
+               "tasks": compare_stage(model, model, tokenizer, list(world.general), start, start, fmt)}]
+    prompts, owners = watch_prompts(world, settings, fmt)
     snapshots: list[tuple[int, torch.Tensor]] = []
     current = model
     for t, name in enumerate(settings["sequence"]):
         watch = watch_training(settings["watch_every"],
                                lambda step, m: snapshots.append((step, residual_states(m, tokenizer, prompts))))
         result = finetune(current, tokenizer, world.task(name), seed=1000 * seed + t,
-                          loss_fn=watch if t == 0 else None, **training(settings))
+                          loss_fn=watch if t == 0 else None, fmt=fmt, **training(settings))
         current = result.model.merge_and_unload() if settings["method"] == "lora" else result.model
-        rows, now = analyse_stage(model, current, tokenizer, world, start, name, seed, settings)
+        rows, now = analyse_stage(model, current, tokenizer, world, start, name, seed, settings, fmt=fmt)
         stage = {"stage": t + 1, "task": name, "steps": result.steps, "tasks": rows}
         if t == 0:
             snapshots.append((result.steps, residual_states(current, tokenizer, prompts)))
