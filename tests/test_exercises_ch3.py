@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from ivedu.dynamics import parameter_distance, projections, r_squared
 from ivedu.exercises import ExerciseError
