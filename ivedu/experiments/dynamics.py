@@ -13,8 +13,9 @@ stage, for every general task:
   scale chosen per task on valid prompts, reported on test prompts; and the converse,
   subtract the newest task's vector (extracted from the fine-tuned model).
 
-During the first stage it also records the last-token hidden state of general-task prompts
-every few steps, and projects it on the old tasks' vectors and on the new task's vector.
+During the first stage it also records the residual stream after every layer at the last
+token of general-task prompts every few steps, and projects it on each prompt's own task's
+original vector and on the new task's vector (the overlay).
 
 The summary's ``if_original``, ``if_finetuned`` and ``if_restored`` are for the model after
 the first stage (chapter 1's fine-tuning, one new task); the same after the whole sequence
@@ -27,6 +28,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+
 import torch
 
 from ivedu.architectures import model_layout
