@@ -40,6 +40,7 @@ from ivedu.generation import model_device
 from ivedu.guided import GuidedObjective, GuidedSettings
 from ivedu.intervention import InstructionVector, random_vector_like
 from ivedu.metrics import continual_metrics
+from ivedu.prompts import TINY_FORMAT, PromptFormat
 from ivedu.world import Task
 
 KINDS = ("plain", "kl", "replay", "ewc", "guided", "random_vector")
@@ -94,14 +95,16 @@ class ReplayObjective:
         return model(**batch).loss + self.weight * model(**replayed).loss
 
 
-def replay_buffer(tokenizer, tasks: Sequence[Task], per_task: int, seed: int) -> list[TrainingSequence]:
+def replay_buffer(tokenizer, tasks: Sequence[Task], per_task: int, seed: int,
+                  fmt: PromptFormat = TINY_FORMAT) -> list[TrainingSequence]:
     """``per_task`` training sequences of each task ((example, instruction phrasing) pairs of
-    its train split, as :func:`ivedu.finetune.task_sequences` builds them), drawn with ``seed``."""
+    its train split, as :func:`ivedu.finetune.task_sequences` builds them, prompts in ``fmt``),
+    drawn with ``seed``."""
     buffer: list[TrainingSequence] = []
     for task in tasks:
         pairs = [(ex, p) for ex in task.train for p in range(len(task.instructions))]  # as task_sequences orders them
         chosen = random.Random(f"{seed}:{task.name}").sample(pairs, min(per_task, len(pairs)))
-        buffer += [instructed_sequence(tokenizer, task, ex, p) for ex, p in chosen]
+        buffer += [instructed_sequence(tokenizer, task, ex, p, fmt) for ex, p in chosen]
     return buffer
 
 
@@ -215,15 +218,16 @@ class MethodRun:
 
 
 def general_scores(model: nn.Module, tokenizer, tasks: Sequence[Task], split: str = "test",
-                   k: int = 4) -> tuple[dict[str, float], dict[str, float]]:
+                   k: int = 4, fmt: PromptFormat = TINY_FORMAT) -> tuple[dict[str, float], dict[str, float]]:
     """Exact match of each general task zero-shot (GP's parts) and with ``k`` demonstrations (IP's)."""
-    zero = {t.name: instruction_following_score(model, tokenizer, t, split).exact_match for t in tasks}
-    icl = {t.name: in_context_score(model, tokenizer, t, split, k).exact_match for t in tasks} if k else {}
+    zero = {t.name: instruction_following_score(model, tokenizer, t, split, fmt=fmt).exact_match for t in tasks}
+    icl = {t.name: in_context_score(model, tokenizer, t, split, k, fmt=fmt).exact_match for t in tasks} if k else {}
     return zero, icl
 
 
 def _objective_factory(method: Method, tokenizer, tasks: Sequence[Task], steps: Sequence[int], seed: int,
-                       vectors: dict[str, InstructionVector] | None, records: list):
+                       vectors: dict[str, InstructionVector] | None, records: list,
+                       fmt: PromptFormat = TINY_FORMAT):
     """``loss_fn_for(previous, stage)`` for :func:`ivedu.finetune.finetune_sequence`."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     fisher: dict[str, torch.Tensor] = {}
@@ -249,12 +253,12 @@ def _objective_factory(method: Method, tokenizer, tasks: Sequence[Task], steps: 
         if stage == 0:
             return None  # nothing to replay or to protect before the first task is learnt
         if method.kind == "replay":
-            return ReplayObjective(replay_buffer(tokenizer, tasks[:stage], method.replay_per_task, seed), pad,
+            return ReplayObjective(replay_buffer(tokenizer, tasks[:stage], method.replay_per_task, seed, fmt), pad,
                                    method.replay_batch, method.replay_weight, 1000 * seed + stage)
         # ewc: add the Fisher of the task just finished, at the weights it ended with
         previous_task = tasks[stage - 1]
         sample = random.Random(f"{seed}:fisher:{previous_task.name}").sample(
-            task_sequences(tokenizer, previous_task), method.fisher_examples)
+            task_sequences(tokenizer, previous_task, fmt=fmt), method.fisher_examples)
         for name, f in fisher_diagonal(previous, tokenizer, sample).items():
             fisher[name] = fisher.get(name, 0) + f
         anchor = {n: p.detach().clone() for n, p in previous.named_parameters()}
@@ -266,23 +270,24 @@ def _objective_factory(method: Method, tokenizer, tasks: Sequence[Task], steps: 
 def run_method(model: nn.Module, tokenizer, tasks: Sequence[Task], general: Sequence[Task], method: Method,
                seed: int, *, steps: int | Sequence[int] = 100, lr: float | None = None, batch_size: int = 16,
                vectors: dict[str, InstructionVector] | None = None, split: str = "test", k: int = 4,
-               **finetune_kwargs) -> MethodRun:
+               fmt: PromptFormat = TINY_FORMAT, **finetune_kwargs) -> MethodRun:
     """Train ``method`` on ``tasks`` in order from ``model`` (untouched) and score it.
 
     ``steps``: per task (one number or one per task); ``lr`` defaults to chapter 1's rate
     for the base (1e-3 LoRA, 3e-4 full). ``vectors``: task name -> instruction vector, needed
-    by the guided kinds (:func:`ivedu.guided.new_task_vector`). Remaining keyword arguments go to :func:`ivedu.finetune.finetune` (schedule, warm-up, LoRA
+    by the guided kinds (:func:`ivedu.guided.new_task_vector`). ``fmt``: the prompt format of
+    training and scoring alike (a chat model's: :meth:`ivedu.profiles.Settings.prompt_format`). Remaining keyword arguments go to :func:`ivedu.finetune.finetune` (schedule, warm-up, LoRA
     rank, ``stop_at`` ...).
     """
     steps_per_task = [steps] * len(tasks) if isinstance(steps, int) else list(steps)
     lr = lr if lr is not None else (1e-3 if method.base == "lora" else 3e-4)
     start = time.perf_counter()
     records: list = []
-    loss_fn_for = _objective_factory(method, tokenizer, tasks, steps_per_task, seed, vectors, records)
+    loss_fn_for = _objective_factory(method, tokenizer, tasks, steps_per_task, seed, vectors, records, fmt)
     result = finetune_sequence(model, tokenizer, tasks, method=method.base, steps=steps_per_task, lr=lr,
                                batch_size=batch_size, seed=seed, split=split, loss_fn_for=loss_fn_for,
-                               **finetune_kwargs)
-    gen_if, gen_icl = general_scores(result.model, tokenizer, general, split, k)
+                               fmt=fmt, **finetune_kwargs)
+    gen_if, gen_icl = general_scores(result.model, tokenizer, general, split, k, fmt)
     history = records if records else [stage.losses for stage in result.stages]
     return MethodRun(method.name, seed, result.tasks, result.R, result.baseline,
                      gp=float(np.mean(list(gen_if.values()))),

@@ -44,6 +44,7 @@ from ivedu.extraction import clean_prompts, corrupted_prompts, scan_task
 from ivedu.hooks import SITES, add_to_residual, record_head_outputs
 from ivedu.intervention import InstructionVector, instruction_vector
 from ivedu.mediation import Head, HeadScan
+from ivedu.prompts import TINY_FORMAT, PromptFormat
 from ivedu.world import Task
 
 TERMS = ("kl_start", "kl_all", "head_mse", "progressive")
@@ -226,7 +227,7 @@ class GuidedObjective:
 
 
 def new_task_vector(model: nn.Module, tokenizer, task: Task, k: int = 2, n_prompts: int = 48,
-                    seed: int = 0) -> tuple[InstructionVector, HeadScan]:
+                    seed: int = 0, fmt: PromptFormat = TINY_FORMAT) -> tuple[InstructionVector, HeadScan]:
     """The instruction vector of a task to be learnt, extracted from ``model`` (the original one).
 
     As in chapter 2: clean prompts carry the task's instruction, corrupted ones have it
@@ -234,8 +235,8 @@ def new_task_vector(model: nn.Module, tokenizer, task: Task, k: int = 2, n_promp
     yet do a new task, so the effects are small and the vector says what the model makes of
     the new instruction rather than how to do the task -- measure it before relying on it.
     """
-    clean = clean_prompts(task, "train", "instructed", n_prompts, seed=seed)
-    corrupted = corrupted_prompts(task, "train", "removed", n_prompts, seed=seed)
+    clean = clean_prompts(task, "train", "instructed", n_prompts, seed=seed, fmt=fmt)
+    corrupted = corrupted_prompts(task, "train", "removed", n_prompts, seed=seed, fmt=fmt)
     scan = scan_task(model, tokenizer, task, clean, corrupted)
     return instruction_vector(model, scan.mean_activations, scan.top_heads(k), task.name), scan
 

@@ -133,3 +133,22 @@ def test_guided_training_with_full_fine_tuning(tiny, world, tasks, vectors):
                      split="valid", k=0)
     assert run.steps == [2, 2] and len(run.history) == 2
     assert run.history[1][0]["kl_all"] == pytest.approx(0.0, abs=1e-6)  # a full copy starts equal to its teacher at every stage
+
+
+def test_the_prompt_format_reaches_replay_and_general_scores(tiny, world, tasks, monkeypatch):
+    import ivedu.evaluation as evaluation
+    from ivedu.continual import general_scores
+    from ivedu.prompts import PromptFormat
+
+    _, tokenizer = tiny
+    marked = PromptFormat(input_prefix="question :", output_prefix="answer :")
+    assert replay_buffer(tokenizer, tasks, per_task=3, seed=0, fmt=marked) != replay_buffer(tokenizer, tasks, 3, 0)
+    seen = []
+
+    def capture(model, tokenizer, name, prompts, golds):
+        seen.extend(prompts)
+        return evaluation.InstructionScore(name, len(prompts), 0.0, 0.0, 0.0)
+
+    monkeypatch.setattr(evaluation, "_generation_score", capture)
+    general_scores(tiny[0], tokenizer, [small(world.task("first"))], "valid", k=2, fmt=marked)
+    assert seen and all(p.startswith("question :") and p.endswith("answer :") for p in seen)

@@ -48,6 +48,7 @@ from ivedu.extraction import corrupted_prompts
 from ivedu.guided import TERMS, GuidedSettings, new_task_vector
 from ivedu.intervention import steered_first_token_accuracy
 from ivedu.models import load_model
+from ivedu.prompts import TINY_FORMAT, PromptFormat
 from ivedu.world import build_world
 
 GUIDED = GuidedSettings(kl_start=1.0, kl_all=0.1, head_mse=1.0, progressive=True, temperature=2.0,
@@ -97,7 +98,7 @@ def ablation_methods(settings: dict = SETTINGS) -> dict[str, Method]:
             for term in TERMS}
 
 
-def extract_vectors(model, tokenizer, tasks, settings: dict = SETTINGS, seed: int = 0):
+def extract_vectors(model, tokenizer, tasks, settings: dict = SETTINGS, seed: int = 0, fmt: PromptFormat = TINY_FORMAT):
     """Each new task's vector from the original model, and what it does: ``(vectors, report)``.
 
     The report gives, per task, the vector's norm and heads, P(correct first token) with and
@@ -107,8 +108,9 @@ def extract_vectors(model, tokenizer, tasks, settings: dict = SETTINGS, seed: in
     vectors, report = {}, {}
     g: GuidedSettings = settings["guided"]
     for task in tasks:
-        iv, scan = new_task_vector(model, tokenizer, task, settings["vector_heads"], settings["vector_prompts"], seed)
-        bare = corrupted_prompts(task, "valid", "removed", n=None, seed=seed)
+        iv, scan = new_task_vector(model, tokenizer, task, settings["vector_heads"], settings["vector_prompts"], seed,
+                                   fmt)
+        bare = corrupted_prompts(task, "valid", "removed", n=None, seed=seed, fmt=fmt)
         vectors[task.name] = iv
         report[task.name] = {
             "heads": [list(h) for h in iv.heads], "norm": iv.norm,
@@ -122,14 +124,15 @@ def extract_vectors(model, tokenizer, tasks, settings: dict = SETTINGS, seed: in
     return vectors, report
 
 
-def train_and_score(model, tokenizer, world, method: Method, seed: int, vectors, settings: dict = SETTINGS) -> MethodRun:
-    """One method on the sequence with the experiment's training settings."""
+def train_and_score(model, tokenizer, world, method: Method, seed: int, vectors, settings: dict = SETTINGS,
+                    fmt: PromptFormat = TINY_FORMAT) -> MethodRun:
+    """One method on the sequence with the experiment's training settings (prompts in ``fmt``)."""
     return run_method(model, tokenizer, [world.task(n) for n in settings["sequence"]], general_tasks(world, settings),
                       method, seed,
                       steps=settings["steps"], batch_size=settings["batch_size"], vectors=vectors,
                       split=settings["split"], k=settings["k"], schedule=settings["schedule"],
                       warmup_steps=settings["warmup_steps"], stop_at=settings["stop_at"],
-                      eval_every=settings["eval_every"])
+                      eval_every=settings["eval_every"], fmt=fmt)
 
 
 def row(run: MethodRun) -> dict:
