@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ivedu.corpus import TrainingSequence, collate, instructed_sequence
+from ivedu.corpus import TrainingSequence, collate
 from ivedu.evaluation import in_context_score, instruction_following_score
 from ivedu.finetune import LossFn, finetune_sequence, task_sequences
 from ivedu.generation import model_device
@@ -102,9 +102,8 @@ def replay_buffer(tokenizer, tasks: Sequence[Task], per_task: int, seed: int,
     drawn with ``seed``."""
     buffer: list[TrainingSequence] = []
     for task in tasks:
-        pairs = [(ex, p) for ex in task.train for p in range(len(task.instructions))]  # as task_sequences orders them
-        chosen = random.Random(f"{seed}:{task.name}").sample(pairs, min(per_task, len(pairs)))
-        buffer += [instructed_sequence(tokenizer, task, ex, p, fmt) for ex, p in chosen]
+        sequences = task_sequences(tokenizer, task, fmt=fmt)
+        buffer += random.Random(f"{seed}:{task.name}").sample(sequences, min(per_task, len(sequences)))
     return buffer
 
 

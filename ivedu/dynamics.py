@@ -30,11 +30,12 @@ import torch
 from torch import nn
 
 from ivedu.architectures import model_layout
+from ivedu.evaluation import instructed_prompts
 from ivedu.extraction import ExtractionSettings, PromptSet, build_vectors, clean_prompts, corrupted_prompts, scan_task
 from ivedu.generation import batches, check_fits, encode_batch, model_device, prompt_ids
 from ivedu.intervention import InstructionVector, steered_exact_match, steered_first_token_accuracy
 from ivedu.mediation import Head, HeadScan
-from ivedu.prompts import TINY_FORMAT, PromptFormat, instructed_prompt
+from ivedu.prompts import TINY_FORMAT, PromptFormat
 from ivedu.world import Task
 
 
@@ -44,12 +45,8 @@ from ivedu.world import Task
 def instructed_set(task: Task, split: str, fmt: PromptFormat = TINY_FORMAT) -> PromptSet:
     """Every example of ``split`` under every instruction phrasing: what "instruction
     following" is scored on (the prompts of :func:`ivedu.evaluation.instruction_following_score`)."""
-    examples = task.split(split)
-    if not examples:
-        raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
-    phrasings = range(len(task.instructions))
-    return PromptSet(tuple(instructed_prompt(task, ex.input, p, fmt) for p in phrasings for ex in examples),
-                     tuple(ex.output for _ in phrasings for ex in examples))
+    prompts, answers = instructed_prompts(task, split, fmt=fmt)
+    return PromptSet(tuple(prompts), tuple(answers))
 
 
 # ----------------------------------------------------------------------------- re-extraction

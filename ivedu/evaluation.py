@@ -17,8 +17,6 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-import torch
-
 from ivedu.generation import answer_ids, answer_logprobs, greedy_generate, last_token_logits
 from ivedu.mediation import first_answer_tokens
 from ivedu.prompts import TINY_FORMAT, PromptFormat, fewshot_prompt, instructed_prompt, statement_prompt
@@ -64,13 +62,20 @@ def instruction_following_score(model, tokenizer, task: Task, split: str = "held
     """Exact match, first-token accuracy and answer probability under the task's instructions.
 
     ``fmt``: the prompt format (:mod:`ivedu.prompts`; a chat model's from ``chat_format``)."""
-    examples = task.split(split)
-    phrasings = range(len(task.instructions)) if phrasings is None else phrasings
-    prompts = [instructed_prompt(task, ex.input, p, fmt) for p in phrasings for ex in examples]
-    golds = [ex.output for _ in phrasings for ex in examples]
-    if not prompts:
-        raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
+    prompts, golds = instructed_prompts(task, split, phrasings, fmt)
     return _generation_score(model, tokenizer, task.name, prompts, golds)
+
+
+def instructed_prompts(task: Task, split: str, phrasings: Sequence[int] | None = None,
+                       fmt: PromptFormat = TINY_FORMAT) -> tuple[list[str], list[str]]:
+    """Every example of ``split`` under each phrasing (default: all), phrasing by phrasing,
+    and the gold answers in the same order: the prompts instruction following is scored on."""
+    examples = task.split(split)
+    if not examples:
+        raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
+    phrasings = range(len(task.instructions)) if phrasings is None else phrasings
+    return ([instructed_prompt(task, ex.input, p, fmt) for p in phrasings for ex in examples],
+            [ex.output for _ in phrasings for ex in examples])
 
 
 def _generation_score(model, tokenizer, name: str, prompts: Sequence[str], golds: Sequence[str]) -> InstructionScore:
