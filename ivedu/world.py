@@ -268,6 +268,7 @@ def build_world(seed: int = 0, n_lists: int = 2400, n_heldout_lists: int = 60) -
     ]
 
     french = {n: fr for n, fr, _ in NOUNS}
+    plural = {n: pl for n, _, pl in NOUNS}
     new = [
         _mapping_task("describe", "classification", ["describe the input", "what kind of thing is it"],
                       ["the kind of {x} is {y}"],
@@ -282,6 +283,15 @@ def build_world(seed: int = 0, n_lists: int = 2400, n_heldout_lists: int = 60) -
         # Appended last, so that every task above keeps its data: the shipped model was trained on them.
         _list_task("first_french", ["translate the first item to french", "say the first item in french"],
                    ["the first of {x} in french is {y}"], lambda xs: french[xs[0]], list_splits, rng,
+                   is_new=True),
+        # Tasks the shipped model half-knows under their instruction (it composes "last item"
+        # with a skill it has): chapter 4's control sequence, where the new task's vector has
+        # something to carry. Appended, so that every task above keeps its data.
+        _list_task("last_plural", ["give the last item in plural", "make the last item plural"],
+                   ["the last of {x} in plural is {y}"], lambda xs: plural[xs[-1]], list_splits, rng,
+                   is_new=True),
+        _list_task("first_twice", ["repeat the first item twice", "say the first item twice"],
+                   ["the first of {x} twice is {y}"], lambda xs: f"{xs[0]} {xs[0]}", list_splits, rng,
                    is_new=True),
     ]
     return World(seed=seed, tasks=tuple(general + new))

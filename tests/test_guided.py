@@ -198,3 +198,26 @@ def test_the_experiment_runs_end_to_end_on_a_short_budget():
     assert result["criterion"] == {} and result["ablation"] == {}  # no random_vector run: no criterion
     assert set(result["vectors"][0]) == {"middle", "last_french"}
     assert set(result["general_before"]["if"]) == {"sentiment"}
+
+
+def test_the_control_sequence_is_half_known_by_the_original_model_and_chapter_1s_is_not():
+    """Chapter 4's premise for ``guided_half_known``: under their instruction the shipped model
+    already half-does that sequence's tasks (first-token accuracy), and cannot do chapter 1's."""
+    import ivedu
+    from ivedu.experiments import experiment, guided_half_known
+    from ivedu.extraction import clean_prompts
+    from ivedu.intervention import steered_first_token_accuracy
+
+    assert experiment("guided_half_known") is guided_half_known.run
+    model, tokenizer = ivedu.load_model("tiny")
+    world = ivedu.build_world(0)
+
+    def accuracy(name: str) -> float:
+        prompts = clean_prompts(world.task(name), "test", "instructed", n=None)
+        return steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers, None, 0)
+
+    assert all(world.task(n).is_new for n in guided_half_known.SEQUENCE)
+    half_known = {n: accuracy(n) for n in guided_half_known.SEQUENCE}
+    assert all(0.3 <= a < 0.95 for a in half_known.values()), half_known
+    unknown = {n: accuracy(n) for n in ("first_french", "middle")}
+    assert all(a <= 0.05 for a in unknown.values()), unknown

@@ -16,6 +16,7 @@ EXPERIMENTS: dict[str, str] = {
     "extraction": "ivedu.experiments.extraction",  # chapter 2
     "dynamics": "ivedu.experiments.dynamics",      # chapter 3
     "guided": "ivedu.experiments.guided",          # chapter 4
+    "guided_half_known": "ivedu.experiments.guided_half_known",  # chapter 4, the control sequence
 }
 
 
