@@ -136,9 +136,10 @@ def train_tiny_model(config: TinyConfig = TinyConfig(), world: World | None = No
 
 
 def _lr_factor(step: int, config: TinyConfig) -> float:
-    """Warm-up, then linear decay to zero; instruction tuning runs at a lower rate than
-    pre-training (``instruction_lr_scale``), as real instruction tuning does, which favours
-    reusing the knowledge already learnt over memorising instructed facts."""
+    """Warm-up, then linear decay to zero; instruction tuning runs at ``instruction_lr_scale``
+    times the pre-training rate. The scale matters for held-out facts: measured on seed 0, 0.4
+    drops capital and antonym to 0.72 and 0.45, 0.6 (the shipped recipe) gives 0.93-0.94, and
+    1.0 gives 1.00 on the fact tasks but 0.93 on sentiment."""
     warmup = min(1.0, (step + 1) / config.warmup_steps)
     decay = max(0.0, 1 - step / config.steps)
     phase = 1.0 if step < config.pretrain_steps else config.instruction_lr_scale
