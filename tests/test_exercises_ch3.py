@@ -13,7 +13,7 @@ def test_parameter_distance_checker():
 
     def per_parameter_roots(a, b):  # planted: sums the per-parameter norms instead of one root
         theirs = dict(b.named_parameters())
-        return float(sum((theirs[n] - p).norm() for n, p in a.named_parameters()))
+        return float(sum((theirs[n] - p).detach().norm() for n, p in a.named_parameters()))
 
     with pytest.raises(ExerciseError, match="(?s)damaged copy.*Hint"):
         check_parameter_distance(per_parameter_roots)
