@@ -204,17 +204,15 @@ def test_the_control_sequence_is_half_known_by_the_original_model_and_chapter_1s
     """Chapter 4's premise for ``guided_half_known``: under their instruction the shipped model
     already half-does that sequence's tasks (first-token accuracy), and cannot do chapter 1's."""
     import ivedu
+    from ivedu.evaluation import instruction_following_score
     from ivedu.experiments import experiment, guided_half_known
-    from ivedu.extraction import clean_prompts
-    from ivedu.intervention import steered_first_token_accuracy
 
     assert experiment("guided_half_known") is guided_half_known.run
     model, tokenizer = ivedu.load_model("tiny")
     world = ivedu.build_world(0)
 
     def accuracy(name: str) -> float:
-        prompts = clean_prompts(world.task(name), "test", "instructed", n=None)
-        return steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers, None, 0)
+        return instruction_following_score(model, tokenizer, world.task(name), "test").first_token_accuracy
 
     assert all(world.task(n).is_new for n in guided_half_known.SEQUENCE)
     half_known = {n: accuracy(n) for n in guided_half_known.SEQUENCE}
