@@ -19,9 +19,25 @@ def test_same_seed_gives_the_same_training_curve_and_weights():
         assert torch.equal(pa, pb), name
 
 
+def test_residual_noise_changes_training_deterministically_and_leaves_no_hooks():
+    """The noise option (off in the shipped recipe) trains under noise and cleans up after."""
+    from dataclasses import replace
+
+    noisy = replace(SMALL, residual_noise=0.5)
+    a, _, history_a = train_tiny_model(noisy, log_every=1)
+    b, _, history_b = train_tiny_model(noisy, log_every=1)
+    _, _, plain = train_tiny_model(SMALL, log_every=1)
+    assert history_a.loss == history_b.loss
+    assert history_a.loss[:noisy.pretrain_steps] == plain.loss[:noisy.pretrain_steps]  # no noise in pre-training
+    assert history_a.loss[noisy.pretrain_steps:] != plain.loss[noisy.pretrain_steps:]
+    assert all(not layer.self_attn.o_proj._forward_hooks for layer in a.model.layers)
+
+
 def test_cli_writes_a_checkpoint_that_load_model_reads(tmp_path, capsys):
     out = tmp_path / "tiny"
-    main(["train", "--out", str(out), "--steps", "4", "--small"])
+    threads = torch.get_num_threads()
+    main(["train", "--out", str(out), "--steps", "4", "--small", "--threads", "1"])
+    assert torch.get_num_threads() == threads  # the CLI's thread count does not leak
     assert (out / "model.safetensors").exists() and not (tmp_path / "tiny.tmp").exists()
     recipe = json.loads((out / "ivedu_recipe.json").read_text())
     assert recipe["config"]["steps"] == 4
