@@ -1,6 +1,7 @@
 """Training the tiny model: deterministic, and the CLI writes a loadable checkpoint."""
 
 import json
+from dataclasses import replace
 
 import torch
 
@@ -21,8 +22,6 @@ def test_same_seed_gives_the_same_training_curve_and_weights():
 
 def test_residual_noise_changes_training_deterministically_and_leaves_no_hooks():
     """The noise option (off in the shipped recipe) trains under noise and cleans up after."""
-    from dataclasses import replace
-
     noisy = replace(SMALL, residual_noise=0.5)
     a, _, history_a = train_tiny_model(noisy, log_every=1)
     b, _, history_b = train_tiny_model(noisy, log_every=1)
