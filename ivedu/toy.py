@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from ivedu.architectures import model_layout
 from ivedu.checks import check_finite_loss
 from ivedu.corpus import Mixture, collate, sample_sequence
 from ivedu.tokenizer import world_tokenizer
@@ -163,7 +164,7 @@ def _add_residual_noise(model: LlamaForCausalLM, strength: float, generator: tor
         size = torch.rand(output.shape[0], 1, 1, generator=generator) * strength
         return output + direction * size * output.detach().norm(dim=-1, keepdim=True)
 
-    return [layer.self_attn.o_proj.register_forward_hook(hook) for layer in model.model.layers]
+    return [out_proj.register_forward_hook(hook) for out_proj in model_layout(model).out_projs]
 
 
 def _lr_factor(step: int, config: TinyConfig) -> float:
