@@ -115,12 +115,12 @@ def train_tiny_model(config: TinyConfig = TinyConfig(), world: World | None = No
     batches: list = []
     noise_hooks: list = []
     for step in range(config.steps):
-        if step == config.pretrain_steps and config.residual_noise > 0:
-            noise_hooks = _add_residual_noise(model, config.residual_noise,
-                                              torch.Generator().manual_seed(config.seed))
         mixture = STATEMENTS_ONLY if step < config.pretrain_steps else config.mixture
-        if step == config.pretrain_steps:
+        if step == config.pretrain_steps:  # instruction tuning starts
             batches = []
+            if config.residual_noise > 0:
+                noise_hooks = _add_residual_noise(model, config.residual_noise,
+                                                  torch.Generator().manual_seed(config.seed))
         if not batches:
             batches = _length_grouped_batches(rng, config.batch_size, lambda: sample_sequence(
                 rng, tokenizer, world.general, mixture, coverage))

@@ -200,16 +200,14 @@ def test_the_experiment_runs_end_to_end_on_a_short_budget():
     assert set(result["general_before"]["if"]) == {"sentiment"}
 
 
-def test_the_control_sequence_is_half_known_by_the_original_model_and_chapter_1s_is_not():
+def test_the_control_sequence_is_half_known_by_the_original_model_and_chapter_1s_is_not(tiny, world):
     """Chapter 4's premise for ``guided_half_known``: under their instruction the shipped model
     already half-does that sequence's tasks (first-token accuracy), and cannot do chapter 1's."""
-    import ivedu
     from ivedu.evaluation import instruction_following_score
     from ivedu.experiments import experiment, guided_half_known
 
     assert experiment("guided_half_known") is guided_half_known.run
-    model, tokenizer = ivedu.load_model("tiny")
-    world = ivedu.build_world(0)
+    model, tokenizer = tiny
 
     def accuracy(name: str) -> float:
         return instruction_following_score(model, tokenizer, world.task(name), "test").first_token_accuracy
