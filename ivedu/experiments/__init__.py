@@ -17,6 +17,7 @@ EXPERIMENTS: dict[str, str] = {
     "dynamics": "ivedu.experiments.dynamics",      # chapter 3
     "guided": "ivedu.experiments.guided",          # chapter 4
     "guided_half_known": "ivedu.experiments.guided_half_known",  # chapter 4, the control sequence
+    "model_draws": "ivedu.experiments.model_draws",  # chapters 1-2 on tiny models trained with other seeds
 }
 
 
