@@ -86,8 +86,7 @@ def run(seeds: list[int], config: TinyConfig = TinyConfig(), diagnosis_settings:
     rows = []
     for seed in seeds:
         rows.append(measure_draw(dataclasses.replace(config, seed=seed), diagnosis_settings, extraction_settings))
-        if progress:
-            print(f"[{time.perf_counter() - start:6.0f} s] draw {seed}: lowest held-out EM "
-                  f"{rows[-1]['lowest_heldout_em']:.2f}, IF drop {rows[-1]['if_drop_full']:.2f} / "
-                  f"{rows[-1]['if_drop_lora']:.2f}", file=sys.stderr, flush=True)
+        drops = ", ".join(f"{m} {rows[-1][f'if_drop_{m}']:.2f}" for m in diagnosis_settings["methods"])
+        diagnosis._log(progress, start, f"draw {seed}: lowest held-out EM {rows[-1]['lowest_heldout_em']:.2f}, "
+                                        f"IF drop {drops}")
     return {"summary": summarise(rows), "per_seed": rows, "threads": torch.get_num_threads()}
