@@ -1,6 +1,6 @@
 """Prompt formats: how a task's examples are written as text for a model.
 
-Four formats, all ending where the answer starts:
+Four kinds of prompt, all ending where the answer starts:
 
 - **instructed** (zero-shot): ``input : peru . what is its capital . output :``
 - **few-shot** (in-context): ``input : cuba output : havana ; input : peru output :``
@@ -8,12 +8,16 @@ Four formats, all ending where the answer starts:
   instruction vector is tested on;
 - **statement** (knowledge, no instruction): ``the capital of peru is``.
 
-The words around the input and answer are held in a :class:`PromptFormat`, so a real model
-can use its own (``Q:`` / ``A:``, :data:`QA_FORMAT`) without any other code changing. A chat
-model's prompts are further wrapped in its chat template by a :class:`ChatFormat`
-(:func:`chat_format` builds one from the tokenizer): the prompt's text becomes the user's
-message, and the assistant's turn opens with the output prefix, so that answers still
-follow the prompt after a space, as every scorer in ivedu expects.
+A :class:`PromptFormat` writes the first three as plain text (the tiny model's format above;
+Todd et al.'s ``Q:``/``A:`` lines with :data:`QA_FORMAT`). A chat model is prompted through its
+own chat template instead (:class:`ChatFormat`, built by :func:`chat_format` from the
+tokenizer): the instruction first, then an answer-length constraint, then the input, as the
+user's message, and the assistant's turn left open, as the model met instructions in its own
+instruction tuning. Statements stay plain text in every format: they probe what the model
+knows with no instruction at all.
+
+Every scorer finds an answer's tokens as what follows the prompt
+(:func:`ivedu.generation.answer_ids`), so no format has to promise a leading space.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from ivedu.world import Example, Task
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """The fixed words of a prompt. ``separator`` ends an answer before the next demonstration."""
+    """The fixed words of a plain-text prompt. ``separator`` ends an answer before the next demonstration."""
 
     input_prefix: str = "input :"
     output_prefix: str = "output :"
@@ -39,91 +43,125 @@ class PromptFormat:
         return {w for part in (self.input_prefix, self.output_prefix, self.separator, self.instruction_end)
                 for w in part.split()}
 
-    def wrap(self, prompt: str) -> str:
-        """The finished prompt; a plain format leaves it as it is (see :class:`ChatFormat`)."""
-        return prompt
+    def instructed(self, instruction: str, x: str) -> str:
+        """``input : x . <instruction> . output :``.
+
+        The instruction follows the input, as the relation follows the subject in the statement
+        "peru has the capital lima": the tiny model then retrieves what it knows about ``x`` the
+        same way under an instruction as in a statement, which lets instruction following carry
+        over to facts it only ever saw in statements.
+        """
+        end = self.instruction_end
+        return f"{self.input_prefix} {x} {end} {instruction} {end} {self.output_prefix}"
+
+    def query(self, x: str) -> str:
+        """``input : x output :``: the input alone, no instruction, no demonstrations."""
+        return f"{self.input_prefix} {x} {self.output_prefix}"
+
+    def fewshot(self, demos: Sequence[tuple[str, str]], x: str) -> str:
+        """Demonstrations ``input : x output : y ;`` (``(input, output)`` pairs), then the query."""
+        parts = [f"{self.query(d)} {y} {self.separator}" for d, y in demos]
+        return " ".join([*parts, self.query(x)])
 
 
 TINY_FORMAT = PromptFormat()
 # Todd et al.'s plain format for real models: "Q: x" then "A: y", one line each.
 QA_FORMAT = PromptFormat(input_prefix="Q:", output_prefix="A:", separator="\n", instruction_end="\n")
+# The answer-length constraint of chat prompts: function-vector answers are one word or a
+# short name, and a chat model otherwise answers in a sentence ("The capital of France is
+# Paris."), whose first token is never the answer's.
+ONE_WORD = "Answer with one word only."
 
 
 @dataclass(frozen=True)
 class ChatFormat(PromptFormat):
-    """A :class:`PromptFormat` whose finished prompts sit in a chat model's template.
+    """Prompts written in a chat model's own template: the model's messages, not plain text.
 
-    ``before`` and ``after`` are the template's text around one user message, ``after``
-    ending where the assistant's reply starts. A prompt ``... A:`` becomes
-    ``before + "..." + after + "A:"``: the instruction and input are the user's message,
-    and the assistant's turn begins with the output prefix, so the answer follows it after a
-    space exactly as in the plain format. Only whole prompts are wrapped; demonstrations
-    inside a few-shot prompt stay in the one user message.
+    The template's text is taken apart once (by :func:`chat_format`) into the pieces around
+    messages: ``head`` before the first user message, ``user_end`` between a user message and
+    the assistant's reply, ``turn_end`` between that reply and the next user message, and
+    ``open_turn`` after the last user message, ending where the assistant starts to answer
+    (``<|im_end|>\\n<|im_start|>assistant\\n`` in ChatML). An instructed prompt is one user
+    message, ``<instruction> <constraint>`` then the input on its own line; a bare prompt is
+    the input alone; a few-shot prompt is a conversation, each demonstration a user turn and
+    the assistant's answer.
     """
 
-    before: str = ""
-    after: str = ""
+    head: str = ""
+    user_end: str = ""
+    turn_end: str = ""
+    open_turn: str = ""
+    constraint: str = ONE_WORD
 
-    def wrap(self, prompt: str) -> str:
-        body = prompt.rstrip()
-        if body.endswith(self.output_prefix):
-            body = body[: len(body) - len(self.output_prefix)].rstrip()
-        return f"{self.before}{body}{self.after}{self.output_prefix}"
+    def conversation(self, turns: Sequence[tuple[str, str]], last: str) -> str:
+        """``turns`` (user message, assistant reply) in the template, then ``last`` with the reply open."""
+        done = "".join(f"{u}{self.user_end}{a}{self.turn_end}" for u, a in turns)
+        return f"{self.head}{done}{last}{self.open_turn}"
+
+    def instructed(self, instruction: str, x: str) -> str:
+        ask = f"{instruction} {self.constraint}".strip()
+        return self.conversation([], f"{ask}\n{x}")
+
+    def query(self, x: str) -> str:
+        return self.conversation([], x)
+
+    def fewshot(self, demos: Sequence[tuple[str, str]], x: str) -> str:
+        return self.conversation(list(demos), x)
 
 
-_USER_SLOT = "\u2063IVEDU_USER_MESSAGE\u2063"  # a marker no template contains
+# Markers no template contains, one per message of the probe conversation.
+_MARKS = tuple(f"\u2063IVEDU_{i}\u2063" for i in range(4))
 
 
-def chat_format(tokenizer, base: PromptFormat = QA_FORMAT, system: str | None = None) -> PromptFormat:
-    """``base`` wrapped in ``tokenizer``'s chat template, or ``base`` itself when it has none.
+def chat_format(tokenizer, base: PromptFormat = QA_FORMAT, system: str | None = None,
+                constraint: str = ONE_WORD) -> PromptFormat:
+    """``tokenizer``'s chat template as a :class:`ChatFormat`, or ``base`` when it has none.
 
-    The template is rendered once around a marker user message (with ``system`` as the
-    system message when given) and split there. When the tokenizer adds its BOS token on
-    every encode (Llama-2), a BOS written by the template is dropped, so prompts do not
-    start with two.
+    The template is rendered once around marker messages -- user, assistant, user, with the
+    generation prompt, ``system`` as the system message when given -- and cut at the markers;
+    a template that does not render a conversation as the same pieces every turn (checked
+    against a one-turn rendering) is refused. When the tokenizer adds its BOS token on every
+    encode (Llama-2), a BOS written by the template is dropped, so prompts do not start with two.
     """
     if not getattr(tokenizer, "chat_template", None):
         return base
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": _USER_SLOT}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if text.count(_USER_SLOT) != 1:
-        raise ValueError("the tokenizer's chat template does not write the user message exactly once; "
-                         "pass the plain format (QA_FORMAT) instead of a chat format")
-    before, after = text.split(_USER_SLOT)
+    sys_msgs = [{"role": "system", "content": system}] if system else []
+    u1, a1, u2, one = _MARKS
+    probe = sys_msgs + [{"role": "user", "content": u1}, {"role": "assistant", "content": a1},
+                        {"role": "user", "content": u2}]
+    text = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    single = tokenizer.apply_chat_template(sys_msgs + [{"role": "user", "content": one}], tokenize=False,
+                                           add_generation_prompt=True)
+    if any(text.count(m) != 1 for m in (u1, a1, u2)) or single.count(one) != 1:
+        raise ValueError("the tokenizer's chat template does not write each message exactly once; "
+                         "pass a plain format (QA_FORMAT) instead of a chat format")
+    head, rest = text.split(u1)
+    user_end, rest = rest.split(a1)
+    turn_end, open_turn = rest.split(u2)
     bos = tokenizer.bos_token
-    if bos and before.startswith(bos) and tokenizer.encode("a")[:1] == [tokenizer.bos_token_id]:
-        before = before[len(bos):]
-    return ChatFormat(base.input_prefix, base.output_prefix, base.separator, base.instruction_end,
-                      before=before, after=after)
+    if bos and head.startswith(bos) and tokenizer.encode("a")[:1] == [tokenizer.bos_token_id]:
+        head, single = head[len(bos):], single[len(bos):]
+    fmt = ChatFormat(base.input_prefix, base.output_prefix, base.separator, base.instruction_end,
+                     head=head, user_end=user_end, turn_end=turn_end, open_turn=open_turn, constraint=constraint)
+    if fmt.conversation([], one) != single:
+        raise ValueError("the tokenizer's chat template writes a conversation's first turn differently from a "
+                         "single message, which ChatFormat cannot reproduce; pass a plain format (QA_FORMAT)")
+    return fmt
 
 
 def instructed_prompt(task: Task, x: str, phrasing: int = 0, fmt: PromptFormat = TINY_FORMAT) -> str:
-    """Zero-shot prompt with the task's instruction number ``phrasing``.
-
-    The instruction follows the input, as the relation follows the subject in the statement
-    "peru has the capital lima": the model then retrieves what it knows about ``x`` the same
-    way under an instruction as in a statement, which lets instruction following carry over
-    to facts it only ever saw in statements.
-    """
-    instruction = task.instructions[phrasing % len(task.instructions)]
-    end = fmt.instruction_end
-    return fmt.wrap(f"{fmt.input_prefix} {x} {end} {instruction} {end} {fmt.output_prefix}")
-
-
-def _query(x: str, fmt: PromptFormat) -> str:
-    """``input : x output :``, unwrapped (a piece of a larger prompt)."""
-    return f"{fmt.input_prefix} {x} {fmt.output_prefix}"
+    """Zero-shot prompt with the task's instruction number ``phrasing`` (:meth:`PromptFormat.instructed`)."""
+    return fmt.instructed(task.instructions[phrasing % len(task.instructions)], x)
 
 
 def bare_prompt(x: str, fmt: PromptFormat = TINY_FORMAT) -> str:
     """The query alone: no instruction, no demonstrations."""
-    return fmt.wrap(_query(x, fmt))
+    return fmt.query(x)
 
 
 def fewshot_prompt(demos: Sequence[Example], x: str, fmt: PromptFormat = TINY_FORMAT) -> str:
-    """Demonstrations ``input : x output : y ;`` followed by the query."""
-    parts = [f"{_query(d.input, fmt)} {d.output} {fmt.separator}" for d in demos]
-    return fmt.wrap(" ".join([*parts, _query(x, fmt)]))
+    """Demonstrations followed by the query (:meth:`PromptFormat.fewshot`)."""
+    return fmt.fewshot([(d.input, d.output) for d in demos], x)
 
 
 def statement_prompt(task: Task, x: str, template: int = 0) -> str:
@@ -140,8 +178,7 @@ def shuffled_fewshot_prompt(demos: Sequence[Example], x: str, rng: random.Random
     """
     outputs = [d.output for d in demos]
     rng.shuffle(outputs)
-    parts = [f"{_query(d.input, fmt)} {y} {fmt.separator}" for d, y in zip(demos, outputs)]
-    return fmt.wrap(" ".join([*parts, _query(x, fmt)]))
+    return fmt.fewshot([(d.input, y) for d, y in zip(demos, outputs)], x)
 
 
 def neutral_words(tasks: Sequence[Task], min_tasks: int = 3) -> list[str]:
@@ -162,5 +199,4 @@ def neutral_prompt(x: str, words: Sequence[str], rng: random.Random, length: int
     if not words:
         raise ValueError("no neutral words given: see neutral_words(tasks)")
     filler = " ".join(rng.choice(list(words)) for _ in range(length))
-    end = fmt.instruction_end
-    return fmt.wrap(f"{fmt.input_prefix} {x} {end} {filler} {end} {fmt.output_prefix}")
+    return fmt.instructed(filler, x)

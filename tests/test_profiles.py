@@ -67,7 +67,8 @@ def test_the_prompt_format_follows_the_profile_and_the_tokenizer():
     chat = build_tokenizer("a b".split())
     chat.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</>{% endfor %}<assistant>"
     fmt = profiles.settings("ch2", "paper").prompt_format(chat)
-    assert isinstance(fmt, ChatFormat) and (fmt.before, fmt.after) == ("<user>", "</><assistant>")
+    assert isinstance(fmt, ChatFormat)
+    assert (fmt.head, fmt.user_end, fmt.turn_end, fmt.open_turn) == ("<user>", "</><assistant>", "</><user>", "</><assistant>")
 
 
 def test_the_tiny_profile_loads_the_tiny_model_and_world():
