@@ -197,16 +197,18 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
 
 
 def _upcast_half_precision(params: Sequence[nn.Parameter]) -> None:
-    """Trainable float16 weights become float32, in place.
+    """Trainable float16 and bfloat16 weights become float32 master weights, in place.
 
     AdamW's update divides by ``sqrt(v) + 1e-8``, and 1e-8 is zero in float16: updates of a
     float16 weight overflow to ``nan`` within a few steps (a T4 loads models in float16).
-    In full fine-tuning every weight trains, so the copy becomes a float32 model; LoRA's
-    adapters are float32 already (peft) and its frozen float16 base stays as it is.
-    bfloat16 trains as it is.
+    bfloat16 keeps 8 bits of mantissa, so an update of lr 1e-5 to a weight of 0.05 (a
+    relative change of 2e-4) rounds away to nothing: full fine-tuning of a bfloat16 model at
+    the usual rates would silently not train. In full fine-tuning every weight trains, so the
+    copy becomes a float32 model (16 bytes per parameter with AdamW, as :mod:`ivedu.costs`
+    counts); LoRA's adapters are float32 already (peft) and its frozen base stays as it is.
     """
     for p in params:
-        if p.dtype == torch.float16:
+        if p.dtype in (torch.float16, torch.bfloat16):
             p.data = p.data.float()
 
 

@@ -130,3 +130,22 @@ def test_a_float16_model_trains_in_float32_and_stays_finite(setup, method):
     assert all(torch.isfinite(p).all() for p in trained)
     assert all(torch.isfinite(torch.tensor(loss)) for loss in result.losses)
     assert next(half.parameters()).dtype == torch.float16  # the caller's model is untouched
+
+
+def test_full_fine_tuning_of_a_bfloat16_model_keeps_float32_master_weights(setup):
+    """An update of lr 1e-5 rounds away in bfloat16; in the float32 master weights it lands."""
+    model, tokenizer, world = setup
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    result = finetune(bf16, tokenizer, world.task("first_french"), method="full", steps=1, lr=1e-5, warmup_steps=0,
+                      schedule="constant", seed=0)
+    before = dict(bf16.named_parameters())
+    moved = 0
+    for name, p in result.model.named_parameters():
+        assert p.dtype == torch.float32, name
+        moved += int((p - before[name].float()).abs().max() > 0)
+    assert moved >= len(before) // 2  # AdamW's first step moves every weight with a gradient by about lr
+    # The same update applied in bfloat16 is lost on every weight of magnitude 2**-7 or more.
+    weight = before["model.layers.0.mlp.up_proj.weight"].detach()
+    big = weight.abs() >= 2 ** -7
+    assert big.float().mean() > 0.5
+    assert torch.equal((weight.float() + 1e-5 * torch.sign(weight.float())).to(torch.bfloat16)[big], weight[big])
