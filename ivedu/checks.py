@@ -61,7 +61,8 @@ def check_context_length(model, n_tokens: int, what: str = "prompt") -> None:
 
 
 def warn_if_ambiguous_first_token(tokenizer, answers: Sequence[str],
-                                  first_ids: Sequence[int] | None = None, stacklevel: int = 2) -> bool:
+                                  first_ids: Sequence[int] | None = None, stacklevel: int = 2, *,
+                                  prompts: Sequence[str] | None = None) -> bool:
     """Warn (:class:`AmbiguousFirstTokenWarning`) when the tokenizer splits answers so that
     distinct answers share a first token that is only part of a word.
 
@@ -72,11 +73,19 @@ def warn_if_ambiguous_first_token(tokenizer, answers: Sequence[str],
     tokenizer's doing, and is not warned. One warning per call names up to five shared
     tokens; exact match or the answer's log-probability tell the answers apart.
     ``first_ids``, when the caller has them already, are each answer's first token id;
+    otherwise ``prompts`` (one per answer) give them: an answer's first token depends on what
+    precedes it (``Ġparis`` after ``A:``, ``paris`` after a chat header's newline), so it is
+    taken after the answer's own prompt (:func:`ivedu.generation.answer_ids`).
     ``stacklevel`` is passed to :func:`warnings.warn`. Returns whether it warned. Silence it
     with ``warnings.simplefilter("ignore", AmbiguousFirstTokenWarning)``.
     """
     if first_ids is None:
-        first_ids = [tokenizer.encode(" " + a, add_special_tokens=False)[0] for a in answers]
+        if prompts is None or len(prompts) != len(answers):
+            raise ValueError("give each answer's first token id (first_ids) or its prompt (prompts=, one per "
+                             "answer): an answer's first token depends on the prompt it follows")
+        from ivedu.generation import answer_ids  # generation imports this module
+
+        first_ids = [answer_ids(tokenizer, p, a)[0] for p, a in zip(prompts, answers)]
     by_token: dict[int, dict[str, str]] = {}  # split first token -> distinct answers (whitespace-normalised)
     for answer, token in zip(answers, first_ids):
         first_word = answer.split()[0] if answer.split() else ""

@@ -1,7 +1,10 @@
 """Training sequences: prompts with their answers, and a mask saying which tokens to learn.
 
-A sequence is built from ``(text, learn)`` pieces. Only the answer pieces are learnt: the
-inputs are random draws, so predicting them would only add noise to the loss.
+A sequence is built from ``(text, learn)`` or ``(text, learn, eos)`` pieces. Only the answer
+pieces are learnt: the inputs are random draws, so predicting them would only add noise to
+the loss. The pieces are joined and tokenized exactly as a prompt and its answer are when
+they are scored (:func:`ivedu.generation.join_answer`), so a model learns its answers on the
+tokens it is later tested on.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ivedu.generation import continuation_ids, join_answer
 from ivedu.prompts import TINY_FORMAT, PromptFormat, bare_prompt, instructed_prompt, statement_prompt
 from ivedu.world import Example, Task
 
@@ -27,19 +31,36 @@ class TrainingSequence:
     labels: list[int]
 
 
-def encode_pieces(tokenizer: PreTrainedTokenizerBase, pieces: Sequence[tuple[str, bool]]) -> TrainingSequence:
-    """Encode ``(text, learn)`` pieces one after another, with the tokenizer's BOS in front.
+def encode_pieces(tokenizer: PreTrainedTokenizerBase,
+                  pieces: Sequence[tuple[str, bool] | tuple[str, bool, bool]]) -> TrainingSequence:
+    """Encode ``(text, learn)`` or ``(text, learn, eos)`` pieces as one text.
 
-    Each piece after the first is encoded with a leading space, which is how it follows the
-    previous piece in the full text; word-level and BPE tokenizers then agree.
+    The text grows piece by piece, each joined to the text so far by
+    :func:`ivedu.generation.join_answer` (after one space, or directly when the text so far
+    ends in whitespace such as a chat header's newline), and the ids of a piece are the ids
+    the joint encoding gains when it is added. Encoding each piece alone with a leading
+    space would be right only for a word-level tokenizer: a byte-level BPE has no space after
+    ``assistant\\n``, and SentencePiece may make the space a token of its own. The text is
+    encoded with the tokenizer's own special tokens, so BOS is there exactly when the
+    tokenizer adds it (a chat template that writes ``<|im_start|>`` itself gets no second
+    one). ``eos=True`` puts ``tokenizer.eos_token_id`` right after the piece's ids, learnt
+    when the piece is: as an id, not as text, because the text ``" <eos>"`` tokenizes to a
+    stray space token before EOS in a BPE tokenizer. Raises ``ValueError`` when the tokenizer
+    merges a piece with the text before it (see :func:`ivedu.generation.answer_ids`).
     """
-    ids: list[int] = []
-    labels: list[int] = []
-    if tokenizer.bos_token_id is not None:
-        ids.append(tokenizer.bos_token_id)
-        labels.append(IGNORE_INDEX)
-    for i, (text, learn) in enumerate(pieces):
-        piece_ids = tokenizer.encode((" " if i else "") + text, add_special_tokens=False)
+    text = ""
+    before = tokenizer.encode(text)
+    ids: list[int] = list(before)
+    labels: list[int] = [IGNORE_INDEX] * len(ids)
+    for text_piece, learn, *rest in pieces:
+        piece_ids = continuation_ids(tokenizer, before, text, text_piece)
+        text = join_answer(text, text_piece)
+        before = before + piece_ids
+        if rest and rest[0]:
+            if tokenizer.eos_token_id is None:
+                raise ValueError("the tokenizer has no EOS token, so a piece cannot end with one; "
+                                 "set tokenizer.eos_token")
+            piece_ids = piece_ids + [tokenizer.eos_token_id]
         ids.extend(piece_ids)
         labels.extend(piece_ids if learn else [IGNORE_INDEX] * len(piece_ids))
     return TrainingSequence(ids, labels)
@@ -49,7 +70,7 @@ def instructed_sequence(tokenizer, task: Task, ex: Example, phrasing: int,
                         fmt: PromptFormat = TINY_FORMAT) -> TrainingSequence:
     """``input : x . <instruction> . output : y <eos>`` learning ``y <eos>``."""
     return encode_pieces(tokenizer, [(instructed_prompt(task, ex.input, phrasing, fmt), False),
-                                     (f"{ex.output} {tokenizer.eos_token}", True)])
+                                     (ex.output, True, True)])
 
 
 def fewshot_sequence(tokenizer, demos: Sequence[Example], query: Example,
@@ -62,17 +83,17 @@ def fewshot_sequence(tokenizer, demos: Sequence[Example], query: Example,
     unlearnt (``learn_first=False``), the bare prompt stays what it is in a real LLM: a
     format the model was never trained to answer on its own.
     """
-    pieces: list[tuple[str, bool]] = []
+    pieces: list[tuple[str, bool] | tuple[str, bool, bool]] = []
     for i, d in enumerate(demos):
         pieces += [(bare_prompt(d.input, fmt), False), (f"{d.output} {fmt.separator}", learn_first or i > 0)]
-    pieces += [(bare_prompt(query.input, fmt), False), (f"{query.output} {tokenizer.eos_token}", True)]
+    pieces += [(bare_prompt(query.input, fmt), False), (query.output, True, True)]
     return encode_pieces(tokenizer, pieces)
 
 
 def statement_sequence(tokenizer, task: Task, ex: Example, template: int = 0) -> TrainingSequence:
     """``the capital of peru is lima <eos>`` learning ``lima <eos>``: knowledge with no instruction."""
     return encode_pieces(tokenizer, [(statement_prompt(task, ex.input, template), False),
-                                     (f"{ex.output} {tokenizer.eos_token}", True)])
+                                     (ex.output, True, True)])
 
 
 @dataclass(frozen=True)

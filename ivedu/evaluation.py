@@ -52,7 +52,7 @@ def exact_match(predictions: Sequence[str], golds: Sequence[str]) -> list[bool]:
 def first_token_accuracy(model, tokenizer, prompts: Sequence[str], golds: Sequence[str]) -> list[bool]:
     """Whether the most likely next token is the gold answer's first token, per prompt."""
     logits = last_token_logits(model, tokenizer, prompts)
-    firsts = first_answer_tokens(tokenizer, golds)
+    firsts = first_answer_tokens(tokenizer, prompts, golds)
     return (logits.argmax(-1) == firsts).tolist()
 
 
@@ -80,7 +80,7 @@ def instructed_prompts(task: Task, split: str, phrasings: Sequence[int] | None =
 
 def _generation_score(model, tokenizer, name: str, prompts: Sequence[str], golds: Sequence[str]) -> InstructionScore:
     """Exact match of greedy answers, first-token accuracy and teacher-forced answer probability."""
-    max_new = max(len(answer_ids(tokenizer, g)) for g in golds) + 1
+    max_new = max(len(answer_ids(tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
     em = exact_match(greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new), golds)
     ft = first_token_accuracy(model, tokenizer, prompts, golds)
     prob = answer_logprobs(model, tokenizer, prompts, golds).exp()

@@ -84,7 +84,7 @@ def corrupted_prompts(task: Task, split: str = "train", style: str = "removed", 
 def mean_answer_prob(model, tokenizer, prompt_set: PromptSet) -> float:
     """Mean P(correct first answer token) over a prompt set."""
     logits = last_token_logits(model, tokenizer, prompt_set.prompts)
-    return float(gold_probs(logits, first_answer_tokens(tokenizer, prompt_set.answers)).mean())
+    return float(gold_probs(logits, first_answer_tokens(tokenizer, prompt_set.prompts, prompt_set.answers)).mean())
 
 
 def scan_task(model, tokenizer, task: Task, clean: PromptSet, corrupted: PromptSet,

@@ -96,7 +96,7 @@ def steered_exact_match(model, tokenizer, prompts: Sequence[str], answers: Seque
     if not prompts:
         raise ValueError("no prompts given")
     ids = prompt_ids(tokenizer, prompts)
-    max_new = max(len(answer_ids(tokenizer, a)) for a in answers) + 1
+    max_new = max(len(answer_ids(tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
     predictions: list[str] = []
     for sl in batches(len(prompts), batch_size):
         chunk = list(prompts[sl])

@@ -59,15 +59,19 @@ class HeadScan:
         return [(int(i) // n_heads, int(i) % n_heads) for i in order]
 
 
-def first_answer_tokens(tokenizer, answers: Sequence[str]) -> torch.Tensor:
-    """The first token id of each answer as it follows a prompt: ``[n]``.
+def first_answer_tokens(tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
+    """The first token id of each answer as it follows its own prompt: ``[n]``.
 
+    The prompt is needed because the first token depends on it: ``Ġparis`` after ``A:`` but
+    ``paris`` after a chat template's ``assistant\\n`` (:func:`ivedu.generation.answer_ids`).
     Every first-token metric goes through here, so this is where distinct answers that share
     a first token are flagged (:class:`ivedu.checks.AmbiguousFirstTokenWarning`, once per call).
     """
     if not answers:
         raise ValueError("no answers given: a task needs at least one example")
-    ids = [answer_ids(tokenizer, a) for a in answers]
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers: give one answer per prompt")
+    ids = [answer_ids(tokenizer, p, a) for p, a in zip(prompts, answers)]
     empty = [a for a, x in zip(answers, ids) if not x]
     if empty:
         raise ValueError(f"answer {empty[0]!r} encodes to no token: every answer needs at least one token")
@@ -134,9 +138,7 @@ def indirect_effects(model, tokenizer, prompts: Sequence[str], answers: Sequence
     if tuple(mean_activations.shape[:2]) != (n_layers, n_heads):
         raise ValueError(f"mean_activations must be [layers, heads, head_dim] = [{n_layers}, {n_heads}, "
                          f"{layout.head_dim}], got {list(mean_activations.shape)}")
-    golds = first_answer_tokens(tokenizer, answers)
-    if len(golds) != len(prompts):
-        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers: give one answer per prompt")
+    golds = first_answer_tokens(tokenizer, prompts, answers)
     device = model_device(model)
     all_heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
     heads_per_pass = min(len(all_heads), batch_size)
@@ -189,7 +191,7 @@ def indirect_effects_reference(model, tokenizer, prompts: Sequence[str], answers
     it is slow by design and serves as the ground truth for tests and the benchmark.
     """
     layout = model_layout(model)
-    golds = first_answer_tokens(tokenizer, answers)
+    golds = first_answer_tokens(tokenizer, prompts, answers)
     device = model_device(model)
     effects = torch.zeros(len(prompts), layout.n_layers, layout.n_heads)
     for i, ids in enumerate(prompt_ids(tokenizer, prompts)):

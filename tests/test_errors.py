@@ -114,10 +114,10 @@ class SubwordTokenizer:
 def test_answers_split_to_a_shared_first_token_are_warned():
     tok = SubwordTokenizer()
     with pytest.warns(AmbiguousFirstTokenWarning, match=r"2 start with 'par' \(e.g. 'paris', 'parma'\)"):
-        first_answer_tokens(tok, ["paris", "parma", "lima"])
+        first_answer_tokens(tok, ["A:"] * 3, ["paris", "parma", "lima"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # distinct first pieces, or one answer repeated: no warning
-        first_answer_tokens(tok, ["lima", "havana", "lima", "paris"])
+        first_answer_tokens(tok, ["A:"] * 4, ["lima", "havana", "lima", "paris"])
 
 
 def test_a_shared_whole_word_first_token_is_the_task_not_the_tokenizer(tiny, world):
@@ -125,7 +125,7 @@ def test_a_shared_whole_word_first_token_is_the_task_not_the_tokenizer(tiny, wor
     bare = corrupted_prompts(world.task("bracket"), "test", n=4)  # every answer starts with "["
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        first_answer_tokens(tok, ["[ cat dog ]", "[ dog cat ]"])
+        first_answer_tokens(tok, bare.prompts[:2], ["[ cat dog ]", "[ dog cat ]"])
         steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, None, 0)
 
 
@@ -134,7 +134,7 @@ def test_one_warning_per_call_names_at_most_five_shared_tokens():
     stems = ("dogma", "eggnog", "boater", "footer", "birdie", "flowers")
     answers = [f"{s[:3]}{end}" for s in stems for end in ("xa", "yb")] + ["dogxa"]
     with pytest.warns(AmbiguousFirstTokenWarning) as record:
-        warn_if_ambiguous_first_token(tok, answers)
+        warn_if_ambiguous_first_token(tok, answers, prompts=["A:"] * len(answers))
     assert len(record) == 1
     message = str(record[0].message)
     assert message.count("2 start with") == 5 and "and 1 more shared first tokens" in message

