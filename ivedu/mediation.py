@@ -21,13 +21,14 @@ for tests and the benchmark.
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from ivedu.architectures import model_layout
+from ivedu.architectures import model_layout, unwrap
 from ivedu.checks import warn_if_ambiguous_first_token
 from ivedu.generation import answer_ids, batches, check_fits, encode_batch, model_device, prompt_ids
 from ivedu.hooks import edit_head_outputs, record_head_outputs
@@ -150,8 +151,8 @@ def indirect_effects(model, tokenizer, prompts: Sequence[str], answers: Sequence
     for sl in tqdm(steps, desc="indirect effects", disable=not progress):
         batch = encode_batch(tokenizer, ids[sl], device)
         b = len(ids[sl])
-        prefix = model(input_ids=batch["input_ids"][:, :-1], attention_mask=batch["attention_mask"][:, :-1],
-                       position_ids=batch["position_ids"][:, :-1], use_cache=True).past_key_values
+        prefix = returned_cache(model(input_ids=batch["input_ids"][:, :-1], attention_mask=batch["attention_mask"][:, :-1],
+                                      position_ids=batch["position_ids"][:, :-1], use_cache=True))
         base = gold_probs(_last_step(model, batch, copy.deepcopy(prefix), repeat=1), golds[sl])
         for group in batches(len(all_heads), heads_per_pass):
             heads = all_heads[group]
@@ -178,8 +179,22 @@ def _last_step(model, batch: dict[str, torch.Tensor], cache, repeat: int) -> tor
     def rep(t: torch.Tensor) -> torch.Tensor:
         return t.repeat_interleave(repeat, dim=0)
     out = model(input_ids=rep(batch["input_ids"][:, -1:]), attention_mask=rep(batch["attention_mask"]),
-                position_ids=rep(batch["position_ids"][:, -1:]), past_key_values=cache, use_cache=True)
+                position_ids=rep(batch["position_ids"][:, -1:]), use_cache=True, **cache_kwargs(model, cache))
     return out.logits[:, -1]
+
+
+# transformers 5.24 renamed the forward pass's ``past_key_values`` to ``cache`` (the old name is
+# deprecated, to be removed in 5.40); releases before it know only the old name.
+def cache_kwargs(model, cache) -> dict:
+    """``{"cache": cache}`` or ``{"past_key_values": cache}``, whichever ``model.forward`` takes."""
+    params = inspect.signature(unwrap(model).forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+def returned_cache(output):
+    """The key-value cache a forward pass with ``use_cache=True`` returned, under either name."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 @torch.no_grad()

@@ -164,7 +164,7 @@ def strip_solution_cells(page: str) -> tuple[str, int]:
     """``page`` (a built chapter's HTML) without its solution cells, and how many were cut.
 
     myst-nb gives each cell a ``div`` whose classes include ``tag_<tag>`` for each of its tags;
-    the cut runs from that ``div`` to its matching ``</div>``, nested ``div``\ s counted.
+    the cut runs from that ``div`` to its matching ``</div>``, nested ``div`` elements counted.
     """
     out, count, pos = [], 0, 0
     while (start := _SOLUTION_DIV.search(page, pos)) is not None:

@@ -9,6 +9,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ivedu.architectures import model_layout
+from ivedu.mediation import cache_kwargs, returned_cache
 from ivedu.hooks import _add_to_output, add_to_residual, edit_head_outputs, record_head_outputs
 
 HIDDEN, HEADS, HEAD_DIM, LAYERS = 32, 4, 8, 3
@@ -249,11 +250,11 @@ def test_a_model_whose_layers_return_tuples(ids, extras):
 def cached_step(model, ids, context=None):
     """Logits of the last token of ``ids`` computed with a KV cache of the tokens before it: [batch, vocab]."""
     with torch.no_grad():
-        past = model(ids[:, :-1], use_cache=True).past_key_values
+        past = returned_cache(model(ids[:, :-1], use_cache=True))
         if context is None:
-            return model(ids[:, -1:], past_key_values=past).logits[:, -1]
+            return model(ids[:, -1:], **cache_kwargs(model, past)).logits[:, -1]
         with context:
-            return model(ids[:, -1:], past_key_values=past).logits[:, -1]
+            return model(ids[:, -1:], **cache_kwargs(model, past)).logits[:, -1]
 
 
 def test_add_to_residual_on_a_cached_step_matches_the_full_pass(model, ids):
