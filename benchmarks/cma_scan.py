@@ -3,10 +3,13 @@
 The straightforward scan is the reference code's: one full forward pass per prompt and
 head, batch size 1. ivedu's patches many heads per pass and reuses the prompt prefix's
 cached keys and values, recomputing only the last position. Both run on the same
-instruction-removed prompts with the same clean means, on the shipped tiny model and on a
-12-layer, 12-head randomly initialised Llama. Prints time ratios, not absolute claims:
+instruction-removed prompts with the same clean means, on the shipped tiny model, on a
+12-layer, 12-head randomly initialised Llama, and (``--smol``) on the real SmolLM2-135M-Instruct
+(30 layers x 9 heads) with its chat-template prompts for the plural task. Prints time ratios,
+not absolute claims:
 
     python benchmarks/cma_scan.py --json
+    python benchmarks/cma_scan.py --smol --json
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import ivedu
+from ivedu.datasets import load_task
 from ivedu.extraction import clean_prompts, corrupted_prompts
 from ivedu.mediation import indirect_effects, indirect_effects_reference, mean_head_activations
+from ivedu.prompts import TINY_FORMAT, PromptFormat, chat_format
 
 
 def random_llama(vocab_size: int, layers: int = 12, heads: int = 12, hidden: int = 768) -> LlamaForCausalLM:
@@ -32,10 +37,10 @@ def random_llama(vocab_size: int, layers: int = 12, heads: int = 12, hidden: int
     return LlamaForCausalLM(config).eval()
 
 
-def compare(model, tokenizer, task, n_prompts: int) -> dict:
+def compare(model, tokenizer, task, n_prompts: int, fmt: PromptFormat = TINY_FORMAT) -> dict:
     """Time both scans on ``n_prompts`` corrupted prompts of ``task``; their largest difference."""
-    clean = clean_prompts(task, n=n_prompts)
-    corrupted = corrupted_prompts(task, n=n_prompts)
+    clean = clean_prompts(task, n=n_prompts, fmt=fmt)
+    corrupted = corrupted_prompts(task, n=n_prompts, fmt=fmt)
     means = mean_head_activations(model, tokenizer, clean.prompts)
     start = time.perf_counter()
     reference = indirect_effects_reference(model, tokenizer, corrupted.prompts, corrupted.answers, means)
@@ -51,11 +56,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--prompts", type=int, default=16, help="prompts per model")
+    parser.add_argument("--smol", action="store_true",
+                        help="also SmolLM2-135M-Instruct with its chat prompts (the reference takes minutes)")
+    parser.add_argument("--smol-prompts", type=int, default=4, help="prompts for SmolLM2")
     args = parser.parse_args()
     model, tokenizer = ivedu.load_model("tiny")
     task = ivedu.build_world(0).task("capital")
     results = {"tiny_4x4": compare(model, tokenizer, task, args.prompts),
                "llama_12x12_random": compare(random_llama(len(tokenizer)), tokenizer, task, args.prompts)}
+    if args.smol:
+        smol, smol_tokenizer = ivedu.load_model("smol", device="cpu")
+        results["smollm2_30x9"] = compare(smol, smol_tokenizer, load_task("singular-plural"), args.smol_prompts,
+                                          chat_format(smol_tokenizer))
     summary = {"speedup": min(r["speedup"] for r in results.values()),
                "max_abs_diff": max(r["max_abs_diff"] for r in results.values()),
                "torch_threads": torch.get_num_threads(), "models": results}
