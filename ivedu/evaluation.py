@@ -14,13 +14,13 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 from ivedu.generation import answer_ids, answer_logprobs, greedy_generate, last_token_logits
 from ivedu.mediation import first_answer_tokens
 from ivedu.prompts import TINY_FORMAT, PromptFormat, fewshot_prompt, instructed_prompt, statement_prompt
-from ivedu.world import Example, Task
+from ivedu.world import SPLITS, Example, Task, World
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,44 @@ def first_token_accuracy(model, tokenizer, prompts: Sequence[str], golds: Sequen
     logits = last_token_logits(model, tokenizer, prompts)
     firsts = first_answer_tokens(tokenizer, prompts, golds)
     return (logits.argmax(-1) == firsts).tolist()
+
+
+def known_examples(model, tokenizer, task: Task, fmt: PromptFormat = TINY_FORMAT, phrasing: int = 0) -> Task:
+    """``task`` cut to the examples the model answers correctly under its instruction, in every split.
+
+    Todd et al. and the authors' code score a real model, and extract its vectors, only on
+    the queries it gets right with the clean prompt: forgetting is then the loss of what the
+    model could do before fine-tuning, and a head's effect is measured where the task is
+    actually carried out, not blurred by inputs the model never knew. "Correct" is the
+    method's first-token criterion: the most likely next token after the instructed prompt
+    (instruction ``phrasing``) is the gold answer's first token. The split sizes of the
+    result say how many remain (``len(known.test)``); ``ValueError`` when none remain.
+    """
+    kept: dict[str, tuple[Example, ...]] = {}
+    for split in SPLITS:
+        examples = task.split(split)
+        prompts = [instructed_prompt(task, ex.input, phrasing, fmt) for ex in examples]
+        right = first_token_accuracy(model, tokenizer, prompts, [ex.output for ex in examples]) if examples else []
+        kept[split] = tuple(ex for ex, ok in zip(examples, right) if ok)
+    if not any(kept.values()):
+        raise ValueError(f"the model answers none of task {task.name!r}'s examples correctly under its instruction; "
+                         "choose a task it can do, or score it without filtering")
+    return replace(task, **kept)
+
+
+def known_world(model, tokenizer, world: World, fmt: PromptFormat = TINY_FORMAT) -> World:
+    """``world`` with each general task cut to its known examples (:func:`known_examples`).
+
+    New tasks stay whole: they are the ones the model is fine-tuned to learn, so what it
+    cannot do yet is the point.
+    """
+    tasks = tuple(t if t.is_new else known_examples(model, tokenizer, t, fmt) for t in world.tasks)
+    return replace(world, tasks=tasks)
+
+
+def split_sizes(task: Task) -> dict[str, int]:
+    """How many examples each split of ``task`` holds: ``{"train": .., "valid": .., "test": ..}``."""
+    return {split: len(task.split(split)) for split in SPLITS}
 
 
 def instruction_following_score(model, tokenizer, task: Task, split: str = "heldout",

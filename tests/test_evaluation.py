@@ -131,3 +131,32 @@ def test_scores_build_their_prompts_in_the_given_format(tiny, world, monkeypatch
     evaluation.in_context_score(model, tokenizer, task, "valid", k=2, fmt=qa)
     assert seen and all(p.startswith("Q:") and p.endswith("A:") for p in seen)
     assert not any("input :" in p for p in seen)
+
+
+def test_known_examples_keep_exactly_what_the_model_answers_right_under_its_instruction(tiny, world):
+    from ivedu.evaluation import first_token_accuracy, known_examples, known_world, split_sizes
+    from ivedu.prompts import instructed_prompt
+
+    model, tokenizer = tiny
+    task = world.task("antonym")
+    known = known_examples(model, tokenizer, task)
+    for split in ("train", "valid", "test"):
+        examples = task.split(split)
+        right = first_token_accuracy(model, tokenizer, [instructed_prompt(task, ex.input) for ex in examples],
+                                     [ex.output for ex in examples])
+        assert known.split(split) == tuple(ex for ex, ok in zip(examples, right) if ok)
+    assert 0 < split_sizes(known)["test"] <= split_sizes(task)["test"]
+    filtered = known_world(model, tokenizer, world)
+    assert filtered.task(world.new[0].name) == world.new[0]  # new tasks stay whole
+
+
+def test_a_task_the_model_cannot_do_at_all_is_refused_by_name(tiny, world):
+    from dataclasses import replace
+
+    from ivedu.evaluation import known_examples
+
+    model, tokenizer = tiny
+    task = world.task("capital")
+    wrong = replace(task, train=(), valid=(), test=tuple(Example(ex.input, "banana") for ex in task.test[:3]))
+    with pytest.raises(ValueError, match="none of task 'capital'"):
+        known_examples(model, tokenizer, wrong)
