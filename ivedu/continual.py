@@ -40,7 +40,7 @@ from ivedu.generation import model_device
 from ivedu.guided import GuidedObjective, GuidedSettings
 from ivedu.intervention import InstructionVector, random_vector_like
 from ivedu.metrics import continual_metrics
-from ivedu.prompts import TINY_FORMAT, PromptFormat
+from ivedu.prompts import PromptFormat
 from ivedu.world import Task
 
 KINDS = ("plain", "kl", "replay", "ewc", "guided", "random_vector")
@@ -96,7 +96,7 @@ class ReplayObjective:
 
 
 def replay_buffer(tokenizer, tasks: Sequence[Task], per_task: int, seed: int,
-                  fmt: PromptFormat = TINY_FORMAT) -> list[TrainingSequence]:
+                  *, fmt: PromptFormat) -> list[TrainingSequence]:
     """``per_task`` training sequences of each task ((example, instruction phrasing) pairs of
     its train split, as :func:`ivedu.finetune.task_sequences` builds them, prompts in ``fmt``),
     drawn with ``seed``."""
@@ -217,7 +217,7 @@ class MethodRun:
 
 
 def general_scores(model: nn.Module, tokenizer, tasks: Sequence[Task], split: str = "test",
-                   k: int = 4, fmt: PromptFormat = TINY_FORMAT) -> tuple[dict[str, float], dict[str, float]]:
+                   k: int = 4, *, fmt: PromptFormat) -> tuple[dict[str, float], dict[str, float]]:
     """Exact match of each general task zero-shot (GP's parts) and with ``k`` demonstrations (IP's)."""
     zero = {t.name: instruction_following_score(model, tokenizer, t, split, fmt=fmt).exact_match for t in tasks}
     icl = {t.name: in_context_score(model, tokenizer, t, split, k, fmt=fmt).exact_match for t in tasks} if k else {}
@@ -226,7 +226,7 @@ def general_scores(model: nn.Module, tokenizer, tasks: Sequence[Task], split: st
 
 def _objective_factory(method: Method, tokenizer, tasks: Sequence[Task], steps: Sequence[int], seed: int,
                        vectors: dict[str, InstructionVector] | None, records: list,
-                       fmt: PromptFormat = TINY_FORMAT):
+                       *, fmt: PromptFormat):
     """``loss_fn_for(previous, stage)`` for :func:`ivedu.finetune.finetune_sequence`."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     fisher: dict[str, torch.Tensor] = {}
@@ -252,7 +252,7 @@ def _objective_factory(method: Method, tokenizer, tasks: Sequence[Task], steps: 
         if stage == 0:
             return None  # nothing to replay or to protect before the first task is learnt
         if method.kind == "replay":
-            return ReplayObjective(replay_buffer(tokenizer, tasks[:stage], method.replay_per_task, seed, fmt), pad,
+            return ReplayObjective(replay_buffer(tokenizer, tasks[:stage], method.replay_per_task, seed, fmt=fmt), pad,
                                    method.replay_batch, method.replay_weight, 1000 * seed + stage)
         # ewc: add the Fisher of the task just finished, at the weights it ended with
         previous_task = tasks[stage - 1]
@@ -269,7 +269,7 @@ def _objective_factory(method: Method, tokenizer, tasks: Sequence[Task], steps: 
 def run_method(model: nn.Module, tokenizer, tasks: Sequence[Task], general: Sequence[Task], method: Method,
                seed: int, *, steps: int | Sequence[int] = 100, lr: float | None = None, batch_size: int = 16,
                vectors: dict[str, InstructionVector] | None = None, split: str = "test", k: int = 4,
-               fmt: PromptFormat = TINY_FORMAT, **finetune_kwargs) -> MethodRun:
+               fmt: PromptFormat, **finetune_kwargs) -> MethodRun:
     """Train ``method`` on ``tasks`` in order from ``model`` (untouched) and score it.
 
     ``steps``: per task (one number or one per task); ``lr`` defaults to chapter 1's rate
@@ -282,11 +282,11 @@ def run_method(model: nn.Module, tokenizer, tasks: Sequence[Task], general: Sequ
     lr = lr if lr is not None else (1e-3 if method.base == "lora" else 3e-4)
     start = time.perf_counter()
     records: list = []
-    loss_fn_for = _objective_factory(method, tokenizer, tasks, steps_per_task, seed, vectors, records, fmt)
+    loss_fn_for = _objective_factory(method, tokenizer, tasks, steps_per_task, seed, vectors, records, fmt=fmt)
     result = finetune_sequence(model, tokenizer, tasks, method=method.base, steps=steps_per_task, lr=lr,
                                batch_size=batch_size, seed=seed, split=split, loss_fn_for=loss_fn_for,
                                fmt=fmt, **finetune_kwargs)
-    gen_if, gen_icl = general_scores(result.model, tokenizer, general, split, k, fmt)
+    gen_if, gen_icl = general_scores(result.model, tokenizer, general, split, k, fmt=fmt)
     history = records if records else [stage.losses for stage in result.stages]
     return MethodRun(method.name, seed, result.tasks, result.R, result.baseline,
                      gp=float(np.mean(list(gen_if.values()))),

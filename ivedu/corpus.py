@@ -67,14 +67,14 @@ def encode_pieces(tokenizer: PreTrainedTokenizerBase,
 
 
 def instructed_sequence(tokenizer, task: Task, ex: Example, phrasing: int,
-                        fmt: PromptFormat = TINY_FORMAT) -> TrainingSequence:
+                        *, fmt: PromptFormat) -> TrainingSequence:
     """``input : x . <instruction> . output : y <eos>`` learning ``y <eos>``."""
     return encode_pieces(tokenizer, [(instructed_prompt(task, ex.input, phrasing, fmt), False),
                                      (ex.output, True, True)])
 
 
 def fewshot_sequence(tokenizer, demos: Sequence[Example], query: Example,
-                     fmt: PromptFormat = TINY_FORMAT, learn_first: bool = False) -> TrainingSequence:
+                     *, fmt: PromptFormat, learn_first: bool = False) -> TrainingSequence:
     """Demonstrations then a query; every answer after the first is learnt.
 
     The first demonstration's answer has no context at all: learning it would teach the
@@ -108,7 +108,8 @@ class Mixture:
 
 def sample_sequence(rng: random.Random, tokenizer, tasks: Sequence[Task], mixture: Mixture,
                     statement_examples: dict[str, Sequence[Example]]) -> TrainingSequence:
-    """Draw one training sequence: a random task, format and example (train split only).
+    """Draw one training sequence of the tiny model's own instruction tuning (in the tiny
+    format): a random task, kind of prompt and example (train split only).
 
     ``statement_examples`` says which examples each task's statements cover: for facts that
     is every example (knowledge of held-out facts comes only from statements).
@@ -116,11 +117,12 @@ def sample_sequence(rng: random.Random, tokenizer, tasks: Sequence[Task], mixtur
     task = rng.choice(tasks)
     r = rng.random()
     if r < mixture.instructed:
-        return instructed_sequence(tokenizer, task, rng.choice(task.train), rng.randrange(len(task.instructions)))
+        return instructed_sequence(tokenizer, task, rng.choice(task.train), rng.randrange(len(task.instructions)),
+                                   fmt=TINY_FORMAT)
     if r < mixture.instructed + mixture.fewshot:
         k = rng.randint(1, mixture.max_demos)
         *demos, query = rng.sample(task.train, k + 1)
-        return fewshot_sequence(tokenizer, demos, query)
+        return fewshot_sequence(tokenizer, demos, query, fmt=TINY_FORMAT)
     return statement_sequence(tokenizer, task, rng.choice(statement_examples[task.name]),
                               rng.randrange(len(task.statements)))
 

@@ -35,14 +35,14 @@ from ivedu.extraction import ExtractionSettings, PromptSet, build_vectors, clean
 from ivedu.generation import batches, check_fits, encode_batch, model_device, prompt_ids
 from ivedu.intervention import InstructionVector, steered_exact_match, steered_first_token_accuracy
 from ivedu.mediation import Head, HeadScan
-from ivedu.prompts import TINY_FORMAT, PromptFormat
+from ivedu.prompts import PromptFormat
 from ivedu.world import Task
 
 
 # ----------------------------------------------------------------------------- prompts
 
 
-def instructed_set(task: Task, split: str, fmt: PromptFormat = TINY_FORMAT) -> PromptSet:
+def instructed_set(task: Task, split: str, *, fmt: PromptFormat) -> PromptSet:
     """Every example of ``split`` under every instruction phrasing: what "instruction
     following" is scored on (the prompts of :func:`ivedu.evaluation.instruction_following_score`)."""
     prompts, answers = instructed_prompts(task, split, fmt=fmt)
@@ -62,7 +62,7 @@ class StageVectors:
 
 def extract_vectors(model, tokenizer, tasks: Sequence[Task], k: int, n_prompts: int = 48, seed: int = 0,
                     settings: ExtractionSettings = ExtractionSettings(),
-                    fmt: PromptFormat = TINY_FORMAT) -> StageVectors:
+                    *, fmt: PromptFormat) -> StageVectors:
     """Chapter 2's scan (clean: instructed, corrupted: instruction removed; train split) and
     each task's vector from its own top-``k`` heads, in ``model`` as it is now."""
     scans = {t.name: scan_task(model, tokenizer, t,

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from ivedu.generation import answer_ids, answer_logprobs, greedy_generate, last_token_logits
 from ivedu.mediation import first_answer_tokens
-from ivedu.prompts import TINY_FORMAT, PromptFormat, fewshot_prompt, instructed_prompt, statement_prompt
+from ivedu.prompts import PromptFormat, fewshot_prompt, instructed_prompt, statement_prompt
 from ivedu.world import SPLITS, Example, Task, World
 
 
@@ -56,7 +56,7 @@ def first_token_accuracy(model, tokenizer, prompts: Sequence[str], golds: Sequen
     return (logits.argmax(-1) == firsts).tolist()
 
 
-def known_examples(model, tokenizer, task: Task, fmt: PromptFormat = TINY_FORMAT, phrasing: int = 0) -> Task:
+def known_examples(model, tokenizer, task: Task, *, fmt: PromptFormat, phrasing: int = 0) -> Task:
     """``task`` cut to the examples the model answers correctly under its instruction, in every split.
 
     Todd et al. and the authors' code score a real model, and extract its vectors, only on
@@ -79,13 +79,13 @@ def known_examples(model, tokenizer, task: Task, fmt: PromptFormat = TINY_FORMAT
     return replace(task, **kept)
 
 
-def known_world(model, tokenizer, world: World, fmt: PromptFormat = TINY_FORMAT) -> World:
+def known_world(model, tokenizer, world: World, *, fmt: PromptFormat) -> World:
     """``world`` with each general task cut to its known examples (:func:`known_examples`).
 
     New tasks stay whole: they are the ones the model is fine-tuned to learn, so what it
     cannot do yet is the point.
     """
-    tasks = tuple(t if t.is_new else known_examples(model, tokenizer, t, fmt) for t in world.tasks)
+    tasks = tuple(t if t.is_new else known_examples(model, tokenizer, t, fmt=fmt) for t in world.tasks)
     return replace(world, tasks=tasks)
 
 
@@ -96,16 +96,16 @@ def split_sizes(task: Task) -> dict[str, int]:
 
 def instruction_following_score(model, tokenizer, task: Task, split: str = "heldout",
                                 phrasings: Sequence[int] | None = None,
-                                fmt: PromptFormat = TINY_FORMAT) -> InstructionScore:
+                                *, fmt: PromptFormat) -> InstructionScore:
     """Exact match, first-token accuracy and answer probability under the task's instructions.
 
     ``fmt``: the prompt format (:mod:`ivedu.prompts`; a chat model's from ``chat_format``)."""
-    prompts, golds = instructed_prompts(task, split, phrasings, fmt)
+    prompts, golds = instructed_prompts(task, split, phrasings, fmt=fmt)
     return _generation_score(model, tokenizer, task.name, prompts, golds)
 
 
 def instructed_prompts(task: Task, split: str, phrasings: Sequence[int] | None = None,
-                       fmt: PromptFormat = TINY_FORMAT) -> tuple[list[str], list[str]]:
+                       *, fmt: PromptFormat) -> tuple[list[str], list[str]]:
     """Every example of ``split`` under each phrasing (default: all), phrasing by phrasing,
     and the gold answers in the same order: the prompts instruction following is scored on."""
     examples = task.split(split)
@@ -137,7 +137,7 @@ def demonstrations(task: Task, query: Example, k: int, seed: int = 0) -> list[Ex
 
 
 def in_context_score(model, tokenizer, task: Task, split: str = "heldout", k: int = 4,
-                     seed: int = 0, fmt: PromptFormat = TINY_FORMAT) -> InstructionScore:
+                     seed: int = 0, *, fmt: PromptFormat) -> InstructionScore:
     """Instruction following stated by ``k`` demonstrations instead of an instruction.
 
     Prompts are :func:`ivedu.prompts.fewshot_prompt` (``input : x output : y ; ... input : q
@@ -193,7 +193,7 @@ class TaskScores:
 
 
 def score_tasks(model, tokenizer, tasks: Sequence[Task], split: str = "heldout",
-                fmt: PromptFormat = TINY_FORMAT) -> list[TaskScores]:
+                *, fmt: PromptFormat) -> list[TaskScores]:
     """Instruction following (prompts in ``fmt``) and knowledge of each task on ``split``."""
     rows = []
     for task in tasks:
@@ -244,7 +244,7 @@ ABILITY_FIELDS = ("if_exact_match", "if_answer_prob", "icl_exact_match", "icl_an
 
 
 def score_abilities(model, tokenizer, tasks: Sequence[Task], split: str = "heldout", k: int = 4,
-                    seed: int = 0, progress: bool = False, fmt: PromptFormat = TINY_FORMAT) -> list[AbilityScores]:
+                    seed: int = 0, progress: bool = False, *, fmt: PromptFormat) -> list[AbilityScores]:
     """Instruction following (zero-shot and ``k``-shot) and knowledge of each task on ``split``.
 
     ``k=0`` skips the in-context score (its fields are NaN): it is the slowest of the three,
@@ -256,7 +256,7 @@ def score_abilities(model, tokenizer, tasks: Sequence[Task], split: str = "heldo
     nan = float("nan")
     for task in _progress(tasks, progress, "scoring tasks"):
         zero = instruction_following_score(model, tokenizer, task, split, fmt=fmt)
-        icl = in_context_score(model, tokenizer, task, split, k, seed, fmt) if k > 0 else None
+        icl = in_context_score(model, tokenizer, task, split, k, seed, fmt=fmt) if k > 0 else None
         kn = knowledge_score(model, tokenizer, task, split)
         rows.append(AbilityScores(task.name, zero.exact_match, zero.answer_prob,
                                   icl.exact_match if icl else nan, icl.answer_prob if icl else nan,

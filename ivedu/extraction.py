@@ -19,8 +19,9 @@ from ivedu.generation import last_token_logits
 from ivedu.intervention import (InstructionVector, instruction_vector, random_vector_like,
                                 steered_exact_match, steered_first_token_accuracy)
 from ivedu.mediation import HeadScan, first_answer_tokens, gold_probs, indirect_effects, mean_head_activations
-from ivedu.prompts import (TINY_FORMAT, PromptFormat, bare_prompt, fewshot_prompt, instructed_prompt,
+from ivedu.prompts import (PromptFormat, bare_prompt, fewshot_prompt, instructed_prompt,
                            neutral_prompt, shuffled_fewshot_prompt)
+from ivedu.settings import ExtractionSettings, sub_seed
 from ivedu.world import Task
 
 CLEAN_STYLES = ("instructed", "fewshot")
@@ -44,7 +45,7 @@ def _examples(task: Task, split: str, n: int | None, rng: random.Random):
 
 
 def clean_prompts(task: Task, split: str = "train", style: str = "instructed", n: int | None = 48,
-                  n_demos: int = 4, seed: int = 0, fmt: PromptFormat = TINY_FORMAT) -> PromptSet:
+                  n_demos: int = 4, seed: int = 0, *, fmt: PromptFormat) -> PromptSet:
     """Prompts on which the model does ``task``: its instruction (both phrasings, alternating)
     or ``n_demos`` demonstrations drawn from the train split."""
     if style not in CLEAN_STYLES:
@@ -59,7 +60,7 @@ def clean_prompts(task: Task, split: str = "train", style: str = "instructed", n
 
 
 def corrupted_prompts(task: Task, split: str = "train", style: str = "removed", n: int | None = 48,
-                      n_demos: int = 4, seed: int = 0, fmt: PromptFormat = TINY_FORMAT,
+                      n_demos: int = 4, seed: int = 0, *, fmt: PromptFormat,
                       neutral: Sequence[str] | None = None) -> PromptSet:
     """Prompts on which the task is missing: ``removed`` (the bare query, no instruction and
     no demonstrations), ``shuffled`` (demonstrations with their answers shuffled) or
@@ -95,6 +96,25 @@ def scan_task(model, tokenizer, task: Task, clean: PromptSet, corrupted: PromptS
     return HeadScan(task.name, effects.mean(0), means.cpu(),
                     corrupted_prob=mean_answer_prob(model, tokenizer, corrupted),
                     clean_prob=mean_answer_prob(model, tokenizer, clean))
+
+
+def scan_tasks(model, tokenizer, tasks: Sequence[Task], n_prompts: int, seed: int = 0, *, fmt: PromptFormat,
+               settings: ExtractionSettings = ExtractionSettings(), progress: bool = False) -> dict[str, HeadScan]:
+    """Chapter 2's scan of every task in ``model`` as it is now: task name -> :class:`HeadScan`.
+
+    Clean prompts in ``settings.clean_style`` (the instruction), corrupted prompts in
+    ``settings.corrupted_style`` (the instruction removed), ``n_prompts`` of each from the
+    train split, drawn with ``seed``. Every step that needs vectors starts here: chapter 2's
+    extraction, chapter 3's re-extraction after each stage, chapter 4's new-task vectors and
+    the cost measurement of chapter 5.
+    """
+    if not tasks:
+        raise ValueError("no tasks to scan: give at least one task")
+    return {t.name: scan_task(model, tokenizer, t,
+                              clean_prompts(t, "train", settings.clean_style, n_prompts, seed=seed, fmt=fmt),
+                              corrupted_prompts(t, "train", settings.corrupted_style, n_prompts, seed=seed, fmt=fmt),
+                              progress=progress)
+            for t in tasks}
 
 
 def layer_scale_sweep(model, tokenizer, vectors: dict[str, InstructionVector], prompt_sets: dict[str, PromptSet],
@@ -138,7 +158,7 @@ class InterventionScores:
 
 def evaluate_intervention(model, tokenizer, task: Task, vector: InstructionVector, other: InstructionVector,
                           layer: int, scale: float, split: str = "test", n_random: int = 5, seed: int = 0,
-                          site: str = "attention", fmt: PromptFormat = TINY_FORMAT) -> InterventionScores:
+                          site: str = "attention", *, fmt: PromptFormat) -> InterventionScores:
     """Score ``task`` on ``split`` without its instruction: bare, with its vector, with controls."""
     clean = clean_prompts(task, split, "instructed", n=None, seed=seed, fmt=fmt)
     bare = corrupted_prompts(task, split, "removed", n=None, seed=seed, fmt=fmt)
@@ -149,7 +169,7 @@ def evaluate_intervention(model, tokenizer, task: Task, vector: InstructionVecto
         em = steered_exact_match(model, tokenizer, prompt_set.prompts, prompt_set.answers, vec, layer, scale, site)
         return ft, em
 
-    randoms = [both(bare, random_vector_like(vector.vector, seed * 1000 + r)) for r in range(n_random)]
+    randoms = [both(bare, random_vector_like(vector.vector, sub_seed(seed, r))) for r in range(n_random)]
     scores = dict(zip(("clean", "clean_em"), both(clean, None)))
     scores.update(zip(("corrupted", "corrupted_em"), both(bare, None)))
     scores.update(zip(("with_iv", "with_iv_em"), both(bare, vector.vector)))
@@ -163,34 +183,6 @@ def build_vectors(model, scans: dict[str, HeadScan], k: int) -> dict[str, Instru
     """Each task's instruction vector from its own top-``k`` heads."""
     return {name: instruction_vector(model, scan.mean_activations, scan.top_heads(k), name)
             for name, scan in scans.items()}
-
-
-@dataclass(frozen=True)
-class ExtractionSettings:
-    """The choices of chapter 2's pipeline; the defaults are the book's."""
-
-    clean_style: str = "instructed"
-    corrupted_style: str = "removed"
-    n_prompts: int = 48           # train-split prompts per task for the means and the scan
-    head_counts: tuple[int, ...] = (1, 2, 4, 8)
-    scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
-    site: str = "attention"
-    n_random: int = 5
-    layers: tuple[int, ...] | None = None  # the layers the sweep tries; None: every layer
-
-    def sweep_layers(self, n_layers: int) -> tuple[int, ...]:
-        """The layers the sweep tries in a model of ``n_layers`` layers: ``layers``, or all of them.
-
-        A real model's sweep is bounded to a few layers to keep it affordable (the profiles'
-        ``layers``); the best one among them is still chosen on the valid split.
-        """
-        if self.layers is None:
-            return tuple(range(n_layers))
-        outside = [layer for layer in self.layers if not 0 <= layer < n_layers]
-        if not self.layers or outside:
-            raise ValueError(f"the sweep's layers {self.layers} must be a non-empty subset of 0..{n_layers - 1} "
-                             f"(this model has {n_layers} layers); pass layers=None to try every layer")
-        return tuple(self.layers)
 
 
 @dataclass(frozen=True)
@@ -218,33 +210,53 @@ class Extraction:
         return sum(getattr(s, field) for s in self.scores) / len(self.scores)
 
 
+def sweep(model, tokenizer, scans: dict[str, HeadScan], tasks: Sequence[Task], seed: int = 0, *, fmt: PromptFormat,
+          settings: ExtractionSettings = ExtractionSettings()) -> torch.Tensor:
+    """Mean valid first-token accuracy of instruction-less prompts with each task's vector added:
+    ``[head counts, layers, scales]`` over ``settings.head_counts`` x
+    ``settings.sweep_layers(n_layers)`` x ``settings.scales``."""
+    valid = {t.name: corrupted_prompts(t, "valid", "removed", n=None, seed=seed, fmt=fmt) for t in tasks}
+    layers = settings.sweep_layers(next(iter(scans.values())).effects.shape[0])
+    return torch.stack([layer_scale_sweep(model, tokenizer, build_vectors(model, scans, k), valid,
+                                          layers, settings.scales, settings.site)
+                        for k in settings.head_counts])
+
+
+def best_setting(grid: torch.Tensor, settings: ExtractionSettings, n_layers: int) -> tuple[int, int, float]:
+    """``(k, layer, scale)`` of the best cell of a :func:`sweep` grid; ties go to the first cell
+    (fewest heads, lowest layer, smallest scale). ``layer`` is a layer of the model."""
+    layers = settings.sweep_layers(n_layers)
+    k_index, rest = divmod(int(grid.flatten().argmax()), len(layers) * len(settings.scales))
+    layer_index, scale_index = divmod(rest, len(settings.scales))
+    return settings.head_counts[k_index], layers[layer_index], settings.scales[scale_index]
+
+
+def score_vectors(model, tokenizer, tasks: Sequence[Task], vectors: dict[str, InstructionVector], layer: int,
+                 scale: float, seed: int = 0, *, fmt: PromptFormat,
+                 settings: ExtractionSettings = ExtractionSettings()) -> list[InterventionScores]:
+    """Every task's test scores at one setting (:func:`evaluate_intervention`); the other-task
+    control for task ``i`` is task ``i + 1``'s vector (cyclically)."""
+    names = [t.name for t in tasks]
+    return [evaluate_intervention(model, tokenizer, t, vectors[t.name], vectors[names[(i + 1) % len(names)]],
+                                  layer, scale, "test", settings.n_random, seed, settings.site, fmt=fmt)
+            for i, t in enumerate(tasks)]
+
+
 def extract_and_test(model, tokenizer, tasks: Sequence[Task], seed: int = 0,
-                     settings: ExtractionSettings = ExtractionSettings(), progress: bool = False,
-                     fmt: PromptFormat = TINY_FORMAT) -> Extraction:
+                     settings: ExtractionSettings = ExtractionSettings(), progress: bool = False, *,
+                     fmt: PromptFormat) -> Extraction:
     """Scan every task on train prompts, choose k / layer / scale on valid, report on test.
 
-    The layers tried are ``settings.layers`` (``None``: every layer of the model).
-    The other-task control for task ``i`` is task ``i + 1``'s vector (cyclically).
+    :func:`scan_tasks`, then :func:`sweep` and :func:`best_setting` on the valid split, then
+    :func:`score_vectors` on the test split. The layers tried are ``settings.layers``
+    (``None``: every layer of the model).
     """
     if len(tasks) < 2:
         raise ValueError("give at least two tasks: each task's vector is controlled by another task's")
-    scans = {t.name: scan_task(model, tokenizer, t,
-                               clean_prompts(t, "train", settings.clean_style, settings.n_prompts, seed=seed, fmt=fmt),
-                               corrupted_prompts(t, "train", settings.corrupted_style, settings.n_prompts,
-                                                 seed=seed, fmt=fmt), progress=progress)
-             for t in tasks}
-    valid = {t.name: corrupted_prompts(t, "valid", "removed", n=None, seed=seed, fmt=fmt) for t in tasks}
-    layers = settings.sweep_layers(scans[tasks[0].name].effects.shape[0])
-    sweep = torch.stack([layer_scale_sweep(model, tokenizer, build_vectors(model, scans, k), valid,
-                                           layers, settings.scales, settings.site)
-                         for k in settings.head_counts])
-    best = int(sweep.flatten().argmax())
-    k_index, rest = divmod(best, len(layers) * len(settings.scales))
-    layer_index, scale_index = divmod(rest, len(settings.scales))
-    k, layer, scale = settings.head_counts[k_index], layers[layer_index], settings.scales[scale_index]
+    scans = scan_tasks(model, tokenizer, tasks, settings.n_prompts, seed, fmt=fmt, settings=settings,
+                       progress=progress)
+    grid = sweep(model, tokenizer, scans, tasks, seed, fmt=fmt, settings=settings)
+    k, layer, scale = best_setting(grid, settings, scans[tasks[0].name].effects.shape[0])
     vectors = build_vectors(model, scans, k)
-    names = [t.name for t in tasks]
-    scores = [evaluate_intervention(model, tokenizer, t, vectors[t.name], vectors[names[(i + 1) % len(names)]],
-                                    layer, scale, "test", settings.n_random, seed, settings.site, fmt)
-              for i, t in enumerate(tasks)]
-    return Extraction(scans, sweep, k, layer, scale, vectors, scores, settings)
+    scores = score_vectors(model, tokenizer, tasks, vectors, layer, scale, seed, fmt=fmt, settings=settings)
+    return Extraction(scans, grid, k, layer, scale, vectors, scores, settings)

@@ -28,7 +28,8 @@ from ivedu.checks import check_finite_loss
 from ivedu.corpus import TrainingSequence, collate, instructed_sequence
 from ivedu.evaluation import AbilityScores, instruction_following_score, score_abilities
 from ivedu.generation import model_device
-from ivedu.prompts import TINY_FORMAT, PromptFormat
+from ivedu.prompts import PromptFormat
+from ivedu.settings import sub_seed
 from ivedu.world import Task
 
 METHODS = ("full", "lora")
@@ -82,9 +83,9 @@ def linear_module_names(model: nn.Module) -> list[str]:
 
 
 def task_sequences(tokenizer, task: Task, split: str = "train",
-                   fmt: PromptFormat = TINY_FORMAT) -> list[TrainingSequence]:
+                   *, fmt: PromptFormat) -> list[TrainingSequence]:
     """Every example of ``split`` under every instruction phrasing (prompts in ``fmt``), answer-only labels."""
-    return [instructed_sequence(tokenizer, task, ex, p, fmt)
+    return [instructed_sequence(tokenizer, task, ex, p, fmt=fmt)
             for ex in task.split(split) for p in range(len(task.instructions))]
 
 
@@ -118,7 +119,7 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
              split: str = "train", stop_at: float | None = None, eval_every: int = 25,
              eval_split: str = "valid", loss_fn: LossFn | None = None,
              on_step: Callable[[int, float], None] | None = None,
-             fmt: PromptFormat = TINY_FORMAT) -> FinetuneResult:
+             fmt: PromptFormat) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on ``task``'s ``split`` (instructed prompts, answer-only loss).
 
     ``method="full"`` trains every weight; ``method="lora"`` freezes the copy and trains LoRA
@@ -144,7 +145,7 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
-    sequences = task_sequences(tokenizer, task, split, fmt)
+    sequences = task_sequences(tokenizer, task, split, fmt=fmt)
     if not sequences:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
     tuned = copy.deepcopy(model)
@@ -247,11 +248,12 @@ def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, met
                       general_tasks: Sequence[Task] = (), split: str = "test", general_split: str = "heldout",
                       k: int = 4, progress: bool = False,
                       loss_fn_for: Callable[[nn.Module, int], LossFn | None] | None = None,
-                      fmt: PromptFormat = TINY_FORMAT, **finetune_kwargs) -> SequenceResult:
+                      on_stage: Callable[[int, nn.Module, FinetuneResult], None] | None = None,
+                      fmt: PromptFormat, **finetune_kwargs) -> SequenceResult:
     """Fine-tune a copy of ``model`` on ``tasks`` in order, scoring after every stage.
 
     Each stage is :func:`finetune` on the previous stage's model, with seed
-    ``1000 * seed + stage``; ``steps`` is one number or one per task. With ``method="lora"``
+    ``sub_seed(seed, stage)``; ``steps`` is one number or one per task. With ``method="lora"``
     every stage trains a fresh adapter, which is merged into the weights before the next stage
     (sequential LoRA, as in TRACE's LoRA baseline with merging): the final ``model`` is a plain
     model again. After each stage the new tasks are scored (exact match under the instruction,
@@ -260,7 +262,10 @@ def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, met
 
     ``loss_fn_for(previous, stage)`` gives stage ``stage``'s objective (:data:`LossFn`, or
     ``None`` for plain cross-entropy); ``previous`` is the model before that stage -- frozen,
-    never trained -- which regularisers use as their teacher or anchor.
+    never trained -- which regularisers use as their teacher or anchor. ``on_stage(stage,
+    model, result)`` is called after each stage with the model as it now is (LoRA merged)
+    and the stage's training record, before the stage is scored: chapter 3 measures its
+    vectors there.
     """
     steps_per_task = [steps] * len(tasks) if isinstance(steps, int) else list(steps)
     if len(steps_per_task) != len(tasks):
@@ -277,9 +282,11 @@ def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, met
     for t, (task, n_steps) in enumerate(zip(tasks, steps_per_task)):
         loss_fn = loss_fn_for(current, t) if loss_fn_for is not None else None
         result = finetune(current, tokenizer, task, method=method, steps=n_steps, lr=lr, batch_size=batch_size,
-                          seed=1000 * seed + t, loss_fn=loss_fn, fmt=fmt, **finetune_kwargs)
+                          seed=sub_seed(seed, t), loss_fn=loss_fn, fmt=fmt, **finetune_kwargs)
         current = result.model.merge_and_unload() if method == "lora" else result.model
         result.model = None
+        if on_stage is not None:
+            on_stage(t, current, result)
         stages.append(result)
         R[t], scores = score(current)
         general.append(scores)

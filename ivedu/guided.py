@@ -31,7 +31,6 @@ all-position KL skips padding positions (the code's left-padded batches include 
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import torch
@@ -44,46 +43,9 @@ from ivedu.extraction import clean_prompts, corrupted_prompts, scan_task
 from ivedu.hooks import SITES, add_to_residual, record_head_outputs
 from ivedu.intervention import InstructionVector, instruction_vector
 from ivedu.mediation import Head, HeadScan
-from ivedu.prompts import TINY_FORMAT, PromptFormat
+from ivedu.prompts import PromptFormat
+from ivedu.settings import TERMS, GuidedSettings
 from ivedu.world import Task
-
-TERMS = ("kl_start", "kl_all", "head_mse", "progressive")
-
-
-@dataclass(frozen=True)
-class GuidedSettings:
-    """Weights and placement of the guided loss (defaults: the authors' FV code, section 4.2).
-
-    ``kl_start`` (alpha1), ``kl_all`` (alpha2), ``head_mse`` (beta): weights of terms (a)-(c);
-    ``progressive``: term (d). ``temperature``: of both KL terms. ``kl_gate``/``mse_gate``:
-    a term below its gate contributes nothing (no loss, no gradient), as in the code.
-    ``layer``, ``site``, ``scale``: where and how strongly the vector is added
-    (:func:`ivedu.hooks.add_to_residual`); the code adds it at the attention output.
-    ``progressive_steps``: how many steps the student's vector takes to fade from 1 to 0
-    (``None``: the whole stage); with a stop rule the stage's length is not known in advance.
-    """
-
-    kl_start: float = 20.0
-    kl_all: float = 0.1
-    head_mse: float = 1.0
-    progressive: bool = True
-    temperature: float = 2.0
-    kl_gate: float = 0.1
-    mse_gate: float = 0.01
-    layer: int = 0
-    site: str = "attention"
-    scale: float = 1.0
-    progressive_steps: int | None = None
-
-    def without(self, term: str) -> "GuidedSettings":
-        """These settings with one term of :data:`TERMS` switched off (for the ablation)."""
-        if term not in TERMS:
-            raise ValueError(f"unknown term {term!r}; choose one of {TERMS}")
-        return replace(self, progressive=False) if term == "progressive" else replace(self, **{term: 0.0})
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def answer_start_positions(labels: torch.Tensor) -> torch.Tensor:
     """Index of each row's last prompt token (it predicts the first answer token): ``[batch]``.
@@ -227,7 +189,7 @@ class GuidedObjective:
 
 
 def new_task_vector(model: nn.Module, tokenizer, task: Task, k: int = 2, n_prompts: int = 48,
-                    seed: int = 0, fmt: PromptFormat = TINY_FORMAT) -> tuple[InstructionVector, HeadScan]:
+                    seed: int = 0, *, fmt: PromptFormat) -> tuple[InstructionVector, HeadScan]:
     """The instruction vector of a task to be learnt, extracted from ``model`` (the original one).
 
     As in chapter 2: clean prompts carry the task's instruction, corrupted ones have it

@@ -8,13 +8,13 @@ import torch
 import transformers
 
 import ivedu
-from ivedu.profiles import PROFILES, profile_from_env
+from ivedu.settings import PROFILES, profile_from_env
 
 
 def provenance(model_name: str, profile: str | None = None) -> str:
     """ivedu, torch and transformers versions, Python, device, profile and model, in one line.
 
-    ``profile``: the profile the chapter ran under (``tiny``, ``colab`` or ``paper``); ``None``
+    ``profile``: the profile the chapter ran under (one of :data:`ivedu.settings.PROFILES`); ``None``
     reads ``$IVEDU_PROFILE`` (default ``tiny``), as the chapters' settings do.
     """
     profile = profile or profile_from_env()

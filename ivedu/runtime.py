@@ -120,7 +120,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 def describe_runtime(settings=None) -> str:
     """A few lines saying where this chapter runs: Colab or not, GPU(s) and memory, the dtype
     models are loaded in, and the profile with its model (``settings`` from
-    :func:`ivedu.profiles.settings`, or a profile name, or ``None``).
+    :func:`ivedu.settings.settings`, or a profile name, or ``None``).
 
     Printed by every chapter's set-up cell, so that a reader's numbers can be matched with
     the machine that made them.

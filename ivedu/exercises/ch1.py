@@ -19,6 +19,7 @@ import numpy as np
 from ivedu.evaluation import instruction_following_score, knowledge_score
 from ivedu.exercises import Case, check_against_reference, passed, perturbed_tiny_model, tiny_model, tiny_world
 from ivedu.metrics import backward_transfer
+from ivedu.prompts import TINY_FORMAT
 
 
 def _model_cases(task_names: tuple[str, ...], split: str = "test") -> list[Case]:
@@ -59,7 +60,7 @@ def check_instruction_exact_match(instruction_exact_match: Callable) -> None:
     split *and* every instruction phrasing of the task.
     """
     def reference(model, tokenizer, task, split):
-        return instruction_following_score(model, tokenizer, task, split).exact_match
+        return instruction_following_score(model, tokenizer, task, split, fmt=TINY_FORMAT).exact_match
 
     n = check_against_reference(
         instruction_exact_match, reference, _model_cases(("antonym", "capital", "first")),

