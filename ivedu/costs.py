@@ -28,9 +28,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 
-BYTES_PER_PARAMETER = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
+# The weight arithmetic lives in runtime (models needs it too); costs uses it and re-exports it.
+from ivedu.runtime import (BYTES_PER_PARAMETER, bytes_per_parameter, count_parameters,  # noqa: F401
+                           meta_model, weight_bytes)
+from ivedu.settings import Settings
+
 # A parameter trained with mixed-precision AdamW: 2 (weight) + 2 (gradient) + 4 (float32
 # master copy) + 4 + 4 (the two moments).
 TRAINED_BYTES_PER_PARAMETER = 16
@@ -84,36 +88,13 @@ def model_config(name: str) -> PretrainedConfig:
     """The config of ``name``: the shipped tiny model, a model of :data:`HUB_CONFIGS` (built
     locally, no download) or any other hub id or folder (``AutoConfig.from_pretrained``)."""
     if name == "tiny":
-        from ivedu.models import TINY_CHECKPOINT
+        from ivedu.models import TINY_CHECKPOINT  # costs sits above models; models never imports costs
 
         return AutoConfig.from_pretrained(TINY_CHECKPOINT)
     if name in HUB_CONFIGS:
         sizes = dict(HUB_CONFIGS[name])
         return AutoConfig.for_model(sizes.pop("model_type"), **sizes)
     return AutoConfig.from_pretrained(name)
-
-
-def meta_model(config: PretrainedConfig) -> torch.nn.Module:
-    """The model of ``config`` on the meta device: every shape, no memory, no initialisation cost."""
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
-
-
-def count_parameters(config: PretrainedConfig) -> int:
-    """Exact parameter count of the model ``config`` describes (tied weights counted once)."""
-    return sum(p.numel() for p in meta_model(config).parameters())
-
-
-def bytes_per_parameter(dtype: torch.dtype) -> int:
-    """Bytes one parameter takes in ``dtype``; ``ValueError`` for a dtype not tabulated."""
-    if dtype not in BYTES_PER_PARAMETER:
-        raise ValueError(f"no byte size for {dtype}; use one of {list(BYTES_PER_PARAMETER)}")
-    return BYTES_PER_PARAMETER[dtype]
-
-
-def weight_bytes(config: PretrainedConfig, dtype: torch.dtype) -> int:
-    """Bytes of the model's weights in ``dtype``."""
-    return count_parameters(config) * bytes_per_parameter(dtype)
 
 
 def lora_parameters(config: PretrainedConfig, rank: int, target_modules: tuple[str, ...] | None = None) -> int:
@@ -200,7 +181,7 @@ def roofline_seconds(flops: float, bytes_read: float, gpu: GpuSpec) -> float:
 
 @dataclass(frozen=True)
 class Workload:
-    """How much each step does, from a profile's settings (see :func:`ivedu.profiles.Settings.workload`).
+    """How much each step does, from a profile's settings (:func:`workload`).
 
     ``prompt_tokens`` and ``answer_tokens`` are typical lengths in the model's tokens;
     ``sweep_layers`` x ``head_counts`` x ``scales`` settings are tried on ``n_valid``
@@ -301,97 +282,20 @@ def step_costs(config: PretrainedConfig, work: Workload, gpu: GpuSpec, dtype: to
     return costs
 
 
-# -- measuring the same steps on the machine at hand ------------------------------------------
-
-def _synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure(step: str, fn, device: torch.device | str):
-    """Run ``fn()`` and time it; on a GPU also its peak allocated memory. Returns ``(result, StepCost)``.
-
-    The :class:`StepCost` has ``basis="measured on <device>"``; FLOPs and bytes are left 0
-    (not measured); on the CPU ``memory_bytes`` is 0 (peak GPU memory does not apply).
-    """
-    import time
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    _synchronise(device)
-    start = time.perf_counter()
-    result = fn()
-    _synchronise(device)
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    return result, StepCost(step, 0.0, 0.0, int(peak), seconds, True, basis=f"measured on {where}")
+def workload(settings: Settings, n_layers: int, n_valid: int = 60, n_test: int = 60,
+             answer_tokens: int = 3) -> Workload:
+    """How much each step does under a profile's settings, for a model of ``n_layers`` (the
+    sweep covers the profile's ``layers`` or all of them)."""
+    general = settings.data.general_tasks
+    x, f = settings.extraction, settings.finetune
+    return Workload(n_tasks=len(general) if general is not None else 10, n_prompts=x.n_prompts,
+                    prompt_tokens=settings.prompt_tokens, answer_tokens=answer_tokens,
+                    sweep_layers=len(x.sweep_layers(n_layers)), head_counts=len(x.head_counts), scales=len(x.scales),
+                    n_valid=n_valid, n_test=n_test, n_random=x.n_random, steps=f.max_steps, batch_size=f.batch_size,
+                    lora_rank=f.lora_rank, lora_targets=f.lora_targets)
 
 
-def measure_pipeline(model, tokenizer, tasks, new_task, settings, *, train_steps: int | None = None,
-                     fmt=None, seed: int = 0) -> list[StepCost]:
-    """Time (and on a GPU, peak memory of) chapter 2's pipeline and the fine-tuning steps.
-
-    On ``tasks``: the scan (:func:`ivedu.extraction.scan_task` on ``settings.n_prompts``
-    train prompts each), the vectors at the first head count, the intervention sweep over
-    ``settings.layers`` (all layers when ``None``) x head counts x scales on valid, then the
-    test scores at the best setting; then ``train_steps`` (default ``settings.max_steps``) of
-    LoRA and of full fine-tuning on ``new_task``, with no early stopping, so the time is that
-    of a known number of steps. ``model`` can be a real checkpoint or a randomly initialised
-    model of a real model's size: the cost does not depend on the weights' values.
-    """
-    from ivedu.extraction import (build_vectors, clean_prompts, corrupted_prompts, evaluate_intervention,
-                                  layer_scale_sweep, scan_task)
-    from ivedu.finetune import finetune
-    from ivedu.generation import model_device
-    from ivedu.prompts import TINY_FORMAT
-
-    fmt = fmt or TINY_FORMAT
-    device = model_device(model)
-    rows = []
-
-    def scan_all():
-        return {t.name: scan_task(model, tokenizer, t,
-                                  clean_prompts(t, "train", "instructed", settings.n_prompts, seed=seed, fmt=fmt),
-                                  corrupted_prompts(t, "train", "removed", settings.n_prompts, seed=seed, fmt=fmt))
-                for t in tasks}
-
-    scans, cost = measure("scan (causal mediation)", scan_all, device)
-    rows.append(cost)
-    vectors, cost = measure("vector (sum of top heads)", lambda: build_vectors(model, scans, settings.head_counts[0]),
-                            device)
-    rows.append(cost)
-
-    def sweep_and_test():
-        n_layers = next(iter(scans.values())).effects.shape[0]
-        layers = list(settings.layers) if settings.layers is not None else list(range(n_layers))
-        valid = {t.name: corrupted_prompts(t, "valid", "removed", n=None, seed=seed, fmt=fmt) for t in tasks}
-        grids = {k: layer_scale_sweep(model, tokenizer, build_vectors(model, scans, k), valid, layers, settings.scales)
-                 for k in settings.head_counts}
-        k, grid = max(grids.items(), key=lambda kv: float(kv[1].max()))
-        layer_index, scale_index = divmod(int(grid.argmax()), len(settings.scales))
-        best = build_vectors(model, scans, k)
-        names = [t.name for t in tasks]
-        return [evaluate_intervention(model, tokenizer, t, best[t.name], best[names[(i + 1) % len(names)]],
-                                      layers[layer_index], settings.scales[scale_index], "test", 5, seed, fmt=fmt)
-                for i, t in enumerate(tasks)]
-
-    _, cost = measure("intervention sweep + test", sweep_and_test, device)
-    rows.append(cost)
-    steps = train_steps or settings.max_steps
-    for method, lr in (("lora", settings.lr_lora), ("full", settings.lr_full)):
-        extra = ({"lora_rank": settings.lora_rank, "lora_alpha": settings.lora_alpha,
-                  "target_modules": settings.lora_targets} if method == "lora" else {})
-        result, cost = measure(f"fine-tuning ({method})", lambda: finetune(
-            model, tokenizer, new_task, method=method, steps=steps, lr=lr, batch_size=settings.batch_size,
-            seed=seed, warmup_steps=min(settings.warmup_steps, steps), schedule=settings.schedule, **extra), device)
-        del result
-        rows.append(cost)
-    return rows
-
-
-def profile_estimates(settings) -> list[StepCost]:
+def profile_estimates(settings: Settings) -> list[StepCost]:
     """Every step's estimated cost under a profile's settings, on the profile's GPU.
 
     The scan, vector and sweep rows once; fine-tuning and guided training for LoRA and for
@@ -401,7 +305,7 @@ def profile_estimates(settings) -> list[StepCost]:
     if settings.gpu is None:
         raise ValueError(f"profile {settings.profile!r} is sized for the CPU: measure it with measure_pipeline")
     config = model_config(settings.model)
-    work = settings.workload(config.num_hidden_layers)
+    work = workload(settings, config.num_hidden_layers)
     gpu = GPUS[settings.gpu]
     lora = step_costs(config, work, gpu, method="lora")
     full = step_costs(config, work, gpu, method="full")

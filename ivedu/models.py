@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from ivedu.runtime import choose_dtype, default_device, needs_device_map, visible_gpus  # noqa: F401 (re-exported)
+from ivedu.runtime import choose_dtype, default_device, needs_device_map, visible_gpus, weight_bytes  # noqa: F401
 
 TINY_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny"
 
@@ -79,8 +79,6 @@ def _should_spread(path, dtype: torch.dtype, trust_remote_code: bool) -> bool:
     (:func:`ivedu.runtime.needs_device_map`). The size is counted from the config alone, on
     the meta device, before any weight is read."""
     from transformers import AutoConfig
-
-    from ivedu.costs import weight_bytes
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     if not needs_device_map(weight_bytes(config, dtype), visible_gpus()):

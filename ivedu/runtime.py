@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass
 
 import torch
+from transformers import AutoModelForCausalLM, PretrainedConfig
 
 # The public repository does not exist yet: this URL is a placeholder to be replaced by the
 # real one when the repository is published. Every chapter's Colab cell installs from here,
@@ -145,3 +146,30 @@ def describe_runtime(settings=None) -> str:
         else:
             lines.append(f"profile: {settings.profile} · chapter {settings.chapter} · model {settings.model}")
     return "\n".join(lines)
+
+
+# -- how many bytes a model's weights take (counted on the meta device, no memory) ----------
+
+BYTES_PER_PARAMETER = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
+
+def meta_model(config: PretrainedConfig) -> torch.nn.Module:
+    """The model of ``config`` on the meta device: every shape, no memory, no initialisation cost."""
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def count_parameters(config: PretrainedConfig) -> int:
+    """Exact parameter count of the model ``config`` describes (tied weights counted once)."""
+    return sum(p.numel() for p in meta_model(config).parameters())
+
+
+def bytes_per_parameter(dtype: torch.dtype) -> int:
+    """Bytes one parameter takes in ``dtype``; ``ValueError`` for a dtype not tabulated."""
+    if dtype not in BYTES_PER_PARAMETER:
+        raise ValueError(f"no byte size for {dtype}; use one of {list(BYTES_PER_PARAMETER)}")
+    return BYTES_PER_PARAMETER[dtype]
+
+
+def weight_bytes(config: PretrainedConfig, dtype: torch.dtype) -> int:
+    """Bytes of the model's weights in ``dtype``."""
+    return count_parameters(config) * bytes_per_parameter(dtype)

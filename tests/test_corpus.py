@@ -10,6 +10,9 @@ from ivedu.generation import join_answer
 from ivedu.prompts import chat_format, instructed_prompt
 from ivedu.tokenizer import world_tokenizer
 from ivedu.world import Example, custom_task
+from ivedu.prompts import TINY_FORMAT
+
+FMT = TINY_FORMAT  # the tiny model's prompt format
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,7 @@ def test_tiny_sequences_are_one_id_per_word(world):
 
     capital = world.task("capital")
     ex = capital.train[0]
-    seq = instructed_sequence(tok, capital, ex, 1)
+    seq = instructed_sequence(tok, capital, ex, 1, fmt=FMT)
     prompt = f"input : {ex.input} . {capital.instructions[1]} . output :"
     assert seq.input_ids == [bos, *words(prompt), *words(ex.output), eos]
     assert seq.labels == [IGNORE_INDEX] * (1 + len(prompt.split())) + [*words(ex.output), eos]
@@ -40,7 +43,7 @@ def test_tiny_sequences_are_one_id_per_word(world):
     assert seq.labels == [IGNORE_INDEX] * (1 + len(prompt.split())) + [*words(ex.output), eos]
 
     d1, d2, q = capital.train[1:4]
-    seq = fewshot_sequence(tok, [d1, d2], q)
+    seq = fewshot_sequence(tok, [d1, d2], q, fmt=FMT)
     unlearnt = [bos, *words(f"input : {d1.input} output : {d1.output} ;"), *words(f"input : {d2.input} output :")]
     second = words(f"{d2.output} ;")
     query = words(f"input : {q.input} output :")
@@ -54,7 +57,7 @@ def test_tiny_sequences_pin_their_ids(world):
     ids = tok.convert_tokens_to_ids
     task = custom_task("mine", ["peru", "cuba", "chad", "fiji", "mali"], ["lima", "havana", "ndjamena", "suva", "bamako"],
                        ["what is its capital"], statements=("the capital of {x} is {y}",))
-    seq = instructed_sequence(tok, task, Example("peru", "lima"), 0)
+    seq = instructed_sequence(tok, task, Example("peru", "lima"), 0, fmt=FMT)
     assert seq.input_ids == ids("<bos> input : peru . what is its capital . output : lima <eos>".split())
     assert seq.labels == [IGNORE_INDEX] * 12 + ids(["lima", "<eos>"])
     seq = statement_sequence(tok, task, Example("cuba", "havana"))
@@ -102,7 +105,7 @@ def test_a_smollm2_instructed_sequence_in_its_chat_format(smollm2):
     task = custom_task("capital", ["France", "Peru", "Chile", "Cuba", "Mali"], ["Paris", "Lima", "Santiago", "Havana",
                        "Bamako"], ["What is its capital?"])
     fmt = chat_format(smollm2)
-    seq = instructed_sequence(smollm2, task, Example("France", "Paris"), 0, fmt)
+    seq = instructed_sequence(smollm2, task, Example("France", "Paris"), 0, fmt=fmt)
     prompt = instructed_prompt(task, "France", 0, fmt)
     assert seq.input_ids == smollm2.encode(join_answer(prompt, "Paris")) + [smollm2.eos_token_id]
     tokens = smollm2.convert_ids_to_tokens(seq.input_ids)

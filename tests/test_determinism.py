@@ -8,13 +8,17 @@ import torch
 import ivedu
 from ivedu.extraction import build_vectors, clean_prompts, corrupted_prompts, scan_task
 from ivedu.toy import TinyConfig, train_tiny_model
+from ivedu.prompts import TINY_FORMAT
+
+FMT = TINY_FORMAT  # the tiny model's prompt format
 
 SMALL = TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, steps=5,
                    pretrain_steps=2, batch_size=8, warmup_steps=2)
 
 
 def scans(model, tok, tasks, seed):
-    return {t.name: scan_task(model, tok, t, clean_prompts(t, n=8, seed=seed), corrupted_prompts(t, n=8, seed=seed))
+    return {t.name: scan_task(model, tok, t, clean_prompts(t, n=8, seed=seed, fmt=FMT),
+                              corrupted_prompts(t, n=8, seed=seed, fmt=FMT))
             for t in tasks}
 
 

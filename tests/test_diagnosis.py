@@ -1,24 +1,47 @@
-"""Chapter 1's reproduction command: the JSON it promises, on a cut-down setting."""
+"""Chapter 1's diagnosis (ivedu.diagnosis) and its reproduction command, on a cut-down setting."""
 
 import json
+from dataclasses import replace
 
+import pytest
+
+from ivedu.diagnosis import MethodSummary, diagnose, format_summary, run_sequence
 from ivedu.experiments import experiment
-from ivedu.experiments.diagnosis import SETTINGS, run
+from ivedu.experiments.diagnosis import run
+from ivedu.settings import DataSettings, FinetuneSettings, settings
+from ivedu.study import load_study, load_tasks
 
-QUICK = {**SETTINGS, "general": ["continent", "capital"], "max_steps": 3, "stop_at": None, "k": 2,
-         "sequence": ["first_french", "last_french"]}
+QUICK = settings("ch1", "tiny", data=DataSettings(world="tiny", general_tasks=("continent", "capital"),
+                                                  new_task="first_french", sequence=("first_french", "last_french"),
+                                                  k_shots=2),
+                 finetune=replace(FinetuneSettings(), max_steps=3, stop_at=None))
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_study(QUICK)
 
 
 def test_the_command_is_registered():
     assert experiment("diagnosis") is run
 
 
+def test_a_diagnosis_trains_the_new_task_and_scores_every_general_task(lm):
+    world = load_tasks(QUICK, lm)
+    general = [world.task("continent"), world.task("capital")]
+    result = diagnose(lm, world.task("first_french"), general, "lora", 0, QUICK)
+    assert result.steps == 3 and len(result.losses) == 3 and result.method == "lora"
+    assert [row.task for row in result.general_after] == ["continent", "capital"]
+    sequence = run_sequence(lm, [world.task("first_french"), world.task("last_french")], general, "full", 0, QUICK)
+    assert len(sequence.R) == 2 and len(sequence.general_if) == 3 and sequence.steps == (3, 3)
+
+
 def test_summary_has_the_promised_fields_in_range():
-    result = run([0], QUICK, progress=False)
+    result = run(QUICK, [0], progress=False)
     json.dumps(result)  # JSON-ready
     for method in ("full", "lora"):
         summary = result["summary"][method]
-        for key in ("if_before", "if_after", "kn_before", "kn_after", "new_task"):
+        for key in ("if_before", "if_after", "kn_before", "kn_after", "new_task", "new_task_before"):
             assert 0.0 <= summary[key] <= 1.0, (method, key)
         assert summary["if_drop"] == summary["if_before"] - summary["if_after"]
     assert len(result["per_seed"]) == 2 and {r["method"] for r in result["per_seed"]} == {"full", "lora"}
@@ -26,4 +49,12 @@ def test_summary_has_the_promised_fields_in_range():
     sequence = result["sequences"][0]
     assert len(sequence["R"]) == 2 and len(sequence["general_if"]) == 3
     assert set(result["summary"]["sequence"]["full"]) >= {"BWT_gem", "BWT_trace", "OP"}
-    assert result["config"]["seeds"] == [0]
+
+
+def test_the_summary_table_shows_each_method():
+    row = dict(if_before=1.0, if_after=0.5, icl_before=1.0, icl_after=1.0, kn_before=0.8, kn_after=0.8,
+               if_prob_before=0.9, if_prob_after=0.4, kn_prob_before=0.5, kn_prob_after=0.5, new_task=1.0,
+               new_task_before=0.0, steps=50.0, if_drop=0.5, kn_drop=0.0,
+               sd_over_seeds={"if_after": 0.1, "kn_after": 0.0, "new_task": 0.0})
+    table = format_summary({"full": MethodSummary(**row), "lora": MethodSummary(**row)})
+    assert "full: before -> after" in table and "1.00 -> 0.50 (0.10)" in table

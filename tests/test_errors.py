@@ -17,6 +17,9 @@ from ivedu.models import prepare_tokenizer
 from ivedu.tokenizer import build_tokenizer
 from ivedu.toy import TinyConfig, train_tiny_model
 from ivedu.world import Example, Task, custom_task
+from ivedu.prompts import TINY_FORMAT
+
+FMT = TINY_FORMAT  # the tiny model's prompt format
 
 SMALL = TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, steps=6,
                    pretrain_steps=3, batch_size=8, warmup_steps=2)
@@ -122,7 +125,7 @@ def test_answers_split_to_a_shared_first_token_are_warned():
 
 def test_a_shared_whole_word_first_token_is_the_task_not_the_tokenizer(tiny, world):
     model, tok = tiny
-    bare = corrupted_prompts(world.task("bracket"), "test", n=4)  # every answer starts with "["
+    bare = corrupted_prompts(world.task("bracket"), "test", n=4, fmt=FMT)  # every answer starts with "["
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         first_answer_tokens(tok, bare.prompts[:2], ["[ cat dog ]", "[ dog cat ]"])
@@ -174,7 +177,7 @@ def test_a_nan_loss_stops_fine_tuning_and_names_the_step(tiny, world):
     handle = model.lm_head.register_forward_hook(poison)  # the copy that finetune trains inherits it
     try:
         with pytest.raises(FloatingPointError, match="became nan at step 1"):
-            finetune(model, tok, world.task("first_french"), steps=3, batch_size=4)
+            finetune(model, tok, world.task("first_french"), steps=3, batch_size=4, fmt=FMT)
     finally:
         handle.remove()
 

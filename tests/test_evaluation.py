@@ -14,6 +14,9 @@ from ivedu.evaluation import (AbilityScores, demonstrations, format_abilities, i
 from ivedu.prompts import fewshot_prompt
 from ivedu.tokenizer import build_tokenizer
 from ivedu.world import Example, Task
+from ivedu.prompts import TINY_FORMAT
+
+FMT = TINY_FORMAT  # the tiny model's prompt format
 
 WORDS = "a b c d e is of the x do it input output : . ;".split()
 
@@ -54,7 +57,7 @@ def softmax_at(model, row: str, col: str, tok) -> float:
 
 def test_instruction_following_score_on_known_answers(known):
     model, tok, task = known
-    score = instruction_following_score(model, tok, task, "test")
+    score = instruction_following_score(model, tok, task, "test", fmt=FMT)
     assert score.n == 2
     assert score.exact_match == 0.5  # "b" is right for "a", wrong for "d"
     assert score.first_token_accuracy == 0.5
@@ -73,7 +76,7 @@ def test_knowledge_score_on_known_answers(known):
 
 def test_in_context_score_on_known_answers(known):
     model, tok, task = known
-    score = in_context_score(model, tok, task, "test", k=2)
+    score = in_context_score(model, tok, task, "test", k=2, fmt=FMT)
     assert score.n == 2 and score.exact_match == 0.5
 
 
@@ -88,7 +91,7 @@ def test_demonstrations_are_deterministic_from_train_and_never_the_query(known):
 
 def test_score_abilities_without_demonstrations_leaves_in_context_empty(known):
     model, tok, task = known
-    (row,) = score_abilities(model, tok, [task], "test", k=0)
+    (row,) = score_abilities(model, tok, [task], "test", k=0, fmt=FMT)
     assert row.task == "toy" and row.if_exact_match == 0.5 and row.kn_ranking == 0.5
     assert math.isnan(row.icl_exact_match) and math.isnan(row.icl_answer_prob)
 
@@ -105,12 +108,12 @@ def test_the_shipped_model_follows_and_knows_its_world():
     model, tok = ivedu.load_model("tiny")
     world = ivedu.build_world(0)
     tasks = [world.task("continent"), world.task("last")]
-    rows = score_abilities(model, tok, tasks, "test", k=4)
+    rows = score_abilities(model, tok, tasks, "test", k=4, fmt=FMT)
     means = mean_abilities(rows)
     assert means["if_exact_match"] >= 0.9 and means["kn_ranking"] >= 0.95
     assert all(0 <= v <= 1 for v in means.values())
     # The new task it was never taught: the answer is known to be out of reach.
-    assert instruction_following_score(model, tok, world.task("first_french"), "test").exact_match < 0.2
+    assert instruction_following_score(model, tok, world.task("first_french"), "test", fmt=FMT).exact_match < 0.2
 
 
 def test_scores_build_their_prompts_in_the_given_format(tiny, world, monkeypatch):
@@ -139,14 +142,14 @@ def test_known_examples_keep_exactly_what_the_model_answers_right_under_its_inst
 
     model, tokenizer = tiny
     task = world.task("antonym")
-    known = known_examples(model, tokenizer, task)
+    known = known_examples(model, tokenizer, task, fmt=FMT)
     for split in ("train", "valid", "test"):
         examples = task.split(split)
         right = first_token_accuracy(model, tokenizer, [instructed_prompt(task, ex.input) for ex in examples],
                                      [ex.output for ex in examples])
         assert known.split(split) == tuple(ex for ex, ok in zip(examples, right) if ok)
     assert 0 < split_sizes(known)["test"] <= split_sizes(task)["test"]
-    filtered = known_world(model, tokenizer, world)
+    filtered = known_world(model, tokenizer, world, fmt=FMT)
     assert filtered.task(world.new[0].name) == world.new[0]  # new tasks stay whole
 
 
@@ -159,4 +162,4 @@ def test_a_task_the_model_cannot_do_at_all_is_refused_by_name(tiny, world):
     task = world.task("capital")
     wrong = replace(task, train=(), valid=(), test=tuple(Example(ex.input, "banana") for ex in task.test[:3]))
     with pytest.raises(ValueError, match="none of task 'capital'"):
-        known_examples(model, tokenizer, wrong)
+        known_examples(model, tokenizer, wrong, fmt=FMT)

@@ -10,6 +10,9 @@ from ivedu.finetune import finetune, finetune_sequence, linear_module_names, tas
 from ivedu.tokenizer import world_tokenizer
 from ivedu.toy import TinyConfig, build_tiny_model
 from ivedu.world import build_world
+from ivedu.prompts import TINY_FORMAT
+
+FMT = TINY_FORMAT  # the tiny model's prompt format
 
 SMALL = TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
 
@@ -29,7 +32,7 @@ def snapshot(model):
 def test_lora_trains_only_the_adapters(setup):
     model, tokenizer, world = setup
     original = snapshot(model)
-    result = finetune(model, tokenizer, world.task("first_french"), method="lora", steps=8, lr=1e-2, seed=0)
+    result = finetune(model, tokenizer, world.task("first_french"), method="lora", steps=8, lr=1e-2, seed=0, fmt=FMT)
     tuned = result.model.state_dict()
     lora = [name for name in tuned if "lora_" in name]
     assert lora and result.trainable_params == sum(tuned[n].numel() for n in lora)
@@ -52,9 +55,9 @@ def test_full_finetuning_is_deterministic_for_a_seed_and_leaves_the_caller_alone
     model, tokenizer, world = setup
     original = snapshot(model)
     task = world.task("first_french")
-    a = finetune(model, tokenizer, task, method="full", steps=6, lr=1e-3, seed=3)
-    b = finetune(model, tokenizer, task, method="full", steps=6, lr=1e-3, seed=3)
-    c = finetune(model, tokenizer, task, method="full", steps=6, lr=1e-3, seed=4)
+    a = finetune(model, tokenizer, task, method="full", steps=6, lr=1e-3, seed=3, fmt=FMT)
+    b = finetune(model, tokenizer, task, method="full", steps=6, lr=1e-3, seed=3, fmt=FMT)
+    c = finetune(model, tokenizer, task, method="full", steps=6, lr=1e-3, seed=4, fmt=FMT)
     assert a.losses == b.losses
     assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
     assert a.losses != c.losses  # the seed changes the batch order
@@ -64,7 +67,7 @@ def test_full_finetuning_is_deterministic_for_a_seed_and_leaves_the_caller_alone
 def test_the_loss_falls(setup):
     model, tokenizer, world = setup
     result = finetune(model, tokenizer, world.task("first_french"), method="full", steps=40, lr=3e-3,
-                      batch_size=16, seed=0)
+                      batch_size=16, seed=0, fmt=FMT)
     assert len(result.losses) == 40
     assert sum(result.losses[-5:]) / 5 < 0.7 * result.losses[0]
 
@@ -72,7 +75,7 @@ def test_the_loss_falls(setup):
 def test_training_data_is_the_train_split_under_every_phrasing_with_answer_only_labels(setup):
     _, tokenizer, world = setup
     task = world.task("first_french")
-    sequences = task_sequences(tokenizer, task)
+    sequences = task_sequences(tokenizer, task, fmt=FMT)
     assert len(sequences) == len(task.train) * len(task.instructions)
     first = sequences[0]
     learnt = [i for i, label in zip(first.input_ids, first.labels) if label != -100]
@@ -82,7 +85,7 @@ def test_training_data_is_the_train_split_under_every_phrasing_with_answer_only_
 def test_early_stopping_stops_at_the_first_check_that_reaches_the_target(setup):
     model, tokenizer, world = setup
     result = finetune(model, tokenizer, world.task("first_french"), steps=50, lr=1e-3, seed=0,
-                      stop_at=0.0, eval_every=5, schedule="constant")
+                      stop_at=0.0, eval_every=5, schedule="constant", fmt=FMT)
     assert result.steps == 5 and len(result.losses) == 5 and result.checks[0][0] == 5
 
 
@@ -90,7 +93,7 @@ def test_sequence_builds_r_and_ends_with_a_plain_model(setup):
     model, tokenizer, world = setup
     tasks = [world.task("first_french"), world.task("middle")]
     result = finetune_sequence(model, tokenizer, tasks, method="lora", steps=[3, 2], lr=1e-3, seed=0,
-                               general_tasks=[world.task("continent")], k=0)
+                               general_tasks=[world.task("continent")], k=0, fmt=FMT)
     assert result.R.shape == (2, 2) and result.baseline.shape == (2,)
     assert len(result.general) == 3 and result.general[0][0].task == "continent"
     assert [s.steps for s in result.stages] == [3, 2]
@@ -101,11 +104,11 @@ def test_bad_arguments_are_refused(setup):
     model, tokenizer, world = setup
     task = world.task("first_french")
     with pytest.raises(ValueError, match="method"):
-        finetune(model, tokenizer, task, method="adapter")
+        finetune(model, tokenizer, task, method="adapter", fmt=FMT)
     with pytest.raises(ValueError, match="schedule"):
-        finetune(model, tokenizer, task, schedule="cosine")
+        finetune(model, tokenizer, task, schedule="cosine", fmt=FMT)
     with pytest.raises(ValueError, match="step counts"):
-        finetune_sequence(model, tokenizer, [task], steps=[1, 2])
+        finetune_sequence(model, tokenizer, [task], steps=[1, 2], fmt=FMT)
 
 
 def test_the_shipped_tokenizer_knows_every_word_of_the_new_tasks():
@@ -124,7 +127,7 @@ def test_the_shipped_tokenizer_knows_every_word_of_the_new_tasks():
 def test_a_float16_model_trains_in_float32_and_stays_finite(setup, method):
     model, tokenizer, world = setup
     half = copy.deepcopy(model).half()
-    result = finetune(half, tokenizer, world.task("first_french"), method=method, steps=4, lr=1e-3, seed=0)
+    result = finetune(half, tokenizer, world.task("first_french"), method=method, steps=4, lr=1e-3, seed=0, fmt=FMT)
     trained = [p for p in result.model.parameters() if p.requires_grad]
     assert all(p.dtype == torch.float32 for p in trained)
     assert all(torch.isfinite(p).all() for p in trained)
@@ -137,7 +140,7 @@ def test_full_fine_tuning_of_a_bfloat16_model_keeps_float32_master_weights(setup
     model, tokenizer, world = setup
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
     result = finetune(bf16, tokenizer, world.task("first_french"), method="full", steps=1, lr=1e-5, warmup_steps=0,
-                      schedule="constant", seed=0)
+                      schedule="constant", seed=0, fmt=FMT)
     before = dict(bf16.named_parameters())
     moved = 0
     for name, p in result.model.named_parameters():

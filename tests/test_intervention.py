@@ -7,6 +7,9 @@ from ivedu.architectures import model_layout, project_heads
 from ivedu.extraction import ExtractionSettings, corrupted_prompts, extract_and_test
 from ivedu.intervention import (instruction_vector, random_vector_like, steered_exact_match,
                                 steered_first_token_accuracy)
+from ivedu.prompts import TINY_FORMAT
+
+FMT = TINY_FORMAT  # the tiny model's prompt format
 
 
 def test_vector_is_the_sum_of_the_chosen_heads_projections(tiny):
@@ -42,7 +45,7 @@ def test_random_vector_has_the_same_norm_and_is_seeded():
 
 def test_a_zero_vector_changes_nothing(tiny, world):
     model, tok = tiny
-    bare = corrupted_prompts(world.task("first"), "test", n=12)
+    bare = corrupted_prompts(world.task("first"), "test", n=12, fmt=FMT)
     zero = torch.zeros(128)
     for site in ("layer", "attention"):
         assert steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, zero, 1, site=site) == \
@@ -57,7 +60,7 @@ def test_instruction_vectors_carry_their_tasks(tiny, world):
     model, tok = tiny
     tasks = [world.task(name) for name in ("continent", "sentiment", "first", "bracket")]
     settings = ExtractionSettings(n_prompts=24, head_counts=(2,), scales=(1.0, 1.5), n_random=2)
-    result = extract_and_test(model, tok, tasks, seed=0, settings=settings)
+    result = extract_and_test(model, tok, tasks, seed=0, settings=settings, fmt=FMT)
     assert result.sweep.shape == (1, 4, 2)
     assert result.mean("with_iv") - result.mean("corrupted") >= 0.3
     assert result.mean("with_iv") - result.mean("with_random") >= 0.3
@@ -70,7 +73,7 @@ def test_a_restricted_sweep_tries_only_its_layers_and_chooses_among_them(tiny, w
     model, tok = tiny
     tasks = [world.task(name) for name in ("sentiment", "first")]
     settings = ExtractionSettings(n_prompts=8, head_counts=(2,), scales=(1.0, 2.0), n_random=1, layers=(2, 3))
-    result = extract_and_test(model, tok, tasks, seed=0, settings=settings)
+    result = extract_and_test(model, tok, tasks, seed=0, settings=settings, fmt=FMT)
     assert result.sweep.shape == (1, 2, 2)
     assert result.layer in (2, 3)
     assert result.scans["first"].effects.shape == (4, 4), "the scan still covers every layer"

@@ -6,6 +6,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from ivedu.extraction import clean_prompts, corrupted_prompts
 from ivedu.mediation import HeadScan, indirect_effects, indirect_effects_reference, mean_head_activations
+from ivedu.prompts import TINY_FORMAT
+
+FMT = TINY_FORMAT  # the tiny model's prompt format
 
 
 def random_model(model_type: str, vocab_size: int):
@@ -23,8 +26,8 @@ def random_model(model_type: str, vocab_size: int):
 def test_fast_scan_equals_reference_on_tiny_model(tiny, world, style):
     model, tok = tiny
     task = world.task("capital")
-    means = mean_head_activations(model, tok, clean_prompts(task, n=6).prompts)
-    corrupted = corrupted_prompts(task, style=style, n=5)  # shuffled: prompts of different lengths
+    means = mean_head_activations(model, tok, clean_prompts(task, n=6, fmt=FMT).prompts)
+    corrupted = corrupted_prompts(task, style=style, n=5, fmt=FMT)  # shuffled: prompts of different lengths
     fast = indirect_effects(model, tok, corrupted.prompts, corrupted.answers, means, batch_size=7)
     reference = indirect_effects_reference(model, tok, corrupted.prompts, corrupted.answers, means)
     assert fast.shape == (5, 4, 4)
@@ -37,8 +40,8 @@ def test_fast_scan_equals_reference_on_random_models(tiny, world, model_type):
     _, tok = tiny
     model = random_model(model_type, len(tok))
     task = world.task("first")
-    means = mean_head_activations(model, tok, clean_prompts(task, n=4).prompts)
-    corrupted = corrupted_prompts(task, n=3)
+    means = mean_head_activations(model, tok, clean_prompts(task, n=4, fmt=FMT).prompts)
+    corrupted = corrupted_prompts(task, n=3, fmt=FMT)
     fast = indirect_effects(model, tok, corrupted.prompts, corrupted.answers, means)
     reference = indirect_effects_reference(model, tok, corrupted.prompts, corrupted.answers, means)
     assert torch.allclose(fast, reference, atol=1e-6)
@@ -46,7 +49,7 @@ def test_fast_scan_equals_reference_on_random_models(tiny, world, model_type):
 
 def test_mean_activations_are_the_mean_of_single_prompt_activations(tiny, world):
     model, tok = tiny
-    prompts = clean_prompts(world.task("plural"), n=4).prompts
+    prompts = clean_prompts(world.task("plural"), n=4, fmt=FMT).prompts
     together = mean_head_activations(model, tok, prompts, batch_size=3)
     alone = torch.stack([mean_head_activations(model, tok, [p]) for p in prompts]).mean(0)
     assert together.shape == (4, 4, 32)
@@ -65,7 +68,7 @@ def test_bad_inputs_get_clear_errors(tiny, world):
     model, tok = tiny
     with pytest.raises(ValueError, match="at least one clean prompt"):
         mean_head_activations(model, tok, [])
-    corrupted = corrupted_prompts(world.task("capital"), n=2)
+    corrupted = corrupted_prompts(world.task("capital"), n=2, fmt=FMT)
     with pytest.raises(ValueError, match=r"\[layers, heads, head_dim\] = \[4, 4, 32\]"):
         indirect_effects(model, tok, corrupted.prompts, corrupted.answers, torch.zeros(3, 4, 32))
     with pytest.raises(ValueError, match="one answer per prompt"):
@@ -78,13 +81,13 @@ def test_neutral_corruption_keeps_the_format_and_names_no_task(tiny, world):
     assert words == ["give", "in", "the", "which"]
     task = world.task("capital")
     with pytest.raises(ValueError, match="neutral_words"):
-        corrupted_prompts(task, style="neutral", n=4)
-    corrupted = corrupted_prompts(task, style="neutral", n=4, neutral=words)
+        corrupted_prompts(task, style="neutral", n=4, fmt=FMT)
+    corrupted = corrupted_prompts(task, style="neutral", n=4, neutral=words, fmt=FMT)
     for prompt, ex in zip(corrupted.prompts, corrupted.answers):
         inside = prompt.split(" . ")[1].split()
         assert len(inside) == 3 and set(inside) <= set(words)
     model, tok = tiny
-    means = mean_head_activations(model, tok, clean_prompts(task, n=4).prompts)
+    means = mean_head_activations(model, tok, clean_prompts(task, n=4, fmt=FMT).prompts)
     fast = indirect_effects(model, tok, corrupted.prompts, corrupted.answers, means)
     assert torch.allclose(fast, indirect_effects_reference(model, tok, corrupted.prompts, corrupted.answers, means),
                           atol=1e-5)

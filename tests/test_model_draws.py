@@ -2,19 +2,22 @@
 
 import pytest
 
+from dataclasses import replace
+
 from ivedu.experiments import experiment, model_draws
-from ivedu.experiments.diagnosis import SETTINGS
-from ivedu.extraction import ExtractionSettings
+from ivedu.settings import ExtractionSettings, FinetuneSettings, settings
 from ivedu.toy import TinyConfig
 
 SMALL = TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, steps=6,
                    pretrain_steps=3, batch_size=8, warmup_steps=2)
-SHORT_DIAGNOSIS = {**SETTINGS, "max_steps": 2, "stop_at": None, "k": 1, "general": ["sentiment"]}
-SHORT_EXTRACTION = ExtractionSettings(n_prompts=4, head_counts=(1,), scales=(1.0,), n_random=1)
+TINY = settings("ch1", "tiny")
+SHORT = settings("ch1", "tiny", data=replace(TINY.data, general_tasks=("sentiment",), k_shots=1),
+                 finetune=replace(FinetuneSettings(), max_steps=2, stop_at=None),
+                 extraction=ExtractionSettings(n_prompts=4, head_counts=(1,), scales=(1.0,), n_random=1))
 
 
 def test_each_seed_trains_its_own_model_and_every_criterion_is_measured():
-    result = model_draws.run([0, 1], SMALL, SHORT_DIAGNOSIS, SHORT_EXTRACTION, progress=False)
+    result = model_draws.run(SHORT, [0, 1], config=SMALL)
     first, second = result["per_seed"]
     assert (first["seed"], second["seed"]) == (0, 1)
     assert first["heldout_em"] != second["heldout_em"] or first["extraction"] != second["extraction"]

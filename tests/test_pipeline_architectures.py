@@ -22,6 +22,9 @@ from ivedu.finetune import finetune
 from ivedu.guided import GuidedObjective, GuidedSettings
 from ivedu.intervention import instruction_vector, steered_exact_match, steered_first_token_accuracy
 from test_architectures import EXTRA, HEADS, HIDDEN, LAYERS
+from ivedu.prompts import TINY_FORMAT
+
+FMT = TINY_FORMAT  # the tiny model's prompt format
 
 POSITIONS = 128  # the tiny tokenizer's instructed prompts are ~12 tokens; generation adds a few
 
@@ -57,26 +60,27 @@ def test_scan_vector_intervention_finetuning_and_evaluation_run_and_give_finite_
     model = random_model(arch, tokenizer)
     task, other = small(world.task("capital")), small(world.task("antonym"))
 
-    scan = scan_task(model, tokenizer, task, clean_prompts(task, "train", n=6), corrupted_prompts(task, "train", n=6))
+    scan = scan_task(model, tokenizer, task, clean_prompts(task, "train", n=6, fmt=FMT),
+                     corrupted_prompts(task, "train", n=6, fmt=FMT))
     assert scan.effects.shape == (LAYERS, HEADS) and torch.isfinite(scan.effects).all()
     assert finite(scan.clean_prob, scan.corrupted_prob)
 
     vector = instruction_vector(model, scan.mean_activations, scan.top_heads(2), task.name)
     assert vector.vector.shape == (model_layout(model).hidden_size,) and torch.isfinite(vector.vector).all()
 
-    bare = corrupted_prompts(task, "valid", "removed", n=None)
+    bare = corrupted_prompts(task, "valid", "removed", n=None, fmt=FMT)
     sweep = layer_scale_sweep(model, tokenizer, {task.name: vector}, {task.name: bare}, range(LAYERS), [1.0])
     assert sweep.shape == (LAYERS, 1) and torch.isfinite(sweep).all()
     accuracy = steered_first_token_accuracy(model, tokenizer, bare.prompts, bare.answers, vector.vector, 0, 2.0)
     em = steered_exact_match(model, tokenizer, bare.prompts, bare.answers, vector.vector, 0, 2.0)
     assert 0.0 <= accuracy <= 1.0 and 0.0 <= em <= 1.0
 
-    tuned = finetune(model, tokenizer, other, method="full", steps=3, batch_size=4, warmup_steps=1)
+    tuned = finetune(model, tokenizer, other, method="full", steps=3, batch_size=4, warmup_steps=1, fmt=FMT)
     assert tuned.steps == 3 and finite(*tuned.losses)
     # GPT-2's projections are Conv1D, not nn.Linear: LoRA needs its module named.
     targets = ["c_attn"] if arch.name == "gpt2" else None
     adapted = finetune(model, tokenizer, other, method="lora", steps=2, batch_size=4, warmup_steps=1,
-                       target_modules=targets)
+                       target_modules=targets, fmt=FMT)
     assert adapted.steps == 2 and finite(*adapted.losses) and 0 < adapted.trainable_params < tuned.trainable_params
     assert model_layout(adapted.model).n_layers == LAYERS
     # A few IV-guided steps: every term on (both KLs, head MSE, progressive intervention).
@@ -84,10 +88,10 @@ def test_scan_vector_intervention_finetuning_and_evaluation_run_and_give_finite_
                               kl_gate=0.0, mse_gate=0.0)
     objective = GuidedObjective(model, vector.vector, vector.heads, guidance, steps=2)
     guided = finetune(model, tokenizer, other, method="lora", steps=2, batch_size=4, warmup_steps=1,
-                      target_modules=targets, loss_fn=objective)
+                      target_modules=targets, loss_fn=objective, fmt=FMT)
     assert guided.steps == 2 and finite(*guided.losses) and len(objective.history) == 2
     assert all(finite(*terms.values()) for terms in objective.history)
-    score = instruction_following_score(tuned.model, tokenizer, task, "test")
+    score = instruction_following_score(tuned.model, tokenizer, task, "test", fmt=FMT)
     knowledge = knowledge_score(tuned.model, tokenizer, task, "test")
     assert finite(score.exact_match, score.first_token_accuracy, score.answer_prob)
     assert finite(knowledge.ranking_accuracy, knowledge.gold_prob)

@@ -13,20 +13,24 @@ import math
 import pytest
 import torch
 
-from ivedu import profiles
 from ivedu.evaluation import instruction_following_score, knowledge_score
 from ivedu.extraction import clean_prompts, corrupted_prompts, scan_task
 from ivedu.finetune import finetune
 from ivedu.guided import GuidedObjective, GuidedSettings
 from ivedu.intervention import instruction_vector, steered_first_token_accuracy
+from ivedu.settings import settings as chapter_settings
+from ivedu.study import ModelUnderStudy, load_tasks, prompt_format
 
 
 @pytest.fixture(scope="module")
 def setup(smol):
-    settings = profiles.settings("ch2", "smol")
+    settings = chapter_settings("ch2", "smol")
     model, tokenizer = smol
-    world = settings.load_world()
-    return settings, model, tokenizer, world, settings.prompt_format(tokenizer)
+    fmt = prompt_format(settings, tokenizer)
+    # every example, not only the ones the model knows: this test is about the pipeline running
+    whole = dataclasses.replace(settings, data=dataclasses.replace(settings.data, known_only=False))
+    world = load_tasks(whole, ModelUnderStudy(model, tokenizer, fmt, "smol"))
+    return settings, model, tokenizer, world, fmt
 
 
 def small(task, n: int = 8):
@@ -36,36 +40,39 @@ def small(task, n: int = 8):
 def test_the_profile_names_the_real_model_and_its_own_sizes(setup):
     settings, model, _, world, fmt = setup
     assert settings.model == "smol" and model.config.num_hidden_layers == 30
-    assert {t.name for t in world.general} == set(settings.general_tasks)
-    assert max(settings.layers) < model.config.num_hidden_layers
+    assert {t.name for t in world.general} == set(settings.data.general_tasks)
+    assert max(settings.extraction.layers) < model.config.num_hidden_layers
+    assert settings.guided.loss.layer < model.config.num_hidden_layers
     assert type(fmt).__name__ == "ChatFormat"
 
 
 def test_scan_vector_steering_training_and_scores_on_the_real_model(setup):
     settings, model, tokenizer, world, fmt = setup
     task = small(world.task("singular-plural"))
-    new = small(world.task(settings.new_task))
+    new = small(world.task(settings.data.new_task))
     scan = scan_task(model, tokenizer, task, clean_prompts(task, "train", n=6, fmt=fmt),
                      corrupted_prompts(task, "train", n=6, fmt=fmt))
     assert scan.effects.shape == (30, 9) and torch.isfinite(scan.effects).all()
     assert scan.clean_prob > scan.corrupted_prob  # the instruction makes the answer likelier on a real model
 
-    k, layer = settings.head_counts[0], settings.layers[len(settings.layers) // 2]
+    x = settings.extraction
+    k, layer = x.head_counts[0], x.layers[len(x.layers) // 2]
     vector = instruction_vector(model, scan.mean_activations, scan.top_heads(k), task.name)
     assert vector.vector.shape == (576,) and torch.isfinite(vector.vector).all()
     bare = corrupted_prompts(task, "valid", "removed", n=None, fmt=fmt)
     accuracy = steered_first_token_accuracy(model, tokenizer, bare.prompts, bare.answers, vector.vector, layer,
-                                            settings.scales[0])
+                                            x.scales[0])
     assert 0.0 <= accuracy <= 1.0
 
     adapted = finetune(model, tokenizer, new, method="lora", steps=2, batch_size=4, warmup_steps=1,
-                       lr=settings.lr_lora, lora_rank=settings.lora_rank, lora_alpha=settings.lora_alpha, fmt=fmt)
+                       lr=settings.finetune.lr_lora, lora_rank=settings.finetune.lora_rank,
+                       lora_alpha=settings.finetune.lora_alpha, fmt=fmt)
     assert adapted.steps == 2 and all(math.isfinite(x) for x in adapted.losses)
     guidance = GuidedSettings(kl_start=1.0, kl_all=0.1, head_mse=1.0, layer=layer, progressive_steps=2,
                               kl_gate=0.0, mse_gate=0.0)
     objective = GuidedObjective(model, vector.vector, vector.heads, guidance, steps=2)
     guided = finetune(model, tokenizer, new, method="lora", steps=2, batch_size=4, warmup_steps=1,
-                      lr=settings.lr_lora, loss_fn=objective, fmt=fmt)
+                      lr=settings.finetune.lr_lora, loss_fn=objective, fmt=fmt)
     assert guided.steps == 2 and all(math.isfinite(v) for terms in objective.history for v in terms.values())
 
     before = instruction_following_score(model, tokenizer, task, "test", fmt=fmt)

@@ -35,7 +35,7 @@ def test_the_model_is_spread_only_over_several_gpus_or_when_it_does_not_fit_one(
 
 
 def test_the_description_names_device_dtype_and_profile():
-    from ivedu.profiles import settings
+    from ivedu.settings import settings
     text = runtime.describe_runtime(settings("ch2", "tiny"))
     assert "Colab:   no" in text and "profile: tiny" in text and "model tiny" in text
     assert "dtype:" in text and ("CPU only" in text or "GPU 0" in text)

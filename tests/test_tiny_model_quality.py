@@ -11,13 +11,16 @@ import pytest
 import ivedu
 from ivedu.evaluation import score_tasks
 from ivedu.models import tiny_recipe
+from ivedu.prompts import TINY_FORMAT
+
+FMT = TINY_FORMAT  # the tiny model's prompt format
 
 
 @pytest.fixture(scope="module")
 def heldout_scores():
     model, tokenizer = ivedu.load_model("tiny")
     world = ivedu.build_world(tiny_recipe()["config"]["world_seed"])
-    return {row.task: row for row in score_tasks(model, tokenizer, world.general, split="heldout")}
+    return {row.task: row for row in score_tasks(model, tokenizer, world.general, split="heldout", fmt=FMT)}
 
 
 def test_follows_instructions_on_heldout_inputs(heldout_scores):

@@ -27,6 +27,7 @@ from ivedu.generation import last_token_logits
 from ivedu.hooks import add_to_residual
 from ivedu.intervention import instruction_vector
 from ivedu.mediation import HeadScan, indirect_effects, mean_head_activations
+from ivedu.prompts import TINY_FORMAT
 
 N_PROMPTS = 8
 
@@ -36,8 +37,8 @@ def _sentiment_inputs():
     """Clean mean activations and corrupted prompts of the sentiment task on the tiny model."""
     model, tokenizer = tiny_model()
     task = tiny_world().task("sentiment")
-    clean = clean_prompts(task, "train", "instructed", n=N_PROMPTS, seed=0)
-    corrupted = corrupted_prompts(task, "train", "removed", n=N_PROMPTS, seed=0)
+    clean = clean_prompts(task, "train", "instructed", n=N_PROMPTS, seed=0, fmt=TINY_FORMAT)
+    corrupted = corrupted_prompts(task, "train", "removed", n=N_PROMPTS, seed=0, fmt=TINY_FORMAT)
     means = mean_head_activations(model, tokenizer, clean.prompts)
     return corrupted, means
 

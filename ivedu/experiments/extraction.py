@@ -1,43 +1,52 @@
-"""Chapter 2's reproduction: ``python -m ivedu.experiments extraction --seeds 3 --json``.
+"""Chapter 2's reproduction: ``python -m ivedu.experiments extraction --profile tiny --seeds 3 --json``.
 
-Per seed, on the shipped tiny model: scan every general task's heads (instructed clean
-prompts, instruction-removed corrupted prompts, train split), build each task's instruction
-vector, choose the number of heads, the layer and the scale on the valid split, and report
-first-token accuracy and exact match on the test split's instruction-less prompts. The seed
-draws the extraction prompts and the random control vectors; the model is the same.
+Per seed: scan every general task's heads (instructed clean prompts, instruction-removed
+corrupted prompts, train split), build each task's instruction vector, choose the number of
+heads, the layer and the scale on the valid split, and report first-token accuracy and exact
+match on the test split's instruction-less prompts (:func:`ivedu.extraction.extract_and_test`).
+The seed draws the extraction prompts and the random control vectors; the model is the same.
 """
 
 from __future__ import annotations
 
 import statistics
 
-from ivedu.extraction import ExtractionSettings, extract_and_test
-from ivedu.models import load_model
-from ivedu.world import build_world
+from ivedu.extraction import Extraction, extract_and_test
+from ivedu.settings import Settings
+from ivedu.study import ModelUnderStudy, general_tasks, load_study, load_tasks
+from ivedu.experiments.log import Log
 
 FIELDS = ("clean", "corrupted", "with_iv", "with_random", "with_other_task")
+KEYS = FIELDS + tuple(f + "_em" for f in FIELDS)
 
 
-def run_seed(model, tokenizer, world, seed: int, settings: ExtractionSettings = ExtractionSettings()) -> dict:
+def row(result: Extraction, seed: int) -> dict:
     """One seed's means over the general tasks, the chosen setting and per-task scores."""
-    result = extract_and_test(model, tokenizer, world.general, seed, settings)
-    row = {f: result.mean(f) for f in FIELDS}
-    row.update({f + "_em": result.mean(f + "_em") for f in FIELDS})
-    row.update(seed=seed, k=result.k, best_layer=result.layer, scale=result.scale,
+    out = {key: result.mean(key) for key in KEYS}
+    out.update(seed=seed, k=result.k, best_layer=result.layer, scale=result.scale,
                heads={name: v.heads for name, v in result.vectors.items()},
                per_task={s.task: {f: getattr(s, f) for f in FIELDS} for s in result.scores})
-    return row
+    return out
 
 
-def run(seeds: list[int]) -> dict:
-    model, tokenizer = load_model("tiny")
-    world = build_world(0)
-    per_seed = [run_seed(model, tokenizer, world, seed) for seed in seeds]
-    keys = [f for f in FIELDS] + [f + "_em" for f in FIELDS]
-    summary = {key: statistics.mean(r[key] for r in per_seed) for key in keys}
-    summary["per_seed"] = [{key: r[key] for key in keys} for r in per_seed]
+def run_seed(lm: ModelUnderStudy, tasks, seed: int, settings: Settings) -> dict:
+    """:func:`row` of one seed's extraction on ``tasks``."""
+    return row(extract_and_test(lm.model, lm.tokenizer, tasks, seed, settings.extraction, fmt=lm.fmt), seed)
+
+
+def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
+    """``summary``: means over seeds of :data:`KEYS`, ``gain`` (with the vector minus bare),
+    ``random_minus_corrupted`` and the most chosen layer; ``per_seed``: :func:`row` per seed."""
+    log = Log(progress)
+    lm = load_study(settings)
+    tasks = general_tasks(settings, load_tasks(settings, lm))
+    per_seed = []
+    for seed in seeds:
+        per_seed.append(run_seed(lm, tasks, seed, settings))
+        log(f"seed {seed}: bare {per_seed[-1]['corrupted']:.2f} -> with the vector {per_seed[-1]['with_iv']:.2f}")
+    summary: dict = {key: statistics.mean(r[key] for r in per_seed) for key in KEYS}
+    summary["per_seed"] = [{key: r[key] for key in KEYS} for r in per_seed]
     summary["best_layer"] = statistics.mode(r["best_layer"] for r in per_seed)
     summary["gain"] = summary["with_iv"] - summary["corrupted"]
     summary["random_minus_corrupted"] = summary["with_random"] - summary["corrupted"]
-    return {"summary": summary, "per_seed": per_seed, "model": "tiny",
-            "settings": ExtractionSettings().__dict__}
+    return {"summary": summary, "per_seed": per_seed, "model": settings.model}

@@ -5,9 +5,10 @@ tasks the original tiny model cannot do at all (``first_french`` and ``middle``:
 under their instruction), so their "instruction vectors" carry no task. The method assumes the
 opposite -- a base model that already half-knows each new task, as a 7B chat model half-knows
 a SuperNI task. This experiment asks whether the vector starts to matter when that holds: the
-same code and settings on ``last_french -> last_plural -> first_twice``, which the original
-model half-does under their instruction (it composes "the last item" with a skill it has), for
-the four methods the criterion compares (no ablation).
+same code and settings on ``settings.data.control_sequence`` (tiny: ``last_french ->
+last_plural -> first_twice``, which the original model half-does under their instruction: it
+composes "the last item" with a skill it has), for the four methods the criterion compares (no
+ablation).
 
 ``summary`` has the same fields as the main experiment's; ``before_new_tasks`` gives the
 original model's exact match on each sequence task, under its instruction, before training.
@@ -15,16 +16,17 @@ original model's exact match on each sequence task, under its instruction, befor
 
 from __future__ import annotations
 
-from ivedu.experiments import guided
+from ivedu.experiments.guided import compare
+from ivedu.settings import Settings
 
-SEQUENCE = ["last_french", "last_plural", "first_twice"]
 METHOD_NAMES = ("plain_lora", "kl", "iv_guided", "random_vector")
-SETTINGS: dict = {**guided.SETTINGS, "sequence": SEQUENCE}
 
 
-def run(seeds: list[int], settings: dict = SETTINGS, progress: bool | None = None) -> dict:
-    """:func:`ivedu.experiments.guided.run` on the half-known sequence, the criterion's four methods."""
-    result = guided.run(seeds, settings, names=METHOD_NAMES, ablation=False, progress=progress)
+def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
+    """:func:`ivedu.experiments.guided.compare` on the control sequence, the criterion's four methods."""
+    if not settings.data.control_sequence:
+        raise ValueError(f"the {settings.profile} profile has no control sequence (settings.data.control_sequence)")
+    result = compare(settings, seeds, settings.data.control_sequence, METHOD_NAMES, ablation=False, progress=progress)
     first = result["per_seed"][0]
     result["before_new_tasks"] = dict(zip(first["tasks"], first["baseline"]))
     return result

@@ -9,7 +9,7 @@ checkpoint itself. For each seed it trains a tiny model from scratch with the sh
 - quality, as the tiny model's README table reports it: held-out exact match under the
   instruction and knowledge ranking, per general task (:func:`ivedu.evaluation.score_tasks`);
 - chapter 1: instruction following and knowledge on the test split before and after
-  fine-tuning on ``first_french``, full and LoRA (:func:`ivedu.experiments.diagnosis.diagnose`);
+  fine-tuning on the new task, full and LoRA (:func:`ivedu.diagnosis.diagnose`);
 - chapter 2: the intervention on instruction-less prompts, the vector against the bare
   prompt, a random vector and another task's vector (:func:`ivedu.experiments.extraction.run_seed`).
 
@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import sys
-import time
 
 import torch
 
+from ivedu.diagnosis import diagnose, mean_over_tasks
 from ivedu.evaluation import mean_abilities, score_abilities, score_tasks
-from ivedu.experiments import diagnosis, extraction
+from ivedu.experiments import extraction
+from ivedu.experiments.log import Log
+from ivedu.finetune import METHODS
+from ivedu.prompts import TINY_FORMAT
+from ivedu.settings import Settings
+from ivedu.study import ModelUnderStudy, general_tasks
 from ivedu.toy import TinyConfig, train_tiny_model
 from ivedu.world import build_world
 
@@ -38,15 +42,15 @@ MEASURES = ("lowest_heldout_em", "lowest_kn_ranking", "if_before", "if_drop_full
             "random_minus_corrupted", "other_minus_own")
 
 
-def measure_draw(config: TinyConfig, diagnosis_settings: dict = diagnosis.SETTINGS,
-                 extraction_settings: extraction.ExtractionSettings = extraction.ExtractionSettings()) -> dict:
+def measure_draw(config: TinyConfig, settings: Settings) -> dict:
     """Train one tiny model with ``config`` and measure it as the README, chapter 1 and chapter 2 do."""
     world = build_world(config.world_seed)
     model, tokenizer, history = train_tiny_model(config, world)
-    quality = score_tasks(model, tokenizer, world.general)
-    general = diagnosis.general_tasks(world, diagnosis_settings)
-    before = mean_abilities(score_abilities(model, tokenizer, general, diagnosis_settings["split"],
-                                            diagnosis_settings["k"]))
+    lm = ModelUnderStudy(model, tokenizer, TINY_FORMAT, f"tiny (seed {config.seed})")
+    quality = score_tasks(model, tokenizer, world.general, fmt=lm.fmt)
+    general = general_tasks(settings, world)
+    before = mean_abilities(score_abilities(model, tokenizer, general, settings.data.split, settings.data.k_shots,
+                                            fmt=lm.fmt))
     row: dict = {
         "seed": config.seed,
         "threads": torch.get_num_threads(),
@@ -57,13 +61,13 @@ def measure_draw(config: TinyConfig, diagnosis_settings: dict = diagnosis.SETTIN
     }
     row["lowest_heldout_em"] = min(row["heldout_em"].values())
     row["lowest_kn_ranking"] = min(row["kn_ranking"].values())
-    for method in diagnosis_settings["methods"]:
-        run = diagnosis.diagnose(model, tokenizer, world, method, 0, diagnosis_settings)
-        after = diagnosis.mean_abilities_dicts(run["general_after"])
+    for method in METHODS:
+        run = diagnose(lm, world.task(settings.data.new_task), general, method, 0, settings)
+        after = mean_over_tasks(run.general_after)
         row[f"if_drop_{method}"] = before["if_exact_match"] - after["if_exact_match"]
         row[f"kn_drop_{method}"] = before["kn_ranking"] - after["kn_ranking"]
-        row[f"new_task_{method}"] = run["new_task"]
-    scores = extraction.run_seed(model, tokenizer, world, 0, extraction_settings)
+        row[f"new_task_{method}"] = run.new_task
+    scores = extraction.run_seed(lm, list(world.general), 0, settings)
     row["iv_gain"] = scores["with_iv"] - scores["corrupted"]
     row["random_minus_corrupted"] = scores["with_random"] - scores["corrupted"]
     row["other_minus_own"] = scores["with_other_task"] - scores["with_iv"]
@@ -77,16 +81,14 @@ def summarise(rows: list[dict]) -> dict:
                    "max": max(r[name] for r in rows)} for name in MEASURES}
 
 
-def run(seeds: list[int], config: TinyConfig = TinyConfig(), diagnosis_settings: dict = diagnosis.SETTINGS,
-        extraction_settings: extraction.ExtractionSettings = extraction.ExtractionSettings(),
-        progress: bool | None = None) -> dict:
+def run(settings: Settings, seeds: list[int], progress: bool = False, config: TinyConfig = TinyConfig()) -> dict:
     """One draw per seed (``config`` with that seed): ``summary`` over draws and ``per_seed`` rows."""
-    progress = sys.stderr.isatty() if progress is None else progress
-    start = time.perf_counter()
+    if settings.model != "tiny":
+        raise SystemExit("model_draws retrains the tiny model: run it with --profile tiny")
+    log = Log(progress)
     rows = []
     for seed in seeds:
-        rows.append(measure_draw(dataclasses.replace(config, seed=seed), diagnosis_settings, extraction_settings))
-        drops = ", ".join(f"{m} {rows[-1][f'if_drop_{m}']:.2f}" for m in diagnosis_settings["methods"])
-        diagnosis._log(progress, start, f"draw {seed}: lowest held-out EM {rows[-1]['lowest_heldout_em']:.2f}, "
-                                        f"IF drop {drops}")
+        rows.append(measure_draw(dataclasses.replace(config, seed=seed), settings))
+        drops = ", ".join(f"{m} {rows[-1][f'if_drop_{m}']:.2f}" for m in METHODS)
+        log(f"draw {seed}: lowest held-out EM {rows[-1]['lowest_heldout_em']:.2f}, IF drop {drops}")
     return {"summary": summarise(rows), "per_seed": rows, "threads": torch.get_num_threads()}

@@ -1,0 +1,177 @@
+"""Chapter 1's diagnosis: fine-tune on a new task, then ask what was lost.
+
+The paper's first finding is that fine-tuning on a new task mostly breaks *instruction
+following* -- a general task's answer under its instruction -- while the *knowledge* behind
+it survives: the same facts, asked as plain statements, still rank first. This module runs
+that diagnosis with the profile's settings:
+
+- :func:`diagnose`: fine-tune on the new task until it is learnt (full fine-tuning or LoRA),
+  then score every general task under its instruction, in context and as knowledge;
+- :func:`run_sequence`: fine-tune on a sequence of new tasks and keep the ``R`` matrix of the
+  continual-learning metrics (:mod:`ivedu.metrics`) and the general tasks after each stage;
+- :func:`summarise`: means over seeds of a method's runs, before and after, with the spread.
+
+Why the stopping rule: training stops as soon as the new task reaches ``stop_at`` exact
+match on its valid split -- the least fine-tuning that does the job, so whatever is lost is
+not the result of over-training.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Sequence
+
+from ivedu.evaluation import AbilityScores, instruction_following_score, mean_abilities, score_abilities
+from ivedu.finetune import finetune, finetune_sequence
+from ivedu.metrics import continual_metrics
+from ivedu.settings import Settings
+from ivedu.study import ModelUnderStudy
+from ivedu.world import Task
+
+# Short names of the summary, from :class:`ivedu.evaluation.AbilityScores` fields.
+SUMMARY_FIELDS = {"if": "if_exact_match", "icl": "icl_exact_match", "kn": "kn_ranking",
+                  "if_prob": "if_answer_prob", "kn_prob": "kn_gold_prob"}
+
+
+@dataclass(frozen=True)
+class DiagnosisRun:
+    """One method and seed fine-tuned on the new task, and the general tasks after it.
+
+    ``new_task``: exact match on the new task's report split after fine-tuning; ``steps``: the
+    steps run before the stopping rule fired; ``losses``: the training loss per step;
+    ``general_after``: every general task's :class:`ivedu.evaluation.AbilityScores`.
+    """
+
+    seed: int
+    method: str
+    new_task: float
+    steps: int
+    train_seconds: float
+    trainable_params: int
+    losses: tuple[float, ...]
+    general_after: tuple[AbilityScores, ...]
+
+
+@dataclass(frozen=True)
+class SequenceRun:
+    """One method and seed fine-tuned on the sequence of new tasks.
+
+    ``R[t][i]``: exact match on ``tasks[i]`` after stage ``t``; ``baseline[i]``: before any
+    stage; ``metrics``: :func:`ivedu.metrics.continual_metrics` of ``R``; ``steps``: per
+    stage; ``general_if`` / ``general_kn``: mean instruction following (exact match) and
+    knowledge (ranking accuracy) of the general tasks before the sequence and after each stage.
+    """
+
+    seed: int
+    method: str
+    tasks: tuple[str, ...]
+    R: tuple[tuple[float, ...], ...]
+    baseline: tuple[float, ...]
+    metrics: dict[str, float]
+    steps: tuple[int, ...]
+    general_if: tuple[float, ...]
+    general_kn: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    """One method over seeds: each measure before fine-tuning (``*_before``) and after it
+    (``*_after``, the mean over general tasks and seeds); ``if``: instruction following, exact
+    match; ``icl``: in context; ``kn``: knowledge, ranking accuracy; ``*_prob``: the
+    probabilities of the gold answer. ``if_drop`` / ``kn_drop``: before minus after;
+    ``new_task`` / ``new_task_before``: exact match on the new task after / before;
+    ``steps``: mean steps until learnt; ``sd_over_seeds``: the seeds' standard deviation of
+    ``if_after``, ``kn_after`` and ``new_task``."""
+
+    if_before: float
+    if_after: float
+    icl_before: float
+    icl_after: float
+    kn_before: float
+    kn_after: float
+    if_prob_before: float
+    if_prob_after: float
+    kn_prob_before: float
+    kn_prob_after: float
+    new_task: float
+    new_task_before: float
+    steps: float
+    if_drop: float
+    kn_drop: float
+    sd_over_seeds: dict[str, float]
+
+
+def diagnose(lm: ModelUnderStudy, task: Task, general: Sequence[Task], method: str, seed: int,
+             settings: Settings) -> DiagnosisRun:
+    """Fine-tune a copy of ``lm.model`` on ``task`` with ``method`` (``"full"``/``"lora"``) and
+    ``seed`` until it is learnt, then score ``general`` on the report split."""
+    data = settings.data
+    result = finetune(lm.model, lm.tokenizer, task, seed=seed, fmt=lm.fmt, **settings.finetune.kwargs(method))
+    after = score_abilities(result.model, lm.tokenizer, general, data.split, data.k_shots, fmt=lm.fmt)
+    new = instruction_following_score(result.model, lm.tokenizer, task, data.split, fmt=lm.fmt).exact_match
+    return DiagnosisRun(seed, method, new, result.steps, round(result.seconds, 2), result.trainable_params,
+                        tuple(result.losses), tuple(after))
+
+
+def run_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], general: Sequence[Task], method: str, seed: int,
+                 settings: Settings) -> SequenceRun:
+    """Fine-tune on ``tasks`` in order (each until learnt); the ``R`` matrix, its metrics and
+    the general tasks zero-shot after every stage."""
+    split = settings.data.split
+    result = finetune_sequence(lm.model, lm.tokenizer, tasks, seed=seed, general_tasks=general, split=split,
+                               general_split=split, k=0, fmt=lm.fmt, **settings.finetune.kwargs(method))
+    general_means = [mean_abilities(rows) for rows in result.general]
+    return SequenceRun(seed, method, tuple(result.tasks), tuple(tuple(row) for row in result.R.tolist()),
+                       tuple(result.baseline.tolist()), continual_metrics(result.R, result.baseline),
+                       tuple(s.steps for s in result.stages), tuple(g["if_exact_match"] for g in general_means),
+                       tuple(g["kn_ranking"] for g in general_means))
+
+
+def mean_over_tasks(rows: Sequence[AbilityScores]) -> dict[str, float]:
+    """The mean over general tasks of each :data:`SUMMARY_FIELDS` measure."""
+    return {field: statistics.mean(getattr(r, field) for r in rows) for field in SUMMARY_FIELDS.values()}
+
+
+def summarise(before: Sequence[AbilityScores], new_task_before: float, runs: Sequence[DiagnosisRun]) -> MethodSummary:
+    """Means over seeds (and general tasks) of one method's runs, with the seeds' spread.
+
+    ``before``: the general tasks' scores before fine-tuning; ``new_task_before``: the new
+    task's exact match before it.
+    """
+    means_before = mean_abilities(before)
+    afters = [mean_over_tasks(r.general_after) for r in runs]
+    values: dict = {}
+    for short, field in SUMMARY_FIELDS.items():
+        values[f"{short}_before"] = means_before[field]
+        values[f"{short}_after"] = statistics.mean(a[field] for a in afters)
+    spread = {"if_after": _sd([a["if_exact_match"] for a in afters]), "kn_after": _sd([a["kn_ranking"] for a in afters]),
+              "new_task": _sd([r.new_task for r in runs])}
+    return MethodSummary(**values, new_task=statistics.mean(r.new_task for r in runs), new_task_before=new_task_before,
+                         steps=statistics.mean(r.steps for r in runs),
+                         if_drop=values["if_before"] - values["if_after"],
+                         kn_drop=values["kn_before"] - values["kn_after"], sd_over_seeds=spread)
+
+
+def format_summary(summaries: dict[str, MethodSummary]) -> str:
+    """A plain-text table: each measure before -> after (seeds' sd), one column per method."""
+    rows = (("new task, exact match", "new_task_before", "new_task", None),
+            ("IF exact match", "if_before", "if_after", "if_after"),
+            ("ICL exact match (in context)", "icl_before", "icl_after", None),
+            ("KN ranking accuracy", "kn_before", "kn_after", "kn_after"),
+            ("IF P(conformant answer)", "if_prob_before", "if_prob_after", None),
+            ("KN P(gold answer)", "kn_prob_before", "kn_prob_after", None))
+    lines = [f"{'':<28}" + "".join(f"{m + ': before -> after (sd)':>32}" for m in summaries)]
+    for label, before, after, sd in rows:
+        cells = []
+        for s in summaries.values():
+            spread = f" ({s.sd_over_seeds[sd]:.2f})" if sd else ""
+            cells.append(f"{getattr(s, before):>17.2f} -> {getattr(s, after):.2f}{spread:<7}")
+        lines.append(f"{label:<28}" + "".join(f"{c:>32}" for c in cells))
+    lines.append(f"{'steps until learnt':<28}" + "".join(f"{s.steps:>23.0f}{'':9}" for s in summaries.values()))
+    return "\n".join(lines)
+
+
+def _sd(xs: Sequence[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+

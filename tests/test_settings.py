@@ -1,0 +1,116 @@
+"""The one settings module: per-step settings for every profile x chapter, and derived seeds."""
+
+import ast
+from dataclasses import FrozenInstanceError, replace
+from pathlib import Path
+
+import pytest
+
+from ivedu import settings as S
+from ivedu.settings import ExtractionSettings, FinetuneSettings, settings, sub_seed
+
+
+def test_the_tiny_profile_keeps_the_chapters_values():
+    s = settings("ch1", "tiny")
+    assert s.seeds == (0, 1, 2) and settings("ch2", "tiny").seeds == (0,)
+    assert s.finetune.kwargs("lora") == dict(method="lora", steps=600, batch_size=16, stop_at=0.9, eval_every=25,
+                                             schedule="constant", warmup_steps=10, lr=1e-3, lora_rank=8,
+                                             lora_alpha=16)
+    assert s.finetune.kwargs("full", max_steps=300)["steps"] == 300 and s.finetune.kwargs("full")["lr"] == 3e-4
+    assert s.extraction == ExtractionSettings()
+    assert s.data.sequence == ("first_french", "last_french", "middle") and s.data.new_task == "first_french"
+    assert (s.guided.loss.kl_start, s.guided.loss.layer, s.guided.vector_heads) == (1.0, 0, 2)
+
+
+def test_settings_are_frozen():
+    with pytest.raises(FrozenInstanceError):
+        settings("ch1", "tiny").finetune.max_steps = 3
+
+
+def test_the_profile_comes_from_the_environment_by_default(monkeypatch):
+    monkeypatch.delenv(S.ENV_VAR, raising=False)
+    assert settings("ch2").profile == "tiny"
+    monkeypatch.setenv(S.ENV_VAR, "colab")
+    assert settings("ch2").model == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert settings("ch2", "paper").model == "meta-llama/Llama-2-7b-chat-hf"
+
+
+@pytest.mark.parametrize("profile", S.PROFILES)
+@pytest.mark.parametrize("chapter", S.CHAPTERS)
+def test_every_chapter_has_consistent_settings_in_every_profile(chapter, profile):
+    s = settings(chapter, profile)
+    assert (s.chapter, s.profile) == (chapter, profile)
+    assert s.data.new_task == s.data.sequence[0] and len(s.data.sequence) == 3
+    x = s.extraction
+    assert x.head_counts and x.scales and x.n_prompts > 0 and s.finetune.batch_size > 0
+    for layers in (x.layers, s.dynamics.layers):
+        assert layers is None or list(layers) == sorted(set(layers))
+    if profile != "tiny":
+        from ivedu.datasets import TASKS
+        assert set(s.data.general_tasks) | set(s.data.sequence) <= set(TASKS)
+        assert not set(s.data.general_tasks) & set(s.data.sequence)
+        assert s.data.known_only
+
+
+def test_no_tiny_constant_reaches_a_real_profile():
+    tiny = settings("ch4", "tiny")
+    for profile in ("smol", "colab", "paper"):
+        s = settings("ch4", profile)
+        assert s.guided.loss.layer != tiny.guided.loss.layer and s.guided.vector_heads != tiny.guided.vector_heads
+        assert s.dynamics.layers is not None and s.dynamics.heads != tiny.dynamics.heads
+        assert s.dynamics.overlay_layer in s.dynamics.layers
+        assert s.finetune.lr_lora != tiny.finetune.lr_lora
+
+
+def test_real_profiles_fit_their_gpu_and_bound_the_sweep_inside_the_model():
+    from ivedu.costs import GPUS, model_config
+    for profile in ("colab", "paper"):
+        s = settings("ch2", profile)
+        config = model_config(s.model)
+        assert s.gpu in GPUS
+        for layers in (s.extraction.layers, s.dynamics.layers, (s.guided.loss.layer,)):
+            assert s.extraction.sweep_layers(config.num_hidden_layers) and max(layers) < config.num_hidden_layers
+        assert max(s.extraction.head_counts) < config.num_hidden_layers * config.num_attention_heads
+
+
+def test_overrides_replace_one_field_and_unknown_names_are_refused():
+    s = settings("ch2", "colab", model="Qwen/Qwen2.5-1.5B-Instruct")
+    assert s.model == "Qwen/Qwen2.5-1.5B-Instruct" and s.gpu == "T4"
+    short = settings("ch1", "tiny", finetune=replace(FinetuneSettings(), max_steps=5))
+    assert short.finetune.max_steps == 5
+    with pytest.raises(ValueError, match=r"unknown settings \['n_promts'\].*extraction"):
+        settings("ch2", "colab", n_promts=3)
+    with pytest.raises(ValueError, match="unknown profile 'laptop'.*IVEDU_PROFILE"):
+        settings("ch2", "laptop")
+    with pytest.raises(ValueError, match="unknown chapter 'ch9'"):
+        settings("ch9", "tiny")
+
+
+def test_layers_outside_the_model_are_refused_with_the_fix():
+    assert ExtractionSettings().sweep_layers(4) == (0, 1, 2, 3)
+    assert ExtractionSettings(layers=(1, 3)).sweep_layers(4) == (1, 3)
+    with pytest.raises(ValueError, match="subset of 0..3.*layers=None"):
+        ExtractionSettings(layers=(2, 4)).sweep_layers(4)
+    with pytest.raises(ValueError, match="subset"):
+        settings("ch3", "smol").dynamics.restore_layers(8)
+
+
+def test_sub_seeds_are_the_documented_ones_and_never_collide():
+    assert sub_seed(0, 2) == 2 and sub_seed(3, 1) == 3001 and sub_seed(2, "capital") == "2:capital"
+    assert len({sub_seed(s, p) for s in range(5) for p in range(5)}) == 25
+    with pytest.raises(ValueError, match="0..999"):
+        sub_seed(1, 1000)
+
+
+def test_the_settings_module_imports_nothing_of_ivedu():
+    tree = ast.parse(Path(S.__file__).read_text())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m and m.startswith("ivedu")]
+
+
+def test_describe_names_every_step():
+    text = settings("ch2", "smol").describe()
+    for key in ("model", "data.general_tasks", "finetune.lr_lora", "extraction.layers", "dynamics.heads",
+                "guided.loss"):
+        assert key in text

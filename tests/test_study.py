@@ -1,0 +1,36 @@
+"""The model under study: model, tokenizer and prompt format together, from the profile."""
+
+import pytest
+
+from ivedu.prompts import QA_FORMAT, TINY_FORMAT, ChatFormat
+from ivedu.settings import settings
+from ivedu.study import ModelUnderStudy, general_tasks, load_study, load_tasks, prompt_format
+from ivedu.tokenizer import build_tokenizer
+
+
+def test_the_prompt_format_follows_the_profile_and_the_tokenizer():
+    plain = build_tokenizer("a b".split())
+    assert prompt_format(settings("ch2", "tiny"), plain) is TINY_FORMAT
+    assert prompt_format(settings("ch2", "colab"), plain) is QA_FORMAT
+    chat = build_tokenizer("a b".split())
+    chat.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</>{% endfor %}<assistant>"
+    fmt = prompt_format(settings("ch2", "paper"), chat)
+    assert isinstance(fmt, ChatFormat)
+    assert (fmt.head, fmt.user_end, fmt.turn_end, fmt.open_turn) == ("<user>", "</><assistant>", "</><user>",
+                                                                     "</><assistant>")
+
+
+def test_the_tiny_profile_loads_the_tiny_model_its_format_and_world():
+    s = settings("ch2", "tiny")
+    lm = load_study(s)
+    world = load_tasks(s, lm)
+    assert isinstance(lm, ModelUnderStudy) and lm.fmt is TINY_FORMAT and lm.name == "tiny"
+    assert lm.model.config.hidden_size == 128 and lm.layout.n_layers == lm.model.config.num_hidden_layers
+    assert len(general_tasks(s, world)) == 10
+    other = lm.with_model(None)
+    assert other.model is None and other.tokenizer is lm.tokenizer and other.fmt is lm.fmt
+
+
+def test_known_only_settings_need_the_model():
+    with pytest.raises(ValueError, match="pass the model under study"):
+        load_tasks(settings("ch2", "smol"))
