@@ -50,6 +50,33 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
+# Hub models that need an accepted licence and a logged-in token (the paper profile's Llama-2).
+GATED_PREFIXES = ("meta-llama/",)
+
+
+def hub_login(model: str) -> str | None:
+    """Log in to the Hugging Face hub before loading ``model``, if it is gated; else do nothing.
+
+    Llama-2 is gated: accept its licence on its hub page with your account, then this asks for
+    a token once (a login box in Colab or Jupyter, :func:`huggingface_hub.notebook_login`) unless
+    one is saved already or set in ``$HF_TOKEN``. Outside a notebook it raises with the command
+    to run instead. Returns what it did, or ``None`` for an ungated model.
+    """
+    if not model.startswith(GATED_PREFIXES):
+        return None
+    from huggingface_hub import get_token
+
+    if get_token():
+        return f"{model} is gated: using the hub token found on this machine"
+    if in_colab() or "ipykernel" in sys.modules:
+        from huggingface_hub import notebook_login
+
+        notebook_login()
+        return f"{model} is gated: logged in to the hub"
+    raise RuntimeError(f"{model} is gated on the Hugging Face hub: accept its licence on "
+                       f"https://huggingface.co/{model}, then run `huggingface-cli login` or set HF_TOKEN")
+
+
 def default_device() -> str:
     """``"cuda"`` when a GPU is visible, else ``"cpu"``."""
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,6 +1,7 @@
 """Runtime: dtype by compute capability, placement, the install line every chapter uses."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,22 @@ def test_every_chapter_installs_ivedu_from_the_one_url_and_tag():
                  for line in "".join(cell["source"]).splitlines() if "pip install" in line]
         assert lines, f"{path.name} has no Colab install line"
         assert all(line == runtime.install_command() for line in lines), (path.name, lines)
+
+
+def test_a_gated_model_asks_for_a_hub_login_and_an_open_one_does_not(monkeypatch):
+    import huggingface_hub
+
+    assert runtime.hub_login("tiny") is None and runtime.hub_login("Qwen/Qwen2.5-0.5B-Instruct") is None
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_x")
+    assert "token found" in runtime.hub_login("meta-llama/Llama-2-7b-chat-hf")
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    with pytest.raises(RuntimeError, match="accept its licence.*huggingface-cli login"):
+        runtime.hub_login("meta-llama/Llama-2-7b-chat-hf")
+
+
+def test_every_chapter_logs_in_where_its_model_is_gated():
+    for path in sorted(BOOK.glob("*.ipynb")):
+        setup = next("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                     if c["cell_type"] == "code" and "runtime.describe_runtime" in "".join(c["source"]))
+        assert "runtime.hub_login(settings.model)" in setup, path.name
