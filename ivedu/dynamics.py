@@ -1,8 +1,8 @@
 """Instruction-vector dynamics: what fine-tuning does to the vectors, and whether they still work.
 
 The paper's third finding is that fine-tuning *overlays* new patterns on the pathways that
-carry the old instructions rather than erasing them. This module holds the measurements of
-chapter 3, each a small function over models the caller has fine-tuned:
+carry the old instructions rather than erasing them. This module holds chapter 3's method,
+from the single measurements to a whole run over a sequence of new tasks:
 
 - **re-extraction** (:func:`extract_vectors`): every general task's scan and vector, at any
   stage of fine-tuning, by exactly chapter 2's recipe;
@@ -10,19 +10,28 @@ chapter 3, each a small function over models the caller has fine-tuned:
   heads (:func:`jaccard`), correlation of the effect maps (:func:`effects_correlation`), and
   two baselines the function-vector forgetting paper compares against -- last-layer hidden
   states (:func:`hidden_state_similarity`) and the weights (:func:`parameter_distance`);
+  :func:`compare_stage` measures them all for every task at one stage;
 - **R²** of a straight-line fit of retained instruction following on each similarity
-  (:func:`r_squared`);
-- **restoration** (:func:`choose_steering`, :func:`steered_scores`): the *original* model's
-  vector added to the fine-tuned model, with the layer and scale chosen on valid prompts;
-  and the converse, the newest task's vector subtracted;
-- **overlay** (:func:`projections`): the last-token hidden state projected on the old
-  tasks' and the new task's vector directions, step by step during training.
+  (:func:`r_squared`, over tasks x stages: :func:`fit_r2`);
+- **restoration** (:func:`restoration`, built on :func:`choose_steering` and
+  :func:`steered_scores`): the *original* model's vector added to the fine-tuned model, with
+  the layer and scale chosen on valid prompts; and the converse, the newest task's vector
+  subtracted; :func:`analyse_stage` does re-extraction, comparison and both;
+- **overlay** (:func:`projections`, :func:`overlay`): the last-token hidden state projected
+  on the old tasks' and the new task's vector directions, step by step during training
+  (:func:`watch_training` records it without changing the training);
+- **the whole run** (:func:`run_seed`): :func:`ivedu.finetune.finetune_sequence` along the
+  sequence with every stage analysed, and :func:`summarise` over seeds.
+
+Results are frozen dataclasses: a task at a stage (:class:`TaskAtStage`), a stage
+(:class:`Stage`), a seed's run (:class:`SeedRun`) and the summary (:class:`DynamicsSummary`).
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -31,11 +40,15 @@ from torch import nn
 
 from ivedu.architectures import model_layout
 from ivedu.evaluation import instructed_prompts
-from ivedu.extraction import ExtractionSettings, PromptSet, build_vectors, clean_prompts, corrupted_prompts, scan_task
+from ivedu.extraction import PromptSet, build_vectors, scan_tasks
+from ivedu.finetune import FinetuneResult, finetune_sequence
 from ivedu.generation import batches, check_fits, encode_batch, model_device, prompt_ids
-from ivedu.intervention import InstructionVector, steered_exact_match, steered_first_token_accuracy
+from ivedu.intervention import (InstructionVector, random_vector_like, steered_exact_match,
+                                steered_first_token_accuracy)
 from ivedu.mediation import Head, HeadScan
 from ivedu.prompts import PromptFormat
+from ivedu.settings import DynamicsSettings, ExtractionSettings, FinetuneSettings
+from ivedu.study import ModelUnderStudy
 from ivedu.world import Task
 
 
@@ -60,17 +73,14 @@ class StageVectors:
     vectors: dict[str, InstructionVector]
 
 
-def extract_vectors(model, tokenizer, tasks: Sequence[Task], k: int, n_prompts: int = 48, seed: int = 0,
-                    settings: ExtractionSettings = ExtractionSettings(),
-                    *, fmt: PromptFormat) -> StageVectors:
-    """Chapter 2's scan (clean: instructed, corrupted: instruction removed; train split) and
-    each task's vector from its own top-``k`` heads, in ``model`` as it is now."""
-    scans = {t.name: scan_task(model, tokenizer, t,
-                               clean_prompts(t, "train", settings.clean_style, n_prompts, seed=seed, fmt=fmt),
-                               corrupted_prompts(t, "train", settings.corrupted_style, n_prompts, seed=seed,
-                                                 fmt=fmt))
-             for t in tasks}
-    return StageVectors(scans, build_vectors(model, scans, k))
+def extract_vectors(lm: ModelUnderStudy, tasks: Sequence[Task], k: int, n_prompts: int = 48, seed: int = 0,
+                    settings: ExtractionSettings = ExtractionSettings(), progress: bool = False) -> StageVectors:
+    """Chapter 2's scan (:func:`ivedu.extraction.scan_tasks`: clean prompts instructed, corrupted
+    ones with the instruction removed, ``n_prompts`` of each from the train split, drawn with
+    ``seed``) and each task's vector from its own top-``k`` heads, in ``lm.model`` as it is now."""
+    scans = scan_tasks(lm.model, lm.tokenizer, tasks, n_prompts, seed, fmt=lm.fmt, settings=settings,
+                       progress=progress)
+    return StageVectors(scans, build_vectors(lm.model, scans, k))
 
 
 # ----------------------------------------------------------------------------- similarities
@@ -190,6 +200,47 @@ def steered_scores(model, tokenizer, prompts: PromptSet, vector: torch.Tensor | 
     return {"exact_match": steered_exact_match(*args), "first_token": steered_first_token_accuracy(*args)}
 
 
+@dataclass(frozen=True)
+class Restoration:
+    """One task's test scores with a vector added (or subtracted) where valid prompts chose.
+
+    ``layer``, ``scale``: the steering chosen on the valid split (a negative scale subtracts);
+    ``exact_match``, ``first_token``: test scores under the instruction with the vector;
+    ``random_exact_match``, ``random_first_token``: the same with a random vector of the same
+    norm at the same layer and scale, the control the vector must beat.
+    """
+
+    layer: int
+    scale: float
+    exact_match: float
+    first_token: float
+    random_exact_match: float
+    random_first_token: float
+
+
+def restoration(lm: ModelUnderStudy, tasks: Sequence[Task], vectors: dict[str, torch.Tensor],
+                settings: DynamicsSettings, sign: float = 1.0, seed: int = 0) -> dict[str, Restoration]:
+    """Per task: ``vectors[task]`` added to ``lm.model``, steering chosen on valid, scored on test.
+
+    The grid is ``settings.restore_layers(n_layers)`` x ``settings.scales`` (every layer when
+    ``settings.layers`` is ``None``), at ``settings.site``; ``sign=-1`` subtracts the vectors
+    (the scales are negated). ``seed`` draws the random control vector.
+    """
+    layers = settings.restore_layers(lm.layout.n_layers)
+    out = {}
+    for task in tasks:
+        vector = vectors[task.name]
+        steering = choose_steering(lm.model, lm.tokenizer, instructed_set(task, "valid", fmt=lm.fmt), vector, layers,
+                                   [sign * s for s in settings.scales], settings.site)
+        test = instructed_set(task, "test", fmt=lm.fmt)
+        scores = steered_scores(lm.model, lm.tokenizer, test, vector, steering, settings.site)
+        random = steered_scores(lm.model, lm.tokenizer, test, random_vector_like(vector, seed), steering,
+                                settings.site)
+        out[task.name] = Restoration(steering.layer, steering.scale, scores["exact_match"], scores["first_token"],
+                                     random["exact_match"], random["first_token"])
+    return out
+
+
 # ----------------------------------------------------------------------------- overlay
 
 
@@ -225,3 +276,294 @@ def watch_training(every: int, observe: Callable[[int, nn.Module], None]):
         return model(**batch).loss
 
     return loss_fn
+
+
+@dataclass(frozen=True)
+class OverlayPoint:
+    """Where the watched prompts' answer-position states point at one training step.
+
+    ``old``: ``[layers]`` mean projection of each prompt's state on its own task's original
+    vector (unit direction), per residual layer; ``new``: ``[layers]`` the same on the new
+    task's vector.
+    """
+
+    step: int
+    old: tuple[float, ...]
+    new: tuple[float, ...]
+
+
+def watch_prompts(tasks: Sequence[Task], n: int, *, fmt: PromptFormat) -> tuple[list[str], list[str]]:
+    """The prompts followed during training -- the first ``n`` valid prompts (under the
+    instruction) of each task -- and the task each belongs to."""
+    prompts, owners = [], []
+    for task in tasks:
+        chosen = instructed_set(task, "valid", fmt=fmt).prompts[:n]
+        prompts += chosen
+        owners += [task.name] * len(chosen)
+    return prompts, owners
+
+
+def overlay(snapshots: Sequence[tuple[int, torch.Tensor]], owners: Sequence[str], start: StageVectors,
+            new_vector: torch.Tensor) -> tuple[OverlayPoint, ...]:
+    """Per snapshot ``(step, states [layers, n, hidden])``: the mean projection on each prompt's
+    own original vector (``owners[i]``'s in ``start``) and on the new task's vector."""
+    own = torch.stack([start.vectors[o].vector for o in owners])
+    return tuple(OverlayPoint(step, tuple(projections(states, own).tolist()),
+                              tuple(projections(states, new_vector).tolist()))
+                 for step, states in snapshots)
+
+
+# ----------------------------------------------------------------------------- one stage
+
+
+@dataclass(frozen=True)
+class TaskAtStage:
+    """One general task in the model after one stage of fine-tuning, against the original.
+
+    ``iv_cosine``: cosine of its vector re-extracted now with the original one;
+    ``heads_jaccard``: overlap of their heads; ``effects_correlation``: correlation of the
+    ``[layers, heads]`` effect maps; ``hidden_cosine``: last-layer hidden-state cosine with the
+    original model on its test prompts; ``param_distance``: L2 distance of the weights (the
+    same for every task of a stage); ``heads``: the heads of the vector now, best first;
+    ``if_exact_match`` / ``if_first_token``: instruction following now (test split);
+    ``restored``: the original vector added, ``subtracted``: the newest task's vector
+    subtracted (``None`` where the stage was analysed without them, and for the original model).
+    """
+
+    task: str
+    iv_cosine: float
+    heads_jaccard: float
+    effects_correlation: float
+    hidden_cosine: float
+    param_distance: float
+    heads: tuple[Head, ...]
+    if_exact_match: float
+    if_first_token: float
+    restored: Restoration | None = None
+    subtracted: Restoration | None = None
+
+
+def field_value(row: TaskAtStage, field: str) -> float:
+    """One number of a row; a dotted ``field`` reads into its restoration, e.g.
+    ``"restored.exact_match"`` or ``"subtracted.exact_match"``."""
+    head, _, rest = field.partition(".")
+    value = getattr(row, head)
+    if rest:
+        if value is None:
+            raise ValueError(f"{row.task!r} has no {head!r} scores at this stage: it was analysed with restore=False")
+        value = getattr(value, rest)
+    return value
+
+
+def compare_stage(original: nn.Module, lm: ModelUnderStudy, tasks: Sequence[Task], start: StageVectors,
+                  now: StageVectors) -> dict[str, TaskAtStage]:
+    """Per task: how its vector, heads and effect map moved since ``start``, the hidden-state
+    similarity of ``lm.model`` to ``original``, the distance of the weights, and instruction
+    following now. ``lm.model`` must be a plain model (LoRA merged)."""
+    distance = parameter_distance(original, lm.model)
+    rows = {}
+    for task in tasks:
+        name = task.name
+        test = instructed_set(task, "test", fmt=lm.fmt)
+        scores = steered_scores(lm.model, lm.tokenizer, test, None, None)
+        rows[name] = TaskAtStage(
+            task=name,
+            iv_cosine=cosine(start.vectors[name].vector, now.vectors[name].vector),
+            heads_jaccard=jaccard(start.vectors[name].heads, now.vectors[name].heads),
+            effects_correlation=effects_correlation(start.scans[name].effects, now.scans[name].effects),
+            hidden_cosine=hidden_state_similarity(original, lm.model, lm.tokenizer, test.prompts),
+            param_distance=distance,
+            heads=tuple(now.vectors[name].heads),
+            if_exact_match=scores["exact_match"],
+            if_first_token=scores["first_token"])
+    return rows
+
+
+def analyse_stage(original: nn.Module, lm: ModelUnderStudy, tasks: Sequence[Task], start: StageVectors,
+                  new_task: Task, seed: int, settings: DynamicsSettings, restore: bool = True,
+                  extraction: ExtractionSettings = ExtractionSettings()) -> tuple[dict[str, TaskAtStage], StageVectors]:
+    """Everything measured after one stage of fine-tuning, and the vectors re-extracted in it.
+
+    ``original``: the model before any fine-tuning, ``start``: its vectors; ``lm``: the model
+    now. Every task's vector is re-extracted (``settings.heads`` heads, ``settings.n_prompts``
+    prompts drawn with ``seed``), and the new task's too: it is the one subtracted. With
+    ``restore``, each row also has ``restored`` (the original vector added) and ``subtracted``
+    (the new task's vector subtracted), each with its layer and scale chosen on valid.
+    """
+    now = extract_vectors(lm, list(tasks) + [new_task], settings.heads, settings.n_prompts, seed, extraction)
+    rows = compare_stage(original, lm, tasks, start, now)
+    if restore:
+        plus = restoration(lm, tasks, {t.name: start.vectors[t.name].vector for t in tasks}, settings, seed=seed)
+        minus = restoration(lm, tasks, {t.name: now.vectors[new_task.name].vector for t in tasks}, settings,
+                            sign=-1.0, seed=seed)
+        rows = {name: replace(row, restored=plus[name], subtracted=minus[name]) for name, row in rows.items()}
+    return rows, now
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the sequence: ``stage`` 0 is the original model, ``stage`` t the model after
+    the t-th new task ``task``, trained for ``steps`` steps (``None`` for the original).
+
+    ``rows``: general task -> :class:`TaskAtStage`; ``overlay``: the watched states during this
+    stage's training (recorded in the first stage only, empty otherwise).
+    """
+
+    stage: int
+    task: str | None
+    steps: int | None
+    rows: dict[str, TaskAtStage]
+    overlay: tuple[OverlayPoint, ...] = ()
+
+    def mean(self, field: str) -> float:
+        """Mean of one per-task field over the general tasks (see :func:`field_value`)."""
+        return statistics.mean(field_value(row, field) for row in self.rows.values())
+
+
+# ----------------------------------------------------------------------------- the whole run
+
+
+@dataclass(frozen=True)
+class Fits:
+    """R² of instruction following (exact match) on each similarity, over tasks x fine-tuned
+    stages: the vector's cosine (``r2_iv``), the last-layer hidden state's (``r2_hidden``) and
+    the weight distance (``r2_params``)."""
+
+    r2_iv: float
+    r2_hidden: float
+    r2_params: float
+
+
+def fit_r2(stages: Sequence[Stage]) -> Fits:
+    """:class:`Fits` over every (task, stage) of ``stages`` (leave out the original model: it is
+    similar to itself by construction)."""
+    rows = [row for stage in stages for row in stage.rows.values()]
+    y = [row.if_exact_match for row in rows]
+    return Fits(r_squared([r.iv_cosine for r in rows], y), r_squared([r.hidden_cosine for r in rows], y),
+                r_squared([r.param_distance for r in rows], y))
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One seed's run: ``stages[0]`` the original model, then one :class:`Stage` per new task
+    (the first with the overlay); ``fits``: R² over the fine-tuned stages."""
+
+    seed: int
+    stages: tuple[Stage, ...]
+    fits: Fits
+
+
+def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Task], seed: int,
+             settings: DynamicsSettings, training: FinetuneSettings,
+             extraction: ExtractionSettings = ExtractionSettings(),
+             log: Callable[[str], None] | None = None) -> SeedRun:
+    """Fine-tune along ``sequence`` and analyse every stage (:func:`analyse_stage`, restoration
+    included) for the ``general`` tasks; in the first stage, watch the states of
+    ``settings.watch_prompts`` valid prompts per general task every ``settings.watch_every``
+    steps (the overlay).
+
+    Training is :func:`ivedu.finetune.finetune_sequence` with ``training``'s settings for
+    ``settings.method`` (LoRA merged after each stage; stage ``t`` seeded with
+    ``sub_seed(seed, t)``). ``seed`` also draws the extraction prompts and the random controls.
+    """
+    start = extract_vectors(lm, general, settings.heads, settings.n_prompts, seed, extraction)
+    stages = [Stage(0, None, None, compare_stage(lm.model, lm, general, start, start))]
+    prompts, owners = watch_prompts(general, settings.watch_prompts, fmt=lm.fmt)
+    snapshots: list[tuple[int, torch.Tensor]] = []
+
+    def watch(previous: nn.Module, stage: int):
+        record = lambda step, model: snapshots.append((step, residual_states(model, lm.tokenizer, prompts)))
+        return watch_training(settings.watch_every, record) if stage == 0 else None
+
+    def analyse(t: int, model: nn.Module, result: FinetuneResult) -> None:
+        task = sequence[t]
+        rows, now = analyse_stage(lm.model, lm.with_model(model), general, start, task, seed, settings,
+                                  extraction=extraction)
+        points: tuple[OverlayPoint, ...] = ()
+        if t == 0:
+            snapshots.append((result.steps, residual_states(model, lm.tokenizer, prompts)))
+            points = overlay(snapshots, owners, start, now.vectors[task.name].vector)
+        stage = Stage(t + 1, task.name, result.steps, rows, points)
+        stages.append(stage)
+        if log is not None:
+            log(f"seed {seed} stage {t + 1} ({task.name}, {result.steps} steps): IF "
+                f"{stage.mean('if_exact_match'):.2f}, restored {stage.mean('restored.exact_match'):.2f}")
+
+    finetune_sequence(lm.model, lm.tokenizer, sequence, seed=seed, loss_fn_for=watch, on_stage=analyse, fmt=lm.fmt,
+                      **training.kwargs(settings.method))
+    return SeedRun(seed, tuple(stages), fit_r2(stages[1:]))
+
+
+@dataclass(frozen=True)
+class StageSummary:
+    """Means over seeds (of means over the general tasks) at one fine-tuned stage.
+
+    ``if_finetuned``: instruction following; ``if_restored`` / ``if_random``: with the original
+    vector / a random one added; ``if_subtracted``: with the newest task's vector subtracted;
+    ``iv_cosine``, ``heads_jaccard``, ``hidden_cosine``: similarity to the original;
+    ``restored_share``: the share of the lost instruction following that the original vector
+    gives back (NaN where nothing was lost).
+    """
+
+    if_finetuned: float
+    if_restored: float
+    if_subtracted: float
+    if_random: float
+    iv_cosine: float
+    heads_jaccard: float
+    hidden_cosine: float
+    restored_share: float
+
+
+# StageSummary field -> the TaskAtStage field it averages.
+SUMMARY_FIELDS = {"if_finetuned": "if_exact_match", "if_restored": "restored.exact_match",
+                  "if_subtracted": "subtracted.exact_match", "if_random": "restored.random_exact_match",
+                  "iv_cosine": "iv_cosine", "heads_jaccard": "heads_jaccard", "hidden_cosine": "hidden_cosine"}
+
+
+@dataclass(frozen=True)
+class DynamicsSummary:
+    """Chapter 3's numbers over seeds.
+
+    ``if_original``: instruction following of the original model; ``first``: after the first
+    stage (chapter 1's fine-tuning, one new task), ``final``: after the whole sequence;
+    ``overlay_layer``: the residual layer the overlay is read at, ``overlay_old_start`` ..
+    ``overlay_new_end``: its projections at the first and the last snapshot of the first stage;
+    ``fits``: the mean R² values.
+    """
+
+    if_original: float
+    first: StageSummary
+    final: StageSummary
+    overlay_layer: int
+    overlay_old_start: float
+    overlay_old_end: float
+    overlay_new_start: float
+    overlay_new_end: float
+    fits: Fits
+
+
+def restored_share(if_original: float, if_finetuned: float, if_restored: float) -> float:
+    """The share of the instruction following lost to fine-tuning that restoration gives back
+    (NaN where nothing was lost)."""
+    lost = if_original - if_finetuned
+    return (if_restored - if_finetuned) / lost if lost > 0 else float("nan")
+
+
+def summarise(runs: Sequence[SeedRun], overlay_layer: int) -> DynamicsSummary:
+    """Means over seeds of the first stage, the final stage, the overlay at ``overlay_layer``
+    and the R² values."""
+    if_original = statistics.mean(run.stages[0].mean("if_exact_match") for run in runs)
+
+    def at(index: int) -> StageSummary:
+        means = {key: statistics.mean(run.stages[index].mean(field) for run in runs)
+                 for key, field in SUMMARY_FIELDS.items()}
+        return StageSummary(**means, restored_share=restored_share(if_original, means["if_finetuned"],
+                                                                    means["if_restored"]))
+
+    def projection(point: int, which: str) -> float:
+        return statistics.mean(getattr(run.stages[1].overlay[point], which)[overlay_layer] for run in runs)
+
+    fits = Fits(*(statistics.mean(getattr(run.fits, f) for run in runs) for f in ("r2_iv", "r2_hidden", "r2_params")))
+    return DynamicsSummary(if_original, at(1), at(-1), overlay_layer, projection(0, "old"), projection(-1, "old"),
+                           projection(0, "new"), projection(-1, "new"), fits)

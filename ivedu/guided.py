@@ -26,11 +26,16 @@ last prompt token of row ``b`` (the position that predicts the first answer toke
 Each term has its own weight in :class:`GuidedSettings`; a weight of 0 (or
 ``progressive=False``) switches it off. One deliberate difference from the code: the
 all-position KL skips padding positions (the code's left-padded batches include them).
+
+The vectors come from :func:`new_task_vectors`: each new task's vector, from the model before
+any training, with a report of whether it carries the task at all. The training of every
+method, guided or not, and its scoring are in :mod:`ivedu.continual`.
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -39,13 +44,14 @@ from torch import nn
 
 from ivedu.architectures import check_layer, model_layout
 from ivedu.corpus import IGNORE_INDEX
-from ivedu.extraction import clean_prompts, corrupted_prompts, scan_task
+from ivedu.extraction import build_vectors, corrupted_prompts, scan_tasks
 from ivedu.hooks import SITES, add_to_residual, record_head_outputs
-from ivedu.intervention import InstructionVector, instruction_vector
-from ivedu.mediation import Head, HeadScan
-from ivedu.prompts import PromptFormat
-from ivedu.settings import TERMS, GuidedSettings
+from ivedu.intervention import InstructionVector, steered_first_token_accuracy
+from ivedu.mediation import Head
+from ivedu.settings import TERMS, GuidedSettings, Settings
+from ivedu.study import ModelUnderStudy
 from ivedu.world import Task
+
 
 def answer_start_positions(labels: torch.Tensor) -> torch.Tensor:
     """Index of each row's last prompt token (it predicts the first answer token): ``[batch]``.
@@ -188,19 +194,57 @@ class GuidedObjective:
         return loss
 
 
-def new_task_vector(model: nn.Module, tokenizer, task: Task, k: int = 2, n_prompts: int = 48,
-                    seed: int = 0, *, fmt: PromptFormat) -> tuple[InstructionVector, HeadScan]:
-    """The instruction vector of a task to be learnt, extracted from ``model`` (the original one).
+@dataclass(frozen=True)
+class VectorReport:
+    """What one new task's vector is, in the model it was extracted from.
 
-    As in chapter 2: clean prompts carry the task's instruction, corrupted ones have it
-    removed (train split); the top-``k`` heads by indirect effect, summed. The model cannot
-    yet do a new task, so the effects are small and the vector says what the model makes of
-    the new instruction rather than how to do the task -- measure it before relying on it.
+    ``heads``: the (layer, head) pairs summed, best first; ``norm``: the vector's norm;
+    ``clean_prob`` / ``corrupted_prob``: mean P(correct first token) with the instruction and
+    without it (the scan's train prompts); ``max_effect``: the largest head's average indirect
+    effect; ``bare_accuracy`` / ``with_vector_accuracy``: first-token accuracy on the valid
+    split's instruction-less prompts, bare and with the vector added where the guided loss adds
+    it (``GuidedSettings.layer``, ``site``, ``scale``). Probabilities and accuracies in [0, 1].
     """
-    clean = clean_prompts(task, "train", "instructed", n_prompts, seed=seed, fmt=fmt)
-    corrupted = corrupted_prompts(task, "train", "removed", n_prompts, seed=seed, fmt=fmt)
-    scan = scan_task(model, tokenizer, task, clean, corrupted)
-    return instruction_vector(model, scan.mean_activations, scan.top_heads(k), task.name), scan
+
+    task: str
+    heads: tuple[Head, ...]
+    norm: float
+    clean_prob: float
+    corrupted_prob: float
+    max_effect: float
+    bare_accuracy: float
+    with_vector_accuracy: float
+
+
+def new_task_vectors(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Settings, seed: int = 0,
+                     progress: bool = False) -> tuple[dict[str, InstructionVector], dict[str, VectorReport]]:
+    """Each task's instruction vector, extracted from ``lm`` before it learns any of them, and a
+    :class:`VectorReport` of what the vector does: ``(vectors, reports)``, keyed by task name.
+
+    As in chapter 2 (:func:`ivedu.extraction.scan_tasks`, :func:`ivedu.extraction.build_vectors`):
+    ``settings.guided.vector_prompts`` train prompts per task, clean with the instruction and
+    corrupted without it (``settings.extraction``'s styles), drawn with ``seed``; the top
+    ``settings.guided.vector_heads`` heads by indirect effect, summed. As in the authors' code,
+    every vector comes from the original model. A model that cannot yet do a new task gives
+    small effects and a vector that says what it makes of the new instruction rather than how to
+    do the task -- the report measures which, before any training relies on it.
+    """
+    g = settings.guided
+    scans = scan_tasks(lm.model, lm.tokenizer, tasks, g.vector_prompts, seed, fmt=lm.fmt,
+                       settings=settings.extraction, progress=progress)
+    vectors = build_vectors(lm.model, scans, g.vector_heads)
+    reports = {}
+    for task in tasks:
+        iv, scan = vectors[task.name], scans[task.name]
+        bare = corrupted_prompts(task, "valid", "removed", n=None, seed=seed, fmt=lm.fmt)
+
+        def accuracy(vector: torch.Tensor | None) -> float:
+            return steered_first_token_accuracy(lm.model, lm.tokenizer, bare.prompts, bare.answers, vector,
+                                                g.loss.layer, g.loss.scale, g.loss.site)
+
+        reports[task.name] = VectorReport(task.name, iv.heads, iv.norm, scan.clean_prob, scan.corrupted_prob,
+                                          float(scan.effects.max()), accuracy(None), accuracy(iv.vector))
+    return vectors, reports
 
 
 def check_settings(model: nn.Module, settings: GuidedSettings) -> None:

@@ -5,13 +5,16 @@ Colours come from seaborn's colour-blind-safe palette.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
 from ivedu.evaluation import TaskScores
+
+if TYPE_CHECKING:  # chapter 3's results, for the hints only: drawing them needs nothing of dynamics
+    from ivedu.dynamics import OverlayPoint, Stage, TaskAtStage
 
 PALETTE = sns.color_palette("colorblind")
 
@@ -228,17 +231,18 @@ def plot_step_costs(rows: dict, title: str = "Time of each step per profile", ax
     return ax
 
 
-def plot_similarity_fits(rows: Sequence[dict], fits: Sequence[tuple[str, str]], y: str = "if_exact_match",
+def plot_similarity_fits(rows: Sequence[TaskAtStage], fits: Sequence[tuple[str, str]], y: str = "if_exact_match",
                          title: str = "Instruction following against similarity to the original model"):
     """One scatter per similarity measure, with its least-squares line and R² in the panel title.
 
-    ``rows``: one dict per (task, stage) with the ``y`` field and each ``fits`` field;
-    ``fits``: ``(field, axis label)`` pairs, e.g. ``("iv_cosine", "IV cosine to the original")``.
+    ``rows``: one :class:`ivedu.dynamics.TaskAtStage` per (task, stage), with the ``y`` field
+    and each ``fits`` field; ``fits``: ``(field, axis label)`` pairs, e.g.
+    ``("iv_cosine", "IV cosine to the original")``.
     """
     fig, axes = plt.subplots(1, len(fits), figsize=(4 * len(fits), 3.6), sharey=True)
-    ys = np.array([r[y] for r in rows], float)
+    ys = np.array([getattr(r, y) for r in rows], float)
     for ax, (field, label) in zip(np.atleast_1d(axes), fits):
-        xs = np.array([r[field] for r in rows], float)
+        xs = np.array([getattr(r, field) for r in rows], float)
         ax.scatter(xs, ys, s=22, color=PALETTE[0], alpha=0.8)
         r2 = float(np.corrcoef(xs, ys)[0, 1] ** 2) if np.ptp(xs) > 0 and np.ptp(ys) > 0 else 0.0
         if np.ptp(xs) > 0:
@@ -254,20 +258,19 @@ def plot_similarity_fits(rows: Sequence[dict], fits: Sequence[tuple[str, str]], 
     return fig
 
 
-def plot_restoration(rows: dict, original: dict, title: str = "Restoring instruction following with the original vectors",
-                     ax=None):
+def plot_restoration(rows: dict[str, TaskAtStage], original: dict[str, TaskAtStage],
+                     title: str = "Restoring instruction following with the original vectors", ax=None):
     """Grouped bars per task: original model, fine-tuned, + original IV, + random vector, − new task's IV.
 
-    ``rows``: task -> a stage row of :mod:`ivedu.experiments.dynamics` (``if_exact_match``,
-    ``restored_exact_match``, ``restored_random_exact_match``, ``subtracted_exact_match``);
-    ``original``: task -> the original model's row.
+    ``rows``: task -> :class:`ivedu.dynamics.TaskAtStage` of a stage analysed with restoration
+    (:func:`ivedu.dynamics.analyse_stage`); ``original``: task -> the original model's row.
     """
     ax = ax or plt.subplots(figsize=(10, 3.8))[1]
-    bars = (("original model", lambda t: original[t]["if_exact_match"]),
-            ("fine-tuned", lambda t: rows[t]["if_exact_match"]),
-            ("+ original IV", lambda t: rows[t]["restored_exact_match"]),
-            ("+ random vector (same norm)", lambda t: rows[t]["restored_random_exact_match"]),
-            ("− new task's IV", lambda t: rows[t]["subtracted_exact_match"]))
+    bars = (("original model", lambda t: original[t].if_exact_match),
+            ("fine-tuned", lambda t: rows[t].if_exact_match),
+            ("+ original IV", lambda t: rows[t].restored.exact_match),
+            ("+ random vector (same norm)", lambda t: rows[t].restored.random_exact_match),
+            ("− new task's IV", lambda t: rows[t].subtracted.exact_match))
     tasks = list(rows)
     x = np.arange(len(tasks))
     width = 0.8 / len(bars)
@@ -283,15 +286,16 @@ def plot_restoration(rows: dict, original: dict, title: str = "Restoring instruc
     return ax
 
 
-def plot_overlay(overlay: Sequence[dict], layer: int, title: str = "Where the answer-position state points during fine-tuning",
-                 ax=None):
+def plot_overlay(overlay: Sequence[OverlayPoint], layer: int,
+                 title: str = "Where the answer-position state points during fine-tuning", ax=None):
     """Mean projection of general-task prompts' hidden state on their own task's original vector
-    and on the new task's vector, against training step, in residual layer ``layer``."""
+    and on the new task's vector, against training step, in residual layer ``layer``
+    (``overlay``: from :func:`ivedu.dynamics.overlay`)."""
     ax = ax or plt.subplots(figsize=(6, 3.6))[1]
-    steps = [o["step"] for o in overlay]
-    ax.plot(steps, [o["old"][layer] for o in overlay], marker="o", color=PALETTE[0],
+    steps = [o.step for o in overlay]
+    ax.plot(steps, [o.old[layer] for o in overlay], marker="o", color=PALETTE[0],
             label="on each prompt's own task's original IV")
-    ax.plot(steps, [o["new"][layer] for o in overlay], marker="s", color=PALETTE[3], label="on the new task's IV")
+    ax.plot(steps, [o.new[layer] for o in overlay], marker="s", color=PALETTE[3], label="on the new task's IV")
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel(f"mean projection (after layer {layer})")
     ax.set_title(title)
@@ -300,13 +304,14 @@ def plot_overlay(overlay: Sequence[dict], layer: int, title: str = "Where the an
     return ax
 
 
-def plot_vector_drift(stages: Sequence[dict], fields: Sequence[tuple[str, str]], labels: Sequence[str],
+def plot_vector_drift(stages: Sequence[Stage], fields: Sequence[tuple[str, str]], labels: Sequence[str],
                       title: str = "Similarity to the original model, stage by stage", ax=None):
-    """Mean over general tasks of each per-task field, one line per field, against stage."""
+    """Mean over general tasks of each per-task field (:meth:`ivedu.dynamics.Stage.mean`), one
+    line per field, against stage."""
     ax = ax or plt.subplots(figsize=(6.5, 3.6))[1]
     x = np.arange(len(stages))
     for i, (field, label) in enumerate(fields):
-        means = [float(np.mean([row[field] for row in stage["tasks"].values()])) for stage in stages]
+        means = [stage.mean(field) for stage in stages]
         ax.plot(x, means, marker="o", color=PALETTE[i], label=label)
     ax.set_xticks(x, labels)
     ax.set_ylim(-0.05, 1.05)
@@ -323,15 +328,18 @@ def plot_method_comparison(summary: dict, names: Sequence[str], keys: Sequence[t
         title: str = "Continual-learning methods on the 3-task sequence", ax=None):
     """Grouped bars: one group per method, one bar per measure, with the seeds' standard deviation.
 
-    ``summary[name][key]`` is a mean over seeds and ``summary[name][key + "_std"]`` its spread
-    (as :func:`ivedu.experiments.guided.summarise` writes them); a missing ``_std`` draws no bar.
+    ``summary[name]``: a :class:`ivedu.continual.MethodSummary` (means over seeds, with their
+    standard deviation as error bars) or one run's :class:`ivedu.continual.MethodScores`
+    (no error bars); ``keys``: ``(field, label)`` pairs of their fields.
     """
     ax = ax or plt.subplots(figsize=(8, 3.8))[1]
     x = np.arange(len(names))
     width = 0.8 / len(keys)
+    means_of = {n: getattr(summary[n], "mean", summary[n]) for n in names}
+    std_of = {n: getattr(summary[n], "std", None) for n in names}
     for i, (key, label) in enumerate(keys):
-        means = [summary[n][key] for n in names]
-        errs = [summary[n].get(key + "_std", 0.0) for n in names]
+        means = [getattr(means_of[n], key) for n in names]
+        errs = [getattr(std_of[n], key) if std_of[n] is not None else 0.0 for n in names]
         ax.bar(x + (i - (len(keys) - 1) / 2) * width, means, width, yerr=errs if any(errs) else None, capsize=3,
                color=PALETTE[i], label=label)
     ax.set_xticks(x, names, rotation=20, ha="right")

@@ -7,11 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from ivedu.continual import (KINDS, EWCObjective, Method, ReplayObjective, fisher_diagonal, replay_buffer,
-                             run_method, weight_changes)
+from ivedu.continual import (KINDS, Criterion, EWCObjective, GeneralScores, Method, MethodScores, ReplayObjective,
+                             ablation_methods, criterion, fisher_diagonal, format_summary, methods, replay_buffer,
+                             run_method, summarise, weight_changes)
 from ivedu.corpus import collate
 from ivedu.finetune import lora_model, task_sequences
-from ivedu.guided import GuidedSettings, new_task_vector
+from ivedu.guided import new_task_vectors
+from ivedu.prompts import TINY_FORMAT
+from ivedu.settings import TERMS, FinetuneSettings, GuidedSettings, settings
+from ivedu.study import ModelUnderStudy
+
+# Two short stages per run: no stop rule, so every stage takes exactly ``max_steps`` steps.
+SHORT = FinetuneSettings(stop_at=None)
 
 
 def small(task, n=6):
@@ -25,9 +32,16 @@ def tasks(world):
 
 
 @pytest.fixture(scope="module")
-def vectors(tiny, tasks):
+def lm(tiny):
     model, tokenizer = tiny
-    return {t.name: new_task_vector(model, tokenizer, t, k=2, n_prompts=8)[0] for t in tasks}
+    return ModelUnderStudy(model, tokenizer, TINY_FORMAT, "tiny")
+
+
+@pytest.fixture(scope="module")
+def vectors(lm, tasks):
+    s = settings("ch4", "tiny")
+    few = dataclasses.replace(s, guided=dataclasses.replace(s.guided, vector_prompts=8))
+    return new_task_vectors(lm, tasks, few)[0]
 
 
 def test_methods_are_checked():
@@ -39,11 +53,11 @@ def test_methods_are_checked():
 
 def test_the_replay_buffer_keeps_a_few_examples_of_each_finished_task(tiny, tasks):
     _, tokenizer = tiny
-    buffer = replay_buffer(tokenizer, tasks, per_task=5, seed=0)
+    buffer = replay_buffer(tokenizer, tasks, per_task=5, seed=0, fmt=TINY_FORMAT)
     assert len(buffer) == 10
-    assert buffer == replay_buffer(tokenizer, tasks, per_task=5, seed=0)
-    assert buffer != replay_buffer(tokenizer, tasks, per_task=5, seed=1)
-    first = set(map(tuple, (s.input_ids for s in task_sequences(tokenizer, tasks[0]))))
+    assert buffer == replay_buffer(tokenizer, tasks, per_task=5, seed=0, fmt=TINY_FORMAT)
+    assert buffer != replay_buffer(tokenizer, tasks, per_task=5, seed=1, fmt=TINY_FORMAT)
+    first = set(map(tuple, (s.input_ids for s in task_sequences(tokenizer, tasks[0], fmt=TINY_FORMAT))))
     assert sum(tuple(s.input_ids) in first for s in buffer) == 5
     with pytest.raises(ValueError, match="empty"):
         ReplayObjective([], 0, 4, 1.0, 0)
@@ -51,8 +65,8 @@ def test_the_replay_buffer_keeps_a_few_examples_of_each_finished_task(tiny, task
 
 def test_replay_adds_the_replayed_batch_loss(tiny, tasks):
     model, tokenizer = tiny
-    buffer = replay_buffer(tokenizer, tasks[:1], per_task=4, seed=0)
-    batch = collate(task_sequences(tokenizer, tasks[1])[:4], tokenizer.pad_token_id)
+    buffer = replay_buffer(tokenizer, tasks[:1], per_task=4, seed=0, fmt=TINY_FORMAT)
+    batch = collate(task_sequences(tokenizer, tasks[1], fmt=TINY_FORMAT)[:4], tokenizer.pad_token_id)
     objective = ReplayObjective(buffer, tokenizer.pad_token_id, batch_size=4, weight=0.5, seed=0)
     with torch.no_grad():
         expected = model(**batch).loss + 0.5 * model(**collate(buffer, tokenizer.pad_token_id)).loss
@@ -65,7 +79,7 @@ def test_fisher_is_non_negative_has_every_weight_and_restores_the_flags(tiny, ta
     frozen = copy.deepcopy(model)
     for p in frozen.parameters():
         p.requires_grad_(False)
-    fisher = fisher_diagonal(frozen, tokenizer, task_sequences(tokenizer, tasks[0])[:3])
+    fisher = fisher_diagonal(frozen, tokenizer, task_sequences(tokenizer, tasks[0], fmt=TINY_FORMAT)[:3])
     params = dict(frozen.named_parameters())
     assert set(fisher) == set(params)
     assert all(f.shape == params[n].shape and (f >= 0).all() for n, f in fisher.items())
@@ -105,33 +119,50 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_with_the_change(tiny):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_method_runs_through_the_harness(tiny, world, tasks, vectors, kind):
+def test_every_method_runs_through_the_harness(lm, world, tasks, vectors, kind):
     """Two short stages per method: the R matrix, GP and the metrics come out in range."""
-    model, tokenizer = tiny
     method = Method(kind, kind, guided=GuidedSettings(kl_gate=0.0), replay_per_task=4, replay_batch=4,
                     fisher_examples=3)
-    before = {n: p.clone() for n, p in model.named_parameters()}
-    run = run_method(model, tokenizer, tasks, [small(world.task("first"))], method, seed=0, steps=2, vectors=vectors,
+    before = {n: p.clone() for n, p in lm.model.named_parameters()}
+    run = run_method(lm, tasks, [small(world.task("first"))], method, 0, SHORT, max_steps=2, vectors=vectors,
                      split="valid", k=0)
     assert run.R.shape == (2, 2) and 0 <= run.gp <= 1 and np.isnan(run.ip)
-    assert run.steps == [2, 2] and set(run.metrics) >= {"AP", "FP", "BWT_gem", "forgetting"}
-    assert len(run.history) == 2
-    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert run.steps == (2, 2) and set(run.metrics) >= {"AP", "FP", "BWT_gem", "forgetting"}
+    assert len(run.history) == 2 and run.tasks == tuple(t.name for t in tasks)
+    assert run.scores.steps == 4 and run.scores.ap == run.metrics["AP"] and run.scores.gp == run.gp
+    assert all(torch.equal(p, before[n]) for n, p in lm.model.named_parameters())
 
 
-def test_guided_methods_need_the_vectors(tiny, world, tasks):
-    model, tokenizer = tiny
+def test_the_learning_rate_comes_from_the_fine_tuning_settings(lm, world, tasks, monkeypatch):
+    """No rate is hard-coded in the harness: each base takes its rate from the profile's settings."""
+    import ivedu.continual as continual
+
+    seen = []
+    real = continual.finetune_sequence
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["method"], kwargs["lr"], kwargs["batch_size"], kwargs["steps"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(continual, "finetune_sequence", spy)
+    training = FinetuneSettings(stop_at=None, lr_lora=5e-4, lr_full=2e-5, batch_size=4, max_steps=1)
+    for base in ("lora", "full"):
+        run_method(lm, tasks[:1], [small(world.task("first"))], Method("p", "plain", base), 0, training, k=0,
+                   split="valid")
+    assert seen == [("lora", 5e-4, 4, 1), ("full", 2e-5, 4, 1)]
+
+
+def test_guided_methods_need_the_vectors(lm, world, tasks):
     with pytest.raises(ValueError, match="needs the instruction vector"):
-        run_method(model, tokenizer, tasks, [], Method("g", "guided"), seed=0, steps=1, k=0)
+        run_method(lm, tasks, [], Method("g", "guided"), 0, SHORT, max_steps=1, k=0)
 
 
-def test_guided_training_with_full_fine_tuning(tiny, world, tasks, vectors):
+def test_guided_training_with_full_fine_tuning(lm, world, tasks, vectors):
     """The guided loss on a full fine-tune: the teacher is the frozen previous model, not an adapter."""
-    model, tokenizer = tiny
     method = Method("iv_guided_full", "guided", base="full", guided=GuidedSettings(kl_gate=0.0))
-    run = run_method(model, tokenizer, tasks, [small(world.task("first"))], method, seed=0, steps=2, vectors=vectors,
+    run = run_method(lm, tasks, [small(world.task("first"))], method, 0, SHORT, max_steps=2, vectors=vectors,
                      split="valid", k=0)
-    assert run.steps == [2, 2] and len(run.history) == 2
+    assert run.steps == (2, 2) and len(run.history) == 2
     assert run.history[1][0]["kl_all"] == pytest.approx(0.0, abs=1e-6)  # a full copy starts equal to its teacher at every stage
 
 
@@ -142,7 +173,8 @@ def test_the_prompt_format_reaches_replay_and_general_scores(tiny, world, tasks,
 
     _, tokenizer = tiny
     marked = PromptFormat(input_prefix="question :", output_prefix="answer :")
-    assert replay_buffer(tokenizer, tasks, per_task=3, seed=0, fmt=marked) != replay_buffer(tokenizer, tasks, 3, 0)
+    assert (replay_buffer(tokenizer, tasks, per_task=3, seed=0, fmt=marked)
+            != replay_buffer(tokenizer, tasks, 3, 0, fmt=TINY_FORMAT))
     seen = []
 
     def capture(model, tokenizer, name, prompts, golds):
@@ -150,5 +182,46 @@ def test_the_prompt_format_reaches_replay_and_general_scores(tiny, world, tasks,
         return evaluation.InstructionScore(name, len(prompts), 0.0, 0.0, 0.0)
 
     monkeypatch.setattr(evaluation, "_generation_score", capture)
-    general_scores(tiny[0], tokenizer, [small(world.task("first"))], "valid", k=2, fmt=marked)
+    general_scores(ModelUnderStudy(tiny[0], tokenizer, marked), [small(world.task("first"))], "valid", k=2)
     assert seen and all(p.startswith("question :") and p.endswith("answer :") for p in seen)
+
+
+def test_the_registry_has_every_method_and_one_ablation_per_term():
+    loss = GuidedSettings(kl_start=1.0)
+    registry = methods(loss)
+    assert {"plain_lora", "plain_full", "kl", "replay", "ewc", "iv_guided", "random_vector"} <= set(registry)
+    assert all(name == m.name for name, m in registry.items())
+    assert registry["iv_guided"].guided == registry["random_vector"].guided == registry["kl"].guided == loss
+    assert registry["plain_full"].base == "full" and registry["iv_guided"].kind == "guided"
+    ablation = ablation_methods(loss)
+    assert set(ablation) == {f"iv_guided - {t}" for t in TERMS}
+    assert ablation["iv_guided - kl_all"].guided == loss.without("kl_all")
+
+
+def test_general_scores_average_into_gp_and_ip():
+    scores = GeneralScores({"a": 1.0, "b": 0.5}, {"a": 0.25, "b": 0.25})
+    assert scores.gp == 0.75 and scores.ip == 0.25
+    assert np.isnan(GeneralScores({"a": 1.0}, {}).ip)
+
+
+def test_the_summary_and_the_criterion():
+    runs = [MethodScores(gp=0.5, ip=0.2, ap=0.9, fp=0.6, forgetting=0.3, bwt=-0.4, steps=200),
+            MethodScores(gp=0.7, ip=0.4, ap=0.9, fp=0.4, forgetting=0.5, bwt=-0.6, steps=300)]
+    s = summarise(runs)
+    assert s.mean.gp == pytest.approx(0.6) and s.std.gp == pytest.approx(0.1414, abs=1e-3) and s.n_seeds == 2
+    assert summarise(runs[:1]).std.gp == 0.0
+    with pytest.raises(ValueError, match="no runs"):
+        summarise([])
+
+    def with_mean(**changes):
+        return dataclasses.replace(s, mean=dataclasses.replace(s.mean, **changes))
+
+    plain = with_mean(gp=0.4, ap=0.92)
+    met = criterion({"iv_guided": s, "plain_lora": plain, "random_vector": with_mean(gp=0.5)})
+    assert isinstance(met, Criterion) and met.met
+    assert met.gp_gain_over_plain_lora == pytest.approx(0.2) and met.ap_change_vs_plain_lora == pytest.approx(-0.02)
+    assert not criterion({"iv_guided": s, "plain_lora": plain, "random_vector": with_mean(gp=0.65)}).met
+    assert not criterion({"iv_guided": s, "plain_lora": with_mean(gp=0.4, ap=0.99), "random_vector": plain}).met
+    assert criterion({"iv_guided": s}) is None
+    table = format_summary({"iv_guided": s}, before=GeneralScores({"a": 0.97}, {"a": 0.58}))
+    assert "iv_guided" in table and "0.60 ± 0.14" in table and "0.97" in table and "0.58" in table

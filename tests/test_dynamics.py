@@ -1,16 +1,27 @@
-"""Chapter 3's measurements: similarities, R², restoration steering, hidden states, overlay."""
+"""Chapter 3's method: similarities, R², restoration, hidden states, overlay, a whole run."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 
-from ivedu.dynamics import (choose_steering, cosine, effects_correlation, extract_vectors, hidden_state_similarity,
-                            instructed_set, jaccard, parameter_distance, projections, r_squared, residual_states,
-                            watch_training)
-from ivedu.experiments import dynamics as experiment
+from ivedu.dynamics import (Fits, OverlayPoint, Restoration, SeedRun, Stage, TaskAtStage, analyse_stage,
+                            choose_steering, compare_stage, cosine, effects_correlation, extract_vectors, field_value,
+                            fit_r2, hidden_state_similarity, instructed_set, jaccard, overlay, parameter_distance,
+                            projections, r_squared, residual_states, restoration, restored_share, run_seed, summarise,
+                            watch_prompts, watch_training)
 from ivedu.finetune import finetune, lora_model
 from ivedu.intervention import steered_first_token_accuracy
+from ivedu.prompts import TINY_FORMAT
+from ivedu.settings import DynamicsSettings, FinetuneSettings, sub_seed
+from ivedu.study import ModelUnderStudy
+
+
+@pytest.fixture(scope="module")
+def lm(tiny):
+    model, tokenizer = tiny
+    return ModelUnderStudy(model, tokenizer, TINY_FORMAT, "tiny")
 
 
 def test_cosine_and_jaccard():
@@ -52,7 +63,7 @@ def test_parameter_distance(tiny):
 
 def test_residual_states_are_the_decoder_layers_outputs(tiny, world):
     model, tokenizer = tiny
-    prompts = list(instructed_set(world.task("capital"), "valid").prompts[:5])
+    prompts = list(instructed_set(world.task("capital"), "valid", fmt=TINY_FORMAT).prompts[:5])
     states = residual_states(model, tokenizer, prompts, batch_size=2)
     assert states.shape == (4, 5, 128)
     # Against transformers' own hidden states: entry i + 1 is layer i's output (the last one is
@@ -74,11 +85,11 @@ def test_projections_on_unit_directions():
     assert projections(states, per_prompt).tolist() == pytest.approx([1.0])  # (2 + 0) / 2
 
 
-def test_choose_steering_picks_the_best_valid_setting(tiny, world):
-    model, tokenizer = tiny
+def test_choose_steering_picks_the_best_valid_setting(lm, world):
+    model, tokenizer = lm.model, lm.tokenizer
     task = world.task("plural")
-    vector = extract_vectors(model, tokenizer, [task], k=2, n_prompts=16).vectors["plural"].vector
-    prompts = instructed_set(task, "valid")
+    vector = extract_vectors(lm, [task], k=2, n_prompts=16).vectors["plural"].vector
+    prompts = instructed_set(task, "valid", fmt=TINY_FORMAT)
     chosen = choose_steering(model, tokenizer, prompts, vector, layers=[0, 2], scales=[0.5, 8.0])
     grid = {(layer, scale): steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers,
                                                          vector, layer, scale)
@@ -93,68 +104,135 @@ def test_watch_training_observes_without_changing_training(tiny, world):
     model, tokenizer = tiny
     seen = []
     task = world.task("first_french")
-    watched = finetune(model, tokenizer, task, method="full", steps=5, seed=0,
+    watched = finetune(model, tokenizer, task, method="full", steps=5, seed=0, fmt=TINY_FORMAT,
                        loss_fn=watch_training(2, lambda step, m: seen.append((step, m.training))))
-    plain = finetune(model, tokenizer, task, method="full", steps=5, seed=0)
+    plain = finetune(model, tokenizer, task, method="full", steps=5, seed=0, fmt=TINY_FORMAT)
     assert seen == [(0, False), (2, False), (4, False)]
     assert watched.losses == pytest.approx(plain.losses)
     with pytest.raises(ValueError, match="at least 1"):
         watch_training(0, lambda step, m: None)
 
 
-def test_an_unchanged_model_keeps_its_vectors(tiny, world):
-    model, tokenizer = tiny
+def test_an_unchanged_model_keeps_its_vectors(lm, world):
     tasks = [world.task("plural"), world.task("first")]
-    start = extract_vectors(model, tokenizer, tasks, k=2, n_prompts=16)
-    rows = experiment.compare_stage(model, model, tokenizer, tasks, start, start)
-    for row in rows.values():
-        assert row["iv_cosine"] == pytest.approx(1.0)
-        assert row["heads_jaccard"] == 1.0
-        assert row["hidden_cosine"] == pytest.approx(1.0)
-        assert row["param_distance"] == 0.0
-        assert row["if_exact_match"] > 0.8
+    start = extract_vectors(lm, tasks, k=2, n_prompts=16)
+    rows = compare_stage(lm.model, lm, tasks, start, start)
+    assert list(rows) == ["plural", "first"]
+    for name, row in rows.items():
+        assert row.task == name
+        assert row.iv_cosine == pytest.approx(1.0)
+        assert row.heads_jaccard == 1.0
+        assert row.hidden_cosine == pytest.approx(1.0)
+        assert row.param_distance == 0.0
+        assert row.heads == tuple(start.vectors[name].heads)
+        assert row.if_exact_match > 0.8
+        assert row.restored is None and row.subtracted is None
 
 
-def test_restoration_reports_the_vector_and_its_random_control(tiny, world):
-    model, tokenizer = tiny
+def test_restoration_reports_the_vector_and_its_random_control(lm, world):
     task = world.task("plural")
-    start = extract_vectors(model, tokenizer, [task], k=2, n_prompts=16)
-    settings = {**experiment.SETTINGS, "scales": (1.0,)}
-    out = experiment.restoration(model, tokenizer, [task], {"plural": start.vectors["plural"].vector}, settings)
-    row = out["plural"]
-    assert row["scale"] == 1.0 and 0 <= row["layer"] < 4
-    assert set(row) >= {"exact_match", "first_token", "random_exact_match", "random_first_token"}
-    minus = experiment.restoration(model, tokenizer, [task], {"plural": start.vectors["plural"].vector}, settings,
-                                   sign=-1.0)
-    assert minus["plural"]["scale"] == -1.0
+    vector = extract_vectors(lm, [task], k=2, n_prompts=16).vectors["plural"].vector
+    every_layer = DynamicsSettings(scales=(1.0,), layers=None)
+    row = restoration(lm, [task], {"plural": vector}, every_layer)["plural"]
+    assert isinstance(row, Restoration)
+    assert row.scale == 1.0 and 0 <= row.layer < lm.layout.n_layers
+    assert all(0.0 <= x <= 1.0 for x in (row.exact_match, row.first_token, row.random_exact_match,
+                                         row.random_first_token))
+    one_layer = DynamicsSettings(scales=(0.5, 1.0), layers=(2,))
+    minus = restoration(lm, [task], {"plural": vector}, one_layer, sign=-1.0)["plural"]
+    assert minus.layer == 2 and minus.scale in (-0.5, -1.0)
+    with pytest.raises(ValueError, match="subset"):
+        restoration(lm, [task], {"plural": vector}, DynamicsSettings(layers=(9,)))
 
 
-def _stage(if_scores, iv, hidden, distance, restored=None):
-    rows = {f"t{i}": {"if_exact_match": s, "iv_cosine": c, "hidden_cosine": h, "param_distance": distance,
-                      "restored_exact_match": (restored or if_scores)[i], "subtracted_exact_match": s,
-                      "restored_random_exact_match": s, "heads_jaccard": 1.0}
+def test_analyse_stage_restores_and_subtracts(lm, world):
+    tasks = [world.task("plural"), world.task("first")]
+    settings = DynamicsSettings(heads=2, n_prompts=16, scales=(1.0,), layers=(0,))
+    start = extract_vectors(lm, tasks, settings.heads, settings.n_prompts)
+    rows, now = analyse_stage(lm.model, lm, tasks, start, world.task("first_french"), 0, settings)
+    assert set(now.vectors) == {"plural", "first", "first_french"}  # the new task's vector is the one subtracted
+    for row in rows.values():
+        assert row.iv_cosine == pytest.approx(1.0)  # same model, same prompts: the same vector
+        assert (row.restored.layer, row.restored.scale) == (0, 1.0)
+        assert (row.subtracted.layer, row.subtracted.scale) == (0, -1.0)
+    plain, _ = analyse_stage(lm.model, lm, tasks, start, world.task("first_french"), 0, settings, restore=False)
+    assert all(row.restored is None for row in plain.values())
+    assert plain["plural"] == replace(rows["plural"], restored=None, subtracted=None)
+
+
+def _row(name, if_score, iv, hidden, distance, restored=None):
+    scores = Restoration(0, 1.0, if_score if restored is None else restored, 0.0, if_score, 0.0)
+    return TaskAtStage(name, iv, 1.0, 1.0, hidden, distance, ((0, 0),), if_score, 0.0, scores,
+                       Restoration(0, -1.0, if_score, 0.0, if_score, 0.0))
+
+
+def _stage(index, if_scores, iv, hidden, distance, restored=None, points=()):
+    rows = {f"t{i}": _row(f"t{i}", s, c, h, distance, (restored or {}).get(i))
             for i, (s, c, h) in enumerate(zip(if_scores, iv, hidden))}
-    return {"tasks": rows, "overlay": [{"old": [1.0], "new": [0.0]}, {"old": [0.5], "new": [1.0]}]}
+    return Stage(index, None if index == 0 else f"new{index}", None if index == 0 else 10, rows, points)
 
 
 def test_summary_restored_share_and_r2():
-    original = _stage([1.0, 1.0, 1.0], [1, 1, 1], [1, 1, 1], 0.0)
-    first = _stage([0.4, 0.6, 0.5], [0.4, 0.6, 0.5], [0.9, 0.9, 0.9], 2.0, restored=[0.8, 0.8, 0.8])
-    last = _stage([0.2, 0.1, 0.3], [0.2, 0.1, 0.3], [0.5, 0.8, 0.1], 4.0)
-    run = {"seed": 0, "stages": [original, first, last], "r2": experiment.fit_r2([first, last])}
-    summary = experiment.summarise([run])
-    assert summary["if_original"] == 1.0
-    assert summary["if_finetuned"] == pytest.approx(0.5)
-    assert summary["restored_share"] == pytest.approx(0.6)  # (0.8 - 0.5) / (1.0 - 0.5)
-    assert summary["r2_iv"] == pytest.approx(1.0)  # IF equals the cosine here, point for point
-    assert 0.0 <= summary["r2_hidden"] < 0.5
-    assert summary["overlay_old_end"] == 0.5 and summary["overlay_new_end"] == 1.0
+    points = (OverlayPoint(0, (1.0,), (0.0,)), OverlayPoint(10, (0.5,), (1.0,)))
+    original = _stage(0, [1.0, 1.0, 1.0], [1, 1, 1], [1, 1, 1], 0.0)
+    first = _stage(1, [0.4, 0.6, 0.5], [0.4, 0.6, 0.5], [0.9, 0.9, 0.9], 2.0, restored={0: 0.8, 1: 0.8, 2: 0.8},
+                   points=points)
+    last = _stage(2, [0.2, 0.1, 0.3], [0.2, 0.1, 0.3], [0.5, 0.8, 0.1], 4.0)
+    run = SeedRun(0, (original, first, last), fit_r2([first, last]))
+    summary = summarise([run], overlay_layer=0)
+    assert summary.if_original == 1.0
+    assert summary.first.if_finetuned == pytest.approx(0.5)
+    assert summary.first.if_restored == pytest.approx(0.8)
+    assert summary.first.restored_share == pytest.approx(0.6)  # (0.8 - 0.5) / (1.0 - 0.5)
+    assert summary.final.if_finetuned == pytest.approx(0.2)
+    assert summary.fits.r2_iv == pytest.approx(1.0)  # IF equals the cosine here, point for point
+    assert 0.0 <= summary.fits.r2_hidden < 0.5
+    assert summary.overlay_old_end == 0.5 and summary.overlay_new_end == 1.0
+    assert restored_share(0.5, 0.5, 0.7) != restored_share(0.5, 0.5, 0.7)  # nothing lost: NaN
+
+
+def test_field_value_reads_into_restorations():
+    row = _row("t", 0.5, 0.4, 0.9, 1.0, restored=0.75)
+    assert field_value(row, "iv_cosine") == 0.4
+    assert field_value(row, "restored.exact_match") == 0.75
+    assert field_value(row, "subtracted.scale") == -1.0
+    with pytest.raises(ValueError, match="restore=False"):
+        field_value(replace(row, restored=None), "restored.exact_match")
 
 
 def test_the_prompt_format_reaches_every_prompt_built(world):
     from ivedu.prompts import QA_FORMAT
 
-    prompts, owners = experiment.watch_prompts(world, experiment.SETTINGS, QA_FORMAT)
-    assert len(prompts) == len(owners) == 10 * experiment.SETTINGS["watch_prompts"]
+    prompts, owners = watch_prompts(world.general, 8, fmt=QA_FORMAT)
+    assert len(prompts) == len(owners) == 10 * 8
     assert all(p.startswith("Q:") and p.endswith("A:") for p in prompts)
-    assert instructed_set(world.task("capital"), "test", QA_FORMAT).prompts[0].startswith("Q:")
+    assert instructed_set(world.task("capital"), "test", fmt=QA_FORMAT).prompts[0].startswith("Q:")
+
+
+def _small(task, n=4):
+    """The task with only ``n`` valid and test examples: a whole run in seconds."""
+    return replace(task, valid=task.valid[:n], test=task.test[:n])
+
+
+def test_run_seed_trains_as_finetune_sequence_and_watches_the_first_stage(lm, world):
+    general = [_small(world.task("plural")), _small(world.task("first"))]
+    sequence = [_small(world.task("first_french")), _small(world.task("last_french"))]
+    settings = DynamicsSettings(heads=2, n_prompts=8, scales=(1.0,), layers=(0,), watch_every=2, watch_prompts=2)
+    training = FinetuneSettings(max_steps=4, stop_at=None, warmup_steps=1)
+    run = run_seed(lm, general, sequence, 3, settings, training)
+    assert [s.stage for s in run.stages] == [0, 1, 2]
+    assert [s.task for s in run.stages] == [None, "first_french", "last_french"]
+    assert [s.steps for s in run.stages] == [None, 4, 4]
+    assert [p.step for p in run.stages[1].overlay] == [0, 2, 4] and run.stages[2].overlay == ()
+    assert all(row.restored is not None for s in run.stages[1:] for row in s.rows.values())
+    assert isinstance(run.fits, Fits)
+    # The first stage is finetune with the stage's sub-seed, LoRA merged.
+    alone = finetune(lm.model, lm.tokenizer, sequence[0], seed=sub_seed(3, 0), fmt=lm.fmt,
+                     **training.kwargs("lora")).model.merge_and_unload()
+    assert run.stages[1].rows["plural"].param_distance == pytest.approx(parameter_distance(lm.model, alone))
+    # The step-0 snapshot is the original model's state: the overlay starts from it.
+    prompts, owners = watch_prompts(general, 2, fmt=lm.fmt)
+    start = extract_vectors(lm, general, 2, 8, 3)
+    first = overlay([(0, residual_states(lm.model, lm.tokenizer, prompts))], owners, start,
+                    start.vectors["plural"].vector)[0]
+    assert run.stages[1].overlay[0].old == pytest.approx(first.old)

@@ -1,6 +1,7 @@
 """The guided loss: each term is what the authors' code computes, and the training loop runs it."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -9,20 +10,38 @@ import torch.nn.functional as F
 from ivedu.corpus import collate
 from ivedu.finetune import finetune, lora_model, task_sequences
 from ivedu.guided import (TERMS, GuidedObjective, GuidedSettings, answer_start_positions, check_settings, gated,
-                          head_mse, kd_loss, new_task_vector, progressive_weight)
+                          head_mse, kd_loss, new_task_vectors, progressive_weight)
+from ivedu.prompts import TINY_FORMAT
+from ivedu.settings import settings
+from ivedu.study import ModelUnderStudy
+
+
+def few_prompts(vector_prompts: int = 8, **guided):
+    """Chapter 4's tiny settings with a quick vector extraction."""
+    s = settings("ch4", "tiny")
+    return dataclasses.replace(s, guided=dataclasses.replace(s.guided, vector_prompts=vector_prompts, **guided))
 
 
 @pytest.fixture(scope="module")
 def batch(tiny, world):
     _, tokenizer = tiny
-    sequences = task_sequences(tokenizer, world.task("first_french"))[:4]
+    sequences = task_sequences(tokenizer, world.task("first_french"), fmt=TINY_FORMAT)[:4]
     return collate(sequences, tokenizer.pad_token_id), sequences
 
 
 @pytest.fixture(scope="module")
-def vector(tiny, world):
+def extracted(tiny, world):
+    """``(vectors, reports)`` of two new tasks, from the original model."""
     model, tokenizer = tiny
-    return new_task_vector(model, tokenizer, world.task("last_french"), k=2, n_prompts=8)
+    lm = ModelUnderStudy(model, tokenizer, TINY_FORMAT, "tiny")
+    return new_task_vectors(lm, [world.task("last_french"), world.task("middle")], few_prompts())
+
+
+@pytest.fixture(scope="module")
+def vector(extracted):
+    """``last_french``'s vector and report."""
+    vectors, reports = extracted
+    return vectors["last_french"], reports["last_french"]
 
 
 def test_answer_start_is_the_last_prompt_token_of_each_row(batch):
@@ -107,11 +126,21 @@ def test_settings_drop_one_term_at_a_time():
         s.without("ce")
 
 
-def test_the_new_task_vector_has_the_hidden_size_and_k_heads(tiny, vector):
-    model, _ = tiny
-    iv, scan = vector
-    assert iv.vector.shape == (model.config.hidden_size,) and len(iv.heads) == 2
-    assert iv.heads == tuple(scan.top_heads(2))
+def test_the_new_task_vectors_have_the_hidden_size_the_profiles_heads_and_a_report(tiny, world, extracted):
+    model, tokenizer = tiny
+    vectors, reports = extracted
+    assert set(vectors) == set(reports) == {"last_french", "middle"}
+    for name, iv in vectors.items():
+        report = reports[name]
+        assert iv.vector.shape == (model.config.hidden_size,) and len(iv.heads) == 2 and iv.task == name
+        assert report.task == name and report.heads == iv.heads and report.norm == pytest.approx(iv.norm)
+        assert 0 <= report.corrupted_prob <= 1 and 0 <= report.clean_prob <= 1
+        assert 0 <= report.bare_accuracy <= 1 and 0 <= report.with_vector_accuracy <= 1
+    # the half-known task's vector alone makes the model answer more instruction-less prompts
+    assert reports["last_french"].with_vector_accuracy > reports["last_french"].bare_accuracy
+    lm = ModelUnderStudy(model, tokenizer, TINY_FORMAT, "tiny")
+    three, _ = new_task_vectors(lm, [world.task("middle")], few_prompts(vector_heads=3))
+    assert len(three["middle"].heads) == 3 and three["middle"].heads[:2] == vectors["middle"].heads
 
 
 def test_student_equal_to_teacher_costs_only_cross_entropy(tiny, batch, vector):
@@ -131,11 +160,11 @@ def test_the_teacher_vector_makes_the_answer_start_kl_nonzero(tiny, batch, vecto
     model, _ = tiny
     tensors, _ = batch
     student = lora_model(copy.deepcopy(model))
-    settings = GuidedSettings(progressive=False, kl_gate=0.0, scale=3.0)
-    objective = GuidedObjective(model, vector[0].vector, vector[0].heads, settings, steps=10)
+    loss = GuidedSettings(progressive=False, kl_gate=0.0, scale=3.0)
+    objective = GuidedObjective(model, vector[0].vector, vector[0].heads, loss, steps=10)
     objective(student, tensors, 0)
     assert objective.history[0]["kl_start"] > 0
-    no_vector = GuidedObjective(model, None, vector[0].heads, settings, steps=10)
+    no_vector = GuidedObjective(model, None, vector[0].heads, loss, steps=10)
     no_vector(student, tensors, 0)
     assert no_vector.history[0]["kl_start"] == pytest.approx(0.0, abs=1e-6)
 
@@ -145,7 +174,8 @@ def test_guided_training_runs_in_the_finetune_loop_and_never_touches_the_teacher
     before = {n: p.clone() for n, p in model.named_parameters()}
     objective = GuidedObjective(model, vector[0].vector, vector[0].heads, GuidedSettings(kl_gate=0.0, mse_gate=0.0),
                                 steps=3)
-    result = finetune(model, tokenizer, world.task("last_french"), method="lora", steps=3, lr=1e-3, loss_fn=objective)
+    result = finetune(model, tokenizer, world.task("last_french"), method="lora", steps=3, lr=1e-3, loss_fn=objective,
+                      fmt=TINY_FORMAT)
     assert result.steps == 3 and len(objective.history) == 3
     assert [h["vector_weight"] for h in objective.history] == [1.0, 0.5, 0.0]
     assert objective.history[-1]["kl_all"] > 0  # the student has moved away from the teacher
@@ -170,34 +200,25 @@ def test_bad_settings_are_refused(tiny, vector):
         check_settings(model, GuidedSettings(temperature=0.0))
 
 
-def test_the_experiment_summary_and_criterion():
-    from ivedu.experiments.guided import criterion, format_summary, summarise
-
-    rows = [{"gp": 0.5, "ip": 0.2, "ap": 0.9, "fp": 0.6, "forgetting": 0.3, "bwt": -0.4, "steps": 200},
-            {"gp": 0.7, "ip": 0.4, "ap": 0.9, "fp": 0.4, "forgetting": 0.5, "bwt": -0.6, "steps": 300}]
-    s = summarise(rows)
-    assert s["gp"] == pytest.approx(0.6) and s["gp_std"] == pytest.approx(0.1414, abs=1e-3) and s["n_seeds"] == 2
-    plain = {**s, "gp": 0.4, "ap": 0.92}
-    assert criterion({"iv_guided": s, "plain_lora": plain, "random_vector": {**s, "gp": 0.5}})["met"]
-    assert not criterion({"iv_guided": s, "plain_lora": plain, "random_vector": {**s, "gp": 0.65}})["met"]
-    assert not criterion({"iv_guided": s, "plain_lora": {**plain, "ap": 0.99}, "random_vector": plain})["met"]
-    assert criterion({"iv_guided": s}) == {}
-    table = format_summary({"iv_guided": s}, before={"gp": 0.97, "ip": 0.58})
-    assert "iv_guided" in table and "0.60 ± 0.14" in table and "0.97" in table
-
-
 def test_the_experiment_runs_end_to_end_on_a_short_budget():
-    from ivedu.experiments.guided import SETTINGS, run
+    from ivedu.experiments.guided import compare
 
-    short = {**SETTINGS, "steps": 2, "stop_at": None, "k": 0, "vector_prompts": 8, "sequence": ["middle", "last_french"],
-             "general": ["sentiment"]}
-    result = run([0], short, names=("plain_lora", "iv_guided"), ablation=False, progress=False)
+    s = settings("ch4", "tiny")
+    short = dataclasses.replace(
+        s, finetune=dataclasses.replace(s.finetune, stop_at=None),
+        guided=dataclasses.replace(s.guided, max_steps=2, vector_prompts=8),
+        data=dataclasses.replace(s.data, k_shots=0, general_tasks=("sentiment",)))
+    result = compare(short, [0], ("middle", "last_french"), ("plain_lora", "iv_guided"), ablation=False)
     for name in ("plain_lora", "iv_guided"):
-        assert {"gp", "ip", "ap", "gp_std", "ip_std", "ap_std"} <= set(result["summary"][name])
-        assert 0 <= result["summary"][name]["gp"] <= 1
+        assert {"gp", "ip", "ap", "gp_std", "ip_std", "ap_std", "steps", "n_seeds"} <= set(result["summary"][name])
+        assert 0 <= result["summary"][name]["gp"] <= 1 and result["summary"][name]["steps"] == 4
     assert result["criterion"] == {} and result["ablation"] == {}  # no random_vector run: no criterion
     assert set(result["vectors"][0]) == {"middle", "last_french"}
+    assert set(result["vectors"][0]["middle"]) == {"heads", "norm", "clean_prob", "corrupted_prob", "max_effect",
+                                                   "bare_accuracy", "with_vector_accuracy"}
     assert set(result["general_before"]["if"]) == {"sentiment"}
+    assert [r["method"] for r in result["per_seed"]] == ["plain_lora", "iv_guided"]
+    assert result["per_seed"][0]["steps"] == [2, 2] and len(result["per_seed"][0]["R"]) == 2
 
 
 def test_the_control_sequence_is_half_known_by_the_original_model_and_chapter_1s_is_not(tiny, world):
@@ -208,12 +229,14 @@ def test_the_control_sequence_is_half_known_by_the_original_model_and_chapter_1s
 
     assert experiment("guided_half_known") is guided_half_known.run
     model, tokenizer = tiny
+    control = settings("ch4", "tiny").data.control_sequence
 
     def accuracy(name: str) -> float:
-        return instruction_following_score(model, tokenizer, world.task(name), "test").first_token_accuracy
+        return instruction_following_score(model, tokenizer, world.task(name), "test",
+                                           fmt=TINY_FORMAT).first_token_accuracy
 
-    assert all(world.task(n).is_new for n in guided_half_known.SEQUENCE)
-    half_known = {n: accuracy(n) for n in guided_half_known.SEQUENCE}
+    assert len(control) == 3 and all(world.task(n).is_new for n in control)
+    half_known = {n: accuracy(n) for n in control}
     assert all(0.3 <= a < 0.95 for a in half_known.values()), half_known
     unknown = {n: accuracy(n) for n in ("first_french", "middle")}
     assert all(a <= 0.05 for a in unknown.values()), unknown

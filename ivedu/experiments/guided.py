@@ -12,11 +12,12 @@ in turn. No method sees the general tasks' data; replay keeps 8 examples of each
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict
 from typing import Sequence
 
-from ivedu.continual import (GeneralScores, MethodRun, MethodScores, MethodSummary, ablation_methods, criterion,
-                             general_scores, methods, run_method, summarise)
+from ivedu.continual import (GeneralScores, MethodRun, MethodSummary, ablation_methods, criterion, general_scores,
+                             methods, run_method, summarise)
 from ivedu.experiments.log import Log
 from ivedu.guided import VectorReport, new_task_vectors
 from ivedu.settings import Settings
@@ -66,16 +67,19 @@ def compare(settings: Settings, seeds: list[int], sequence: Sequence[str], names
         ablation_summary["iv_guided"] = summarise(scores["iv_guided"][:guided.ablation_seeds])
     met = criterion(summary)
     return {"summary": {n: summary_json(s) for n, s in summary.items()},
-            "before": {"gp": before.gp, "ip": before.ip},
+            "before": before_json(before),
             "ablation": {n: summary_json(s) for n, s in ablation_summary.items()},
             "criterion": {} if met is None else {**asdict(met), "met": met.met},
             "vectors": {seed: {task: report_json(r) for task, r in by_task.items()}
                         for seed, by_task in reports.items()},
-            "per_seed": per_seed, "general_before": general_json(before)}
+            "per_seed": per_seed, "general_before": {"if": before.zero_shot, "icl": before.in_context}}
 
 
-def general_json(scores: GeneralScores) -> dict:
-    return {"if": scores.zero_shot, "icl": scores.in_context}
+def before_json(scores: GeneralScores) -> dict:
+    """GP and IP before training, averaged exactly (``statistics.mean``; runs average with numpy,
+    which can differ in the last bit) as the published results were."""
+    return {"gp": statistics.mean(scores.zero_shot.values()),
+            "ip": statistics.mean(scores.in_context.values()) if scores.in_context else float("nan")}
 
 
 def run_json(result: MethodRun) -> dict:
