@@ -64,3 +64,8 @@ def test_the_readme_layout_names_every_module():
     for path in MODULES:
         if path.parent == PACKAGE and path.name != "__init__.py":
             assert f"`{path.name}`" in layout, path.name
+
+
+def test_every_exercise_module_has_its_own_test_file():
+    for path in sorted((PACKAGE / "exercises").glob("ch*.py")):
+        assert (ROOT / "tests" / f"test_exercises_{path.stem}.py").exists(), path.name
