@@ -1,0 +1,78 @@
+"""Checkers for chapter 5's exercise: what fine-tuning costs in GPU memory.
+
+- Exercise 5.1, :func:`check_training_memory`: the GiB of weights, gradients and AdamW states
+  that full fine-tuning or LoRA needs for a model given its config, as :mod:`ivedu.costs`
+  counts them (reference: :func:`training_memory_gib`, built from ``ivedu.costs``'s counts and
+  equal to its ``step_costs`` fine-tuning memory without the activations; a test holds them
+  together).
+
+The configs are built locally (:func:`ivedu.costs.model_config` for the profiles' hub models,
+a small ``LlamaConfig`` for float32), so the check downloads nothing and takes well under a second.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from transformers import LlamaConfig, PretrainedConfig
+
+from ivedu.costs import (TRAINED_BYTES_PER_PARAMETER, bytes_per_parameter, count_parameters, lora_parameters,
+                         model_config)
+from ivedu.exercises import Case, check_against_reference, passed
+
+GIB = 2**30
+
+
+def training_memory_gib(config: PretrainedConfig, method: str, lora_rank: int = 8,
+                        lora_targets: tuple[str, ...] | None = None, dtype: torch.dtype = torch.bfloat16) -> float:
+    """GiB of weights, gradients and optimizer states to fine-tune the model of ``config``
+    by ``method`` (``"full"`` or ``"lora"``), activations left out.
+
+    Full: :data:`ivedu.costs.TRAINED_BYTES_PER_PARAMETER` (16) bytes for every parameter.
+    LoRA: the frozen weights in ``dtype`` plus 16 bytes for every adapter parameter
+    (:func:`ivedu.costs.lora_parameters`).
+    """
+    if method not in ("full", "lora"):
+        raise ValueError(f"unknown method {method!r}; choose 'lora' or 'full'")
+    n = count_parameters(config)
+    if method == "full":
+        return TRAINED_BYTES_PER_PARAMETER * n / GIB
+    adapters = lora_parameters(config, lora_rank, lora_targets)
+    return (n * bytes_per_parameter(dtype) + TRAINED_BYTES_PER_PARAMETER * adapters) / GIB
+
+
+def _small_llama() -> LlamaConfig:
+    return LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2)
+
+
+def check_training_memory(memory_gib: Callable) -> None:
+    """Exercise 5.1: ``memory_gib(config, method, lora_rank=8, lora_targets=None,
+    dtype=torch.bfloat16) -> float``, the GiB of weights, gradients and AdamW states of full
+    fine-tuning or LoRA (activations left out), as :func:`training_memory_gib` counts them."""
+    llama, qwen, small = (model_config("meta-llama/Llama-2-7b-chat-hf"), model_config("Qwen/Qwen2.5-0.5B-Instruct"),
+                          _small_llama())
+    full = [Case("for full fine-tuning of Llama-2-7B in bfloat16", (llama, "full")),
+            Case("for full fine-tuning of Qwen2.5-0.5B in float16", (qwen, "full"), {"dtype": torch.float16}),
+            Case("for full fine-tuning of a small Llama in float32", (small, "full"), {"dtype": torch.float32})]
+    lora = [Case("for LoRA of rank 8 on q_proj and v_proj of Llama-2-7B in bfloat16 (the paper profile)",
+                 (llama, "lora", 8, ("q_proj", "v_proj"))),
+            Case("for LoRA of rank 8 on every linear layer of Qwen2.5-0.5B in float16 (the colab profile)",
+                 (qwen, "lora", 8, None), {"dtype": torch.float16}),
+            Case("for LoRA of rank 4 on every linear layer of a small Llama in float32",
+                 (small, "lora", 4, None), {"dtype": torch.float32})]
+    n = check_against_reference(
+        memory_gib, training_memory_gib, full, rtol=1e-4,
+        hint="full fine-tuning trains every parameter, and a trained parameter takes 16 bytes in all, whatever the "
+             "dtype: in mixed precision its 2-byte weight and 2-byte gradient, a 4-byte float32 master copy and two "
+             "4-byte AdamW moments. The weight's own bytes are among the 16, so do not add them again. "
+             "costs.count_parameters(config) counts the parameters; divide the bytes by 2**30 for GiB.")
+    n += check_against_reference(
+        memory_gib, training_memory_gib, lora, rtol=1e-4,
+        hint="LoRA keeps every weight frozen in `dtype` (count_parameters(config) * bytes_per_parameter(dtype) "
+             "bytes: 4 in float32, 2 in 16-bit) and trains only the adapters, 16 bytes per adapter parameter. "
+             "An adapter of rank r on an nn.Linear has r * (in_features + out_features) parameters; adapt the "
+             "linear layers of costs.meta_model(config) whose name ends in one of lora_targets or, when "
+             "lora_targets is None, every nn.Linear except the output head (model.get_output_embeddings()).")
+    passed("training memory", f"{n} configs and methods match ivedu.costs")
