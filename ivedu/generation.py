@@ -15,11 +15,13 @@ chat template's ``<|im_start|>assistant\\n`` there is no space at all.
 
 from __future__ import annotations
 
+import inspect
 from typing import Iterator, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ivedu.architectures import unwrap
 from ivedu.checks import check_context_length
 
 
@@ -100,6 +102,19 @@ def batches(n: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + batch_size))
 
 
+def next_token_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits at each row's last position, ``[batch, vocab]``, from one forward pass.
+
+    The model is asked for the last position's logits alone (``logits_to_keep=1``) when its
+    forward pass takes that argument, as transformers' causal LMs do: the output layer then
+    runs on one position, not on all of them. On SmolLM2 that spares a ``[batch, length,
+    vocab]`` tensor -- 1.2 GB for 128 chat prompts of 48 tokens -- of which one row is used.
+    """
+    if "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters:
+        return model(**batch, logits_to_keep=1).logits[:, -1]
+    return model(**batch).logits[:, -1]
+
+
 @torch.no_grad()
 def last_token_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
                       batch_size: int = 128) -> torch.Tensor:
@@ -109,7 +124,7 @@ def last_token_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     out = []
     for sl in batches(len(ids), batch_size):
         batch = encode_batch(tokenizer, ids[sl], model_device(model))
-        out.append(model(**batch).logits[:, -1].float().cpu())
+        out.append(next_token_logits(model, batch).float().cpu())
     return torch.cat(out)
 
 
@@ -156,7 +171,7 @@ def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
         batch = encode_batch(tokenizer, ids[sl], model_device(model))
         generated = []
         for _ in range(max_new_tokens):
-            next_ids = model(**batch).logits[:, -1].argmax(-1)
+            next_ids = next_token_logits(model, batch).argmax(-1)
             generated.append(next_ids)
             if tokenizer.eos_token_id is not None and bool((torch.stack(generated, 1) == tokenizer.eos_token_id).any(1).all()):
                 break

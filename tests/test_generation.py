@@ -11,7 +11,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ivedu.checks import AmbiguousFirstTokenWarning, warn_if_ambiguous_first_token
-from ivedu.generation import answer_ids, answer_logprobs, greedy_generate, join_answer, last_token_logits
+from ivedu.generation import (answer_ids, answer_logprobs, encode_batch, greedy_generate, join_answer,
+                              last_token_logits, next_token_logits, prompt_ids)
 from ivedu.mediation import first_answer_tokens
 from ivedu.tokenizer import build_tokenizer
 from ivedu.toy import TinyConfig, build_tiny_model
@@ -33,6 +34,40 @@ def test_left_padding_does_not_change_the_last_token_logits(random_tiny):
     together = last_token_logits(model, tokenizer, prompts)
     alone = torch.cat([last_token_logits(model, tokenizer, [p]) for p in prompts])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_next_token_logits_keep_only_the_last_position_and_equal_the_full_pass(random_tiny):
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = random_tiny
+    batch = encode_batch(tokenizer, prompt_ids(tokenizer, ["input : a output :", "a b input : c output :"]))
+    calls = []
+    hook = model.lm_head.register_forward_hook(lambda m, args, out: calls.append(tuple(out.shape)))
+    try:
+        kept = next_token_logits(model, batch)
+    finally:
+        hook.remove()
+    assert calls == [(2, 1, model.config.vocab_size)], "the output layer runs on the last position only"
+    torch.testing.assert_close(kept, model(**batch).logits[:, -1])
+    peft_model = get_peft_model(build_tiny_model(tokenizer, TinyConfig(hidden_size=32, num_layers=2, num_heads=2,
+                                                                       intermediate_size=64)),
+                                LoraConfig(r=2, target_modules=["q_proj"]))
+    torch.testing.assert_close(next_token_logits(peft_model, batch), peft_model(**batch).logits[:, -1])
+
+
+def test_next_token_logits_work_for_a_model_without_logits_to_keep(random_tiny):
+    model, tokenizer = random_tiny
+
+    class Plain(torch.nn.Module):  # a causal LM whose forward pass knows nothing of logits_to_keep
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+    batch = encode_batch(tokenizer, prompt_ids(tokenizer, ["input : a output :"]))
+    torch.testing.assert_close(next_token_logits(Plain(), batch), model(**batch).logits[:, -1])
 
 
 def test_answer_logprobs_equal_a_manual_teacher_forced_sum(random_tiny):
