@@ -94,6 +94,49 @@ def split_sizes(task: Task) -> dict[str, int]:
     return {split: len(task.split(split)) for split in SPLITS}
 
 
+@dataclass(frozen=True)
+class TaskSurvey:
+    """What a model does with one task's instructed prompts, and what each criterion credits.
+
+    ``first_token``: the next token is the gold answer's first token (the criterion of
+    :func:`known_examples`, Todd et al.'s); ``exact_match``: the greedy answer is the gold
+    answer; ``copies``: the greedy answer is the input itself (case and spaces ignored);
+    ``first_token_only``: credited by the first token but not by exact match -- high when
+    answers begin like their inputs (``spoon`` -> ``spoons``) and the model echoes the input.
+    Each a share of ``n`` examples of ``split`` under instruction phrasing 0.
+    """
+
+    task: str
+    split: str
+    n: int
+    first_token: float
+    exact_match: float
+    copies: float
+    first_token_only: float
+
+
+def survey_task(model, tokenizer, task: Task, split: str = "test", n: int | None = None,
+                *, fmt: PromptFormat) -> TaskSurvey:
+    """:class:`TaskSurvey` of ``task`` on the first ``n`` examples of ``split`` (all: ``None``).
+
+    Which tasks a model can do under its instruction decides a profile's general tasks; the
+    first-token rule alone can credit a model that repeats its input, so the survey reports
+    exact match and copying beside it.
+    """
+    examples = list(task.split(split))[:n]
+    if not examples:
+        raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
+    prompts = [instructed_prompt(task, ex.input, 0, fmt) for ex in examples]
+    golds = [ex.output for ex in examples]
+    first = first_token_accuracy(model, tokenizer, prompts, golds)
+    max_new = max(len(answer_ids(tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
+    predictions = greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new)
+    em = exact_match(predictions, golds)
+    copies = [" ".join(p.lower().split()) == " ".join(ex.input.lower().split()) for p, ex in zip(predictions, examples)]
+    return TaskSurvey(task.name, split, len(examples), _mean(first), _mean(em), _mean(copies),
+                      _mean([f and not e for f, e in zip(first, em)]))
+
+
 def instruction_following_score(model, tokenizer, task: Task, split: str = "heldout",
                                 phrasings: Sequence[int] | None = None,
                                 *, fmt: PromptFormat) -> InstructionScore:

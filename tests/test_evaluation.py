@@ -163,3 +163,19 @@ def test_a_task_the_model_cannot_do_at_all_is_refused_by_name(tiny, world):
     wrong = replace(task, train=(), valid=(), test=tuple(Example(ex.input, "banana") for ex in task.test[:3]))
     with pytest.raises(ValueError, match="none of task 'capital'"):
         known_examples(model, tokenizer, wrong, fmt=FMT)
+
+
+def test_survey_task_reports_what_the_first_token_rule_credits_alone(known):
+    from dataclasses import replace
+
+    from ivedu.evaluation import survey_task
+
+    model, tok, task = known  # the model answers "b" to every instructed prompt
+    echo = replace(task, test=task.test + (Example("b", "b d", ("c",)),))  # the answer starts like its input
+    survey = survey_task(model, tok, echo, "test", fmt=FMT)
+    assert (survey.n, survey.first_token, survey.exact_match) == (3, 2 / 3, 1 / 3)
+    assert survey.copies == 1 / 3, "'b' repeats the third input"
+    assert survey.first_token_only == 1 / 3, "the third answer's first token is right, the answer is not"
+    assert survey_task(model, tok, echo, "test", n=1, fmt=FMT).n == 1
+    with pytest.raises(ValueError, match="no examples in split 'valid'"):
+        survey_task(model, tok, echo, "valid", fmt=FMT)

@@ -68,3 +68,12 @@ def test_every_chapter_logs_in_where_its_model_is_gated():
         setup = next("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
                      if c["cell_type"] == "code" and "runtime.describe_runtime" in "".join(c["source"]))
         assert "runtime.hub_login(settings.model)" in setup, path.name
+
+
+def test_every_chapter_prints_its_measured_run_times():
+    for path in sorted(BOOK.glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        setup = next("".join(c["source"]) for c in cells
+                     if c["cell_type"] == "code" and "runtime.describe_runtime" in "".join(c["source"]))
+        assert "print(run_times(settings.chapter))" in setup, path.name
+        assert "**Run time.** The set-up cell below prints" in "".join(cells[0]["source"]), path.name

@@ -21,6 +21,7 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     "guided": ("ivedu.experiments.guided", "ch4"),
     "guided_half_known": ("ivedu.experiments.guided_half_known", "ch4"),  # chapter 4's control sequence
     "model_draws": ("ivedu.experiments.model_draws", "ch1"),  # chapters 1-2 on tiny models trained with other seeds
+    "task_survey": ("ivedu.experiments.task_survey", "ch0"),  # which tasks the model does under its instruction
 }
 
 

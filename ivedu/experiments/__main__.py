@@ -4,38 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from ivedu.experiments import EXPERIMENTS, experiment
+from ivedu.results import result_path, save_result, today, versions
 from ivedu.settings import PROFILES, settings
-
-RESULTS = Path("results")
-
-
-def versions() -> dict[str, str]:
-    """The versions that made a result: ivedu, Python, torch, transformers, peft."""
-    import peft
-    import torch
-    import transformers
-
-    import ivedu
-
-    return {"ivedu": ivedu.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__}
-
-
-def save(result: dict, path: Path) -> None:
-    """Write ``result`` as JSON to ``path`` atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
-    os.replace(f.name, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,9 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     result = experiment(args.name)(chosen, list(range(args.seeds)), progress=sys.stderr.isatty())
     result.update(profile=args.profile, seconds=round(time.perf_counter() - start, 1), seeds=args.seeds,
-                  settings=chosen.as_dict(), versions=versions())
+                  settings=chosen.as_dict(), versions=versions(), date=today())
     if args.save:
-        save(result, RESULTS / args.profile / f"{args.name}.json")
+        print(f"saved {save_result(result, result_path(args.profile, args.name))}", file=sys.stderr)
     print(json.dumps(result) if args.json else json.dumps(result["summary"], indent=2))
 
 

@@ -1,0 +1,38 @@
+"""Which tasks the profile's model does under its instruction:
+``python -m ivedu.experiments task_survey --profile smol --seeds 1 --json``.
+
+For every task of the profile's world -- on ``smol`` and the GPU profiles every function-vector
+dataset that ships with ivedu, not only the profile's own -- the first ``N_EXAMPLES`` test
+examples under instruction phrasing 0: first-token accuracy (the rule that keeps "known"
+examples), greedy exact match, how often the model repeats the input, and how often the first
+token alone gives credit (:func:`ivedu.evaluation.survey_task`). This is the evidence a
+profile's general tasks are chosen on. Deterministic: the seeds are not used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+from ivedu.datasets import TASKS
+from ivedu.evaluation import survey_task
+from ivedu.experiments.log import Log
+from ivedu.settings import Settings
+from ivedu.study import load_study, load_tasks
+
+N_EXAMPLES = 24
+
+
+def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
+    """``summary[task]``: the :class:`ivedu.evaluation.TaskSurvey` fields of each task."""
+    log = Log(progress)
+    lm = load_study(settings)
+    data = settings.data
+    if data.world == "function_vectors":  # every shipped dataset, as general tasks, unfiltered
+        data = replace(data, general_tasks=tuple(sorted(TASKS)), sequence=(), control_sequence=())
+    world = load_tasks(replace(settings, data=replace(data, known_only=False)))
+    rows = []
+    for task in world.tasks:
+        rows.append(asdict(survey_task(lm.model, lm.tokenizer, task, "test", N_EXAMPLES, fmt=lm.fmt)))
+        log(f"{task.name}: first token {rows[-1]['first_token']:.2f}, exact match {rows[-1]['exact_match']:.2f}")
+    return {"summary": {r["task"]: {k: v for k, v in r.items() if k != "task"} for r in rows},
+            "per_seed": [], "n_examples": N_EXAMPLES, "model": settings.model}

@@ -1,0 +1,61 @@
+"""Committed results (``ivedu.results``): atomic writes, stale settings, chapter run times."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from ivedu.results import (CHAPTER_TIMES, RESULTS_DIR, format_seconds, load_result, result_path, run_times,
+                           save_result, stale_settings)
+from ivedu.settings import settings
+
+COMMITTED = sorted(p for p in RESULTS_DIR.glob("*/*.json") if p.stem != CHAPTER_TIMES)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    path = save_result({"summary": {"gain": 0.5}}, result_path("tiny", "extraction", tmp_path))
+    assert path == tmp_path / "tiny" / "extraction.json"
+    assert load_result("tiny", "extraction", tmp_path) == {"summary": {"gain": 0.5}}
+    assert load_result("smol", "extraction", tmp_path) is None
+    assert [p.name for p in path.parent.iterdir()] == ["extraction.json"]
+    assert path.stat().st_mode & 0o044, "readable by others, like any file the user writes"
+
+
+def test_a_failed_save_leaves_the_earlier_file_whole(tmp_path):
+    path = save_result({"summary": 1}, result_path("tiny", "x", tmp_path))
+    with pytest.raises(TypeError):
+        save_result({"summary": object()}, path)
+    assert json.loads(path.read_text()) == {"summary": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"], "no temporary file is left behind"
+
+
+def test_stale_settings_names_what_changed():
+    now = settings("ch2", "tiny")
+    result = {"settings": json.loads(json.dumps(now.as_dict()))}
+    assert stale_settings(result, now.as_dict()) == []
+    later = replace(now, extraction=replace(now.extraction, n_prompts=12))
+    assert stale_settings(result, later.as_dict()) == ["extraction.n_prompts"]
+    assert stale_settings({"settings": {}}, now.as_dict()), "a result without settings is stale"
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_results_match_what_the_code_runs_today(path):
+    from ivedu.experiments import EXPERIMENTS
+
+    result = json.loads(path.read_text())
+    profile, name = path.parent.name, path.stem
+    assert name in EXPERIMENTS, f"{path}: no reproduction command is called {name!r}"
+    assert result["profile"] == profile and {"settings", "versions", "seconds", "date", "summary"} <= set(result)
+    current = settings(EXPERIMENTS[name][1], profile).as_dict()
+    assert not stale_settings(result, current), (
+        f"{path} was made with other settings ({stale_settings(result, current)}); re-run "
+        f"`python -m ivedu.experiments {name} --profile {profile} --seeds {result['seeds']} --save`")
+
+
+def test_run_times_reads_each_profile(tmp_path):
+    save_result({"profile": "smol", "chapters": {"ch1": {"seconds": 450.0, "machine": "2-core CPU"}}},
+                result_path("smol", CHAPTER_TIMES, tmp_path))
+    line = run_times("ch1", ("tiny", "smol"), root=tmp_path)
+    assert line == "run time of this chapter: tiny not measured, smol 7.5 min (2-core CPU)"
+    assert format_seconds(45) == "45 s" and format_seconds(119.4) == "119 s"
+
