@@ -100,7 +100,8 @@ class TaskSurvey:
 
     ``first_token``: the next token is the gold answer's first token (the criterion of
     :func:`known_examples`, Todd et al.'s); ``exact_match``: the greedy answer is the gold
-    answer; ``copies``: the greedy answer is the input itself (case and spaces ignored);
+    answer; ``copies``: the greedy answer is the input itself, letter for letter (spaces
+    ignored; case kept, since a capitalisation task's answer differs from its input only in case);
     ``first_token_only``: credited by the first token but not by exact match -- high when
     answers begin like their inputs (``spoon`` -> ``spoons``) and the model echoes the input.
     Each a share of ``n`` examples of ``split`` under instruction phrasing 0.
@@ -132,7 +133,7 @@ def survey_task(model, tokenizer, task: Task, split: str = "test", n: int | None
     max_new = max(len(answer_ids(tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
     predictions = greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new)
     em = exact_match(predictions, golds)
-    copies = [" ".join(p.lower().split()) == " ".join(ex.input.lower().split()) for p, ex in zip(predictions, examples)]
+    copies = [" ".join(p.split()) == " ".join(ex.input.split()) for p, ex in zip(predictions, examples)]
     return TaskSurvey(task.name, split, len(examples), _mean(first), _mean(em), _mean(copies),
                       _mean([f and not e for f, e in zip(first, em)]))
 

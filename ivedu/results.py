@@ -110,3 +110,63 @@ def run_times(chapter: str, profiles: tuple[str, ...] = ("tiny", "smol", "colab"
         parts.append(f"{profile} {format_seconds(entry['seconds'])} ({entry['machine']})" if entry
                      else f"{profile} not measured")
     return "run time of this chapter: " + ", ".join(parts)
+
+
+def glue_result(profile: str, name: str, fields: dict[str, str], prefix: str, root: Path | None = None) -> dict:
+    """Glue numbers of a committed result for the chapter's text, and return them.
+
+    ``fields`` maps a glue key to a dotted path in the result (``"r2_iv": "summary.r2_iv"``);
+    each value is glued as ``<prefix>_<key>`` for myst-nb's ``{glue:text}`<prefix>_<key>:.2f```,
+    so the prose quotes the committed file instead of a typed copy. Outside a book build
+    (myst-nb not installed, as on Colab) nothing is glued; the values are still returned, and
+    without a results folder at all (ivedu installed from a wheel) there is nothing to quote:
+    ``{}``. ``FileNotFoundError`` names the command to run when one result is missing.
+    """
+    if not Path(root or RESULTS_DIR).is_dir():  # not a source checkout (e.g. pip-installed on Colab)
+        return {}
+    result = load_result(profile, name, root)
+    if result is None:
+        raise FileNotFoundError(f"{result_path(profile, name, root)} does not exist: run "
+                                f"`python -m ivedu.experiments {name} --profile {profile} --seeds 3 --save`")
+    values = {}
+    for key, dotted in fields.items():
+        value: Any = result
+        for part in dotted.split("."):
+            value = value[int(part)] if isinstance(value, list) else value[part]
+        values[key] = value
+    for key, value in values.items():
+        glue(f"{prefix}_{key}", value)
+    return values
+
+
+def glue(name: str, value: Any) -> None:
+    """Glue ``value`` as ``name`` for the chapter's text (myst-nb's ``{glue:text}`name:.2f```),
+    without displaying it. Outside a book build -- myst-nb not installed, as on Colab -- it
+    does nothing: the number is then only in the cell's printed output."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return
+    myst_glue(name, value, display=False)
+
+
+def markdown_table(rows: dict[str, dict], columns: tuple[str, ...], counts: tuple[str, ...] = ("steps",),
+                   label: str = "method") -> str:
+    """Rows of a result as a markdown table, for a chapter cell to render from a committed file.
+
+    One row per name, one column per key of ``columns``. A value with a ``<key>_std`` beside it
+    reads ``mean ± std`` (unless the row's ``n_seeds`` is 1); keys in ``counts`` are whole
+    numbers; a missing value is left blank.
+    """
+    def cell(row: dict, key: str) -> str:
+        value = row.get(key)
+        if value is None:
+            return ""
+        text = f"{value:.0f}" if key in counts else f"{value:.2f}"
+        std = row.get(f"{key}_std") if row.get("n_seeds", 2) > 1 else None  # no spread over one seed
+        return text if std is None or key in counts else f"{text} ± {std:.2f}"
+
+    lines = [f"| {label} | " + " | ".join(c.upper() if len(c) <= 3 else c for c in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cell(row, c) for c in columns) + " |" for name, row in rows.items()]
+    return "\n".join(lines)

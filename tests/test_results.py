@@ -59,3 +59,29 @@ def test_run_times_reads_each_profile(tmp_path):
     assert line == "run time of this chapter: tiny not measured, smol 7.5 min (2-core CPU)"
     assert format_seconds(45) == "45 s" and format_seconds(119.4) == "119 s"
 
+
+
+def test_glue_result_returns_the_committed_numbers_and_names_a_missing_run(tmp_path):
+    from ivedu.results import glue_result
+
+    save_result({"summary": {"r2_iv": 0.25, "per_seed": [{"gain": 0.5}]}}, result_path("tiny", "dynamics", tmp_path))
+    values = glue_result("tiny", "dynamics", {"r2": "summary.r2_iv", "first": "summary.per_seed.0.gain"}, "ch3",
+                         root=tmp_path)
+    assert values == {"r2": 0.25, "first": 0.5}
+    with pytest.raises(FileNotFoundError, match="experiments guided --profile smol --seeds 3 --save"):
+        glue_result("smol", "guided", {"gp": "summary.gp"}, "ch4", root=tmp_path)
+
+
+def test_glue_result_outside_a_checkout_quotes_nothing(tmp_path):
+    from ivedu.results import glue_result
+
+    assert glue_result("tiny", "dynamics", {"r2": "summary.r2_iv"}, "ch3", root=tmp_path / "no-results") == {}
+
+
+def test_markdown_table_shows_spread_only_over_several_seeds():
+    from ivedu.results import markdown_table
+
+    rows = {"`a`": {"gp": 0.5, "gp_std": 0.1, "steps": 250.4, "n_seeds": 3},
+            "`b`": {"gp": 0.25, "gp_std": 0.0, "n_seeds": 1}, "before": {"gp": 0.9}}
+    assert markdown_table(rows, ("gp", "steps")).splitlines() == [
+        "| method | GP | steps |", "|---|---|---|", "| `a` | 0.50 ± 0.10 | 250 |", "| `b` | 0.25 |  |", "| before | 0.90 |  |"]
