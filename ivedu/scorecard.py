@@ -2,25 +2,7 @@
 
 A claim is judged by bars fixed before any result was seen (the first issues' "done when"
 tests, the same on every profile), each a :class:`Check` on the committed result of the
-claim's reproduction command:
-
-1. *Instruction following breaks while knowledge holds* (``diagnosis``): for full fine-tuning
-   and LoRA, instruction following (exact match) drops by at least 0.25, knowledge (ranking)
-   by at most 0.10, and the new task is learnt (valid exact match at the stop rule's bar).
-2. *The vector restores instruction-less prompts* (``extraction``): the vector adds at least
-   0.30 (first-token accuracy) to prompts without the instruction, a random vector of equal
-   norm at most 0.05, and another task's vector less than the task's own -- on every seed.
-3. *Vector similarity tracks retained performance* (``dynamics``): the R² of instruction-vector
-   similarity against retained performance exceeds that of hidden-state similarity and of
-   parameter distance.
-4. *The original vector restores the fine-tuned model* (``dynamics``): adding it back recovers
-   at least half of the lost accuracy, and a random vector less than it.
-5. *IV-guided training forgets less* (``guided``): general performance at least 0.15 above plain
-   LoRA, the sequence's average performance at most 0.05 below it, and general performance
-   above the random-vector and KL-only controls.
-
-Verdict: **holds** when every check passes; **does not** when the first (the claim's own
-effect) fails; **partly** otherwise; **not measured** without a committed result.
+claim's reproduction command; :data:`BARS` states them, and the book shows that text.
 """
 
 from __future__ import annotations
@@ -32,6 +14,35 @@ from typing import Callable
 from ivedu.results import load_result
 
 PROFILES = ("tiny", "smol", "colab", "paper")
+
+# The bars, fixed before any result was seen; the same on every profile.
+IF_DROP_MIN = 0.25  # claim 1: instruction following drops by at least this much ...
+KN_DROP_MAX = 0.10  # ... while knowledge drops by at most this much
+GAIN_MIN = 0.30  # claim 2: the vector's gain on instruction-less prompts
+RANDOM_GAIN_MAX = 0.05  # claim 2: a random vector's gain at most this
+RESTORED_MIN = 0.5  # claim 4: share of the lost accuracy the original vector gives back
+GP_GAIN_MIN = 0.15  # claim 5: general performance over plain LoRA
+AP_DROP_MAX = 0.05  # claim 5: the sequence's average performance at most this much lower
+
+# The bars, in words; each check function below implements its claim's line.
+BARS = f"""1. *Instruction following breaks while knowledge holds* (`diagnosis`): for full fine-tuning
+   and LoRA, instruction following (exact match) drops by at least {IF_DROP_MIN}, knowledge (ranking)
+   by at most {KN_DROP_MAX:.2f}, and the new task is learnt (valid exact match at the stop rule's bar).
+2. *The vector restores instruction-less prompts* (`extraction`): the vector adds at least
+   {GAIN_MIN:.2f} (first-token accuracy) to prompts without the instruction, a random vector of equal
+   norm at most {RANDOM_GAIN_MAX}, and another task's vector less than the task's own -- on every seed.
+3. *Vector similarity tracks retained performance* (`dynamics`): the R² of instruction-vector
+   similarity against retained performance exceeds that of hidden-state similarity and of
+   parameter distance.
+4. *The original vector restores the fine-tuned model* (`dynamics`): adding it back recovers
+   at least a share of {RESTORED_MIN} of the lost accuracy, and a random vector less than it.
+5. *IV-guided training forgets less* (`guided`): general performance at least {GP_GAIN_MIN} above plain
+   LoRA, the sequence's average performance at most {AP_DROP_MAX} below it, and general performance
+   above the random-vector and KL-only controls.
+
+Verdict: **holds** when every check passes; **does not** when the first (the claim's own
+effect) fails; **partly** otherwise; **not measured** without a committed result.
+"""
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,8 @@ def _diagnosis(r: dict) -> list[Check]:
     if_drop = min(m["if_drop"] for m in methods)
     kn_drop = max(m["kn_drop"] for m in methods)
     learnt = min(m["new_task"] for m in methods)
-    return [Check("instruction following drop (lower of full and LoRA)", if_drop, ">= 0.25", if_drop >= 0.25),
-            Check("knowledge drop (higher of full and LoRA)", kn_drop, "<= 0.10", kn_drop <= 0.10),
+    return [Check("instruction following drop (lower of full and LoRA)", if_drop, f">= {IF_DROP_MIN}", if_drop >= IF_DROP_MIN),
+            Check("knowledge drop (higher of full and LoRA)", kn_drop, f"<= {KN_DROP_MAX:.2f}", kn_drop <= KN_DROP_MAX),
             Check("new task's exact match (lower of full and LoRA)", learnt, f">= {stop_at}", learnt >= stop_at)]
 
 
@@ -79,9 +90,9 @@ def _extraction(r: dict) -> list[Check]:
     gains = [row["with_iv"] - row["corrupted"] for row in rows]
     randoms = [row["with_random"] - row["corrupted"] for row in rows]
     others = [row["with_iv"] - row["with_other_task"] for row in rows]
-    return [Check("vector's gain on instruction-less prompts (lowest seed)", min(gains), ">= 0.30",
-                  min(gains) >= 0.30),
-            Check("random vector's gain (highest seed)", max(randoms), "<= 0.05", max(randoms) <= 0.05),
+    return [Check("vector's gain on instruction-less prompts (lowest seed)", min(gains), f">= {GAIN_MIN:.2f}",
+                  min(gains) >= GAIN_MIN),
+            Check("random vector's gain (highest seed)", max(randoms), f"<= {RANDOM_GAIN_MAX}", max(randoms) <= RANDOM_GAIN_MAX),
             Check("own vector minus another task's (lowest seed)", min(others), "> 0", min(others) > 0)]
 
 
@@ -97,17 +108,17 @@ def _restoration(r: dict) -> list[Check]:
     s = r["summary"]
     lost = s["if_original"] - s["if_finetuned"]
     random_share = (s["if_random"] - s["if_finetuned"]) / lost if lost > 0 else float("nan")
-    return [Check("share of the lost accuracy restored", s["restored_share"], ">= 0.5", s["restored_share"] >= 0.5),
+    return [Check("share of the lost accuracy restored", s["restored_share"], f">= {RESTORED_MIN}", s["restored_share"] >= RESTORED_MIN),
             Check("random vector's share", random_share, "< the vector's", random_share < s["restored_share"])]
 
 
 def _guided(r: dict) -> list[Check]:
     s = r["summary"]
     guided, plain = s["iv_guided"], s["plain_lora"]
-    return [Check("general performance over plain LoRA", guided["gp"] - plain["gp"], ">= 0.15",
-                  guided["gp"] - plain["gp"] >= 0.15),
-            Check("sequence's average performance vs plain LoRA", guided["ap"] - plain["ap"], ">= -0.05",
-                  guided["ap"] - plain["ap"] >= -0.05),
+    return [Check("general performance over plain LoRA", guided["gp"] - plain["gp"], f">= {GP_GAIN_MIN}",
+                  guided["gp"] - plain["gp"] >= GP_GAIN_MIN),
+            Check("sequence's average performance vs plain LoRA", guided["ap"] - plain["ap"], f">= -{AP_DROP_MAX}",
+                  guided["ap"] - plain["ap"] >= -AP_DROP_MAX),
             Check("general performance over the random-vector control", guided["gp"] - s["random_vector"]["gp"],
                   "> 0", guided["gp"] > s["random_vector"]["gp"]),
             Check("general performance over the KL-only control", guided["gp"] - s["kl"]["gp"], "> 0",
@@ -144,7 +155,7 @@ def scorecard(profiles: tuple[str, ...] = PROFILES, root: Path | None = None) ->
 
 
 def _cell(v: Verdict) -> str:
-    return v.verdict if v.headline is None else f"{v.verdict} ({v.headline:+.2f})"
+    return v.verdict if v.headline is None else f"{v.verdict} ({v.headline:.2f})"
 
 
 def scorecard_markdown(card: dict[int, dict[str, Verdict]], claims: tuple[int, ...] | None = None) -> str:

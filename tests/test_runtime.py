@@ -44,7 +44,7 @@ def test_the_description_names_device_dtype_and_profile():
 
 def test_every_chapter_installs_ivedu_from_the_one_url_and_tag():
     assert runtime.install_command() == f'!pip install -q "ivedu @ git+{runtime.REPOSITORY_URL}@{runtime.RELEASE_TAG}"'
-    for path in sorted(BOOK.glob("*.ipynb")):
+    for path in sorted(BOOK.glob("[0-9][0-9]_*.ipynb")):
         lines = [line.strip() for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "code"
                  for line in "".join(cell["source"]).splitlines() if "pip install" in line]
         assert lines, f"{path.name} has no Colab install line"
@@ -64,14 +64,14 @@ def test_a_gated_model_asks_for_a_hub_login_and_an_open_one_does_not(monkeypatch
 
 
 def test_every_chapter_logs_in_where_its_model_is_gated():
-    for path in sorted(BOOK.glob("*.ipynb")):
+    for path in sorted(BOOK.glob("[0-9][0-9]_*.ipynb")):
         setup = next("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
                      if c["cell_type"] == "code" and "runtime.describe_runtime" in "".join(c["source"]))
         assert "runtime.hub_login(settings.model)" in setup, path.name
 
 
 def test_every_chapter_prints_its_measured_run_times():
-    for path in sorted(BOOK.glob("*.ipynb")):
+    for path in sorted(BOOK.glob("[0-9][0-9]_*.ipynb")):
         cells = json.loads(path.read_text())["cells"]
         setup = next("".join(c["source"]) for c in cells
                      if c["cell_type"] == "code" and "runtime.describe_runtime" in "".join(c["source"]))

@@ -58,3 +58,15 @@ def test_diagnosis_needs_both_methods_and_the_new_task_learnt(tmp_path):
     v = judge(1, "tiny", tmp_path)
     assert v.verdict == "partly" and v.headline == pytest.approx(0.3)
     assert "| new task's exact match (lower of full and LoRA) | 0.85 | >= 0.9 | no |" in checks_markdown(v)
+
+
+@pytest.mark.parametrize("chapter, claims", [("00", None), ("01", (1,)), ("02", (2,)), ("03", (3, 4)), ("04", (5,))])
+def test_each_chapter_opens_with_its_row_of_the_scorecard(chapter, claims):
+    import json
+    from pathlib import Path
+
+    book = Path(__file__).resolve().parents[1] / "book"
+    path = next(book.glob(f"{chapter}_*.ipynb"))
+    code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    call = "scorecard_markdown(scorecard())" if claims is None else f"scorecard_markdown(scorecard(), claims={claims!r})"
+    assert any(call in c for c in code[:4]), f"{path.name} should show {call} right after its set-up cell"
