@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from ivedu.corpus import TrainingSequence, collate
-from ivedu.evaluation import in_context_score, instruction_following_score
+from ivedu.evaluation import exact_match_score, in_context_score
 from ivedu.finetune import LossFn, finetune_sequence, task_sequences
 from ivedu.generation import model_device
 from ivedu.guided import GuidedObjective, new_task_vectors
@@ -253,7 +253,7 @@ class GeneralScores:
 def general_scores(lm: ModelUnderStudy, tasks: Sequence[Task], split: str = "test", k: int = 4) -> GeneralScores:
     """Exact match of each general task zero-shot (GP's parts) and with ``k`` demonstrations
     (IP's; ``k=0`` skips them, the slowest score), prompts in ``lm.fmt``."""
-    zero = {t.name: instruction_following_score(lm.model, lm.tokenizer, t, split, fmt=lm.fmt).exact_match
+    zero = {t.name: exact_match_score(lm.model, lm.tokenizer, t, split, fmt=lm.fmt)
             for t in tasks}
     icl = ({t.name: in_context_score(lm.model, lm.tokenizer, t, split, k, fmt=lm.fmt).exact_match for t in tasks}
            if k else {})

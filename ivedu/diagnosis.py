@@ -22,7 +22,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-from ivedu.evaluation import AbilityScores, instruction_following_score, mean_abilities, score_abilities
+from ivedu.evaluation import AbilityScores, exact_match_score, mean_abilities, score_abilities
 from ivedu.finetune import finetune, finetune_sequence
 from ivedu.metrics import continual_metrics
 from ivedu.settings import Settings
@@ -109,7 +109,7 @@ def diagnose(lm: ModelUnderStudy, task: Task, general: Sequence[Task], method: s
     data = settings.data
     result = finetune(lm.model, lm.tokenizer, task, seed=seed, fmt=lm.fmt, **settings.finetune.kwargs(method))
     after = score_abilities(result.model, lm.tokenizer, general, data.split, data.k_shots, fmt=lm.fmt)
-    new = instruction_following_score(result.model, lm.tokenizer, task, data.split, fmt=lm.fmt).exact_match
+    new = exact_match_score(result.model, lm.tokenizer, task, data.split, fmt=lm.fmt)
     return DiagnosisRun(seed, method, new, result.steps, round(result.seconds, 2), result.trainable_params,
                         tuple(result.losses), tuple(after))
 

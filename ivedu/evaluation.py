@@ -160,10 +160,24 @@ def instructed_prompts(task: Task, split: str, phrasings: Sequence[int] | None =
             [ex.output for _ in phrasings for ex in examples])
 
 
+def exact_match_score(model, tokenizer, task: Task, split: str = "heldout", phrasings: Sequence[int] | None = None,
+                      *, fmt: PromptFormat) -> float:
+    """The exact match of :func:`instruction_following_score` alone: what the stop rule, the
+    ``R`` matrix and the general-task scores need, without its first-token and answer-probability
+    passes (on a real model, each as costly as a generation step)."""
+    prompts, golds = instructed_prompts(task, split, phrasings, fmt=fmt)
+    return _mean(_greedy_exact_match(model, tokenizer, prompts, golds))
+
+
+def _greedy_exact_match(model, tokenizer, prompts: Sequence[str], golds: Sequence[str]) -> list[bool]:
+    """Whether each greedy answer, one token longer than its gold's longest, is the gold answer."""
+    max_new = max(len(answer_ids(tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
+    return exact_match(greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new), golds)
+
+
 def _generation_score(model, tokenizer, name: str, prompts: Sequence[str], golds: Sequence[str]) -> InstructionScore:
     """Exact match of greedy answers, first-token accuracy and teacher-forced answer probability."""
-    max_new = max(len(answer_ids(tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
-    em = exact_match(greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new), golds)
+    em = _greedy_exact_match(model, tokenizer, prompts, golds)
     ft = first_token_accuracy(model, tokenizer, prompts, golds)
     prob = answer_logprobs(model, tokenizer, prompts, golds).exp()
     return InstructionScore(name, len(prompts), _mean(em), _mean(ft), float(prob.mean()))

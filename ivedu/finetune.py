@@ -26,7 +26,7 @@ from torch import nn
 
 from ivedu.checks import check_finite_loss
 from ivedu.corpus import TrainingSequence, collate, instructed_sequence
-from ivedu.evaluation import AbilityScores, instruction_following_score, score_abilities
+from ivedu.evaluation import AbilityScores, exact_match_score, score_abilities
 from ivedu.generation import model_device
 from ivedu.prompts import PromptFormat
 from ivedu.settings import sub_seed
@@ -130,7 +130,7 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
     over all (example, phrasing) pairs, drawn with ``random.Random(seed)``.
 
     Early stopping: with ``stop_at`` set, the task is scored (exact match under the
-    instruction, :func:`ivedu.evaluation.instruction_following_score`) on ``eval_split``
+    instruction, :func:`ivedu.evaluation.exact_match_score`) on ``eval_split``
     every ``eval_every`` steps, and training stops at the first check that reaches
     ``stop_at`` -- "train until the new task is learnt", the least fine-tuning that does the
     job. ``steps`` is then the most steps allowed.
@@ -187,7 +187,7 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
             on_step(step, result.losses[-1])
         if stop_at is not None and (step + 1) % eval_every == 0:
             tuned.eval()
-            score = instruction_following_score(tuned, tokenizer, task, eval_split, fmt=fmt).exact_match
+            score = exact_match_score(tuned, tokenizer, task, eval_split, fmt=fmt)
             tuned.train()
             result.checks.append((step + 1, score))
             if score >= stop_at:
@@ -272,7 +272,7 @@ def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, met
         raise ValueError(f"{len(steps_per_task)} step counts for {len(tasks)} tasks")
 
     def score(m) -> tuple[list[float], list[AbilityScores]]:
-        new = [instruction_following_score(m, tokenizer, t, split, fmt=fmt).exact_match for t in tasks]
+        new = [exact_match_score(m, tokenizer, t, split, fmt=fmt) for t in tasks]
         return new, score_abilities(m, tokenizer, general_tasks, general_split, k, fmt=fmt) if general_tasks else []
 
     baseline, general0 = score(model)

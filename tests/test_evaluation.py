@@ -179,3 +179,12 @@ def test_survey_task_reports_what_the_first_token_rule_credits_alone(known):
     assert survey_task(model, tok, echo, "test", n=1, fmt=FMT).n == 1
     with pytest.raises(ValueError, match="no examples in split 'valid'"):
         survey_task(model, tok, echo, "valid", fmt=FMT)
+
+
+def test_exact_match_score_is_the_instruction_scores_exact_match(known):
+    from ivedu.evaluation import exact_match_score
+
+    model, tok, task = known
+    assert exact_match_score(model, tok, task, "test", fmt=FMT) == 0.5
+    assert exact_match_score(model, tok, task, "test", fmt=FMT) == \
+        instruction_following_score(model, tok, task, "test", fmt=FMT).exact_match
