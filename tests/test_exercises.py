@@ -150,3 +150,13 @@ def test_stub_cell_fails_its_check_with_a_clear_message(item):
     cells = read_notebook(path)["cells"]
     with pytest.raises(ExerciseError, match="still raises NotImplementedError"):
         _run(source(cells[ex.stub]), _checker_call(source(cells[ex.check])))
+
+
+@pytest.mark.parametrize("item", EXERCISES, ids=[_cell_ids(e) for e in EXERCISES])
+def test_a_question_in_an_exercise_box_has_a_model_answer_in_its_solution(item):
+    path, ex = item
+    cells = read_notebook(path)["cells"]
+    box, solution = source(cells[ex.stub - 1]), source(cells[ex.solution])
+    body = box.split("\n", 1)[-1]  # a title may be a question the code answers ("Where does each answer start?")
+    if "?" in body:
+        assert solution.startswith("# Model answer."), f"{path.name}: the box asks a question; answer it in the solution"
