@@ -22,7 +22,9 @@ def prose(markdown: str) -> str:
     """The markdown without what may hold a number: glue, quotations, code, math, exercise labels."""
     text = re.sub(r"\{glue(:\w+)?\}`[^`]*`", "", markdown)
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(">"))
-    text = re.sub(r"`[^`]*`", "", text)
+    # A fence line (```{admonition} ...) opens prose that counts; drop the marker and its options only.
+    text = "\n".join(line for line in text.splitlines() if not re.match(r"\s*(```|~~~|:\w+:)", line))
+    text = re.sub(r"`[^`\n]*`", "", text)
     text = re.sub(r"\$\$.*?\$\$", "", text, flags=re.S)
     text = re.sub(r"\$[^$\n]*\$", "", text)
     return re.sub(r"(?i)(exercises?|\{exercise\})\s+\d+\.\d+(\s*(-|to|and)\s*\d+\.\d+)?", "", text)
@@ -45,5 +47,6 @@ def test_no_decimal_number_is_typed_in_a_chapters_prose(path):
 
 def test_the_rule_counts_what_it_should():
     text = ("GP 0.12 for plain LoRA, {glue:text}`ch4_gp:.2f` glued, `0.5` code, $\\alpha = 0.1$, exercises 1.1-1.3, "
-            "a 1.1M model, 0.5B and 1.5x faster\n> quoted 0.873 (Jiang et al.)\nand -0.05.")
-    assert NUMBER.findall(prose(text)) == ["0.12", "-0.05"]
+            "a 1.1M model, 0.5B and 1.5x faster\n> quoted 0.873 (Jiang et al.)\nand -0.05.\n"
+            "````{admonition} Paper\n:class: note\nit gains 0.37 here\n````")
+    assert NUMBER.findall(prose(text)) == ["0.12", "-0.05", "0.37"]
