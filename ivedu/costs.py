@@ -172,6 +172,21 @@ class StepCost:
         return self.memory_bytes / 2**30
 
 
+def training_state_bytes(config: PretrainedConfig, method: str, lora_rank: int = 8,
+                         lora_targets: tuple[str, ...] | None = None, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Bytes of weights, gradients and AdamW states to fine-tune the model of ``config``,
+    activations left out: :data:`TRAINED_BYTES_PER_PARAMETER` for every trained parameter
+    (mixed precision: the 16 include the weight's own bytes) -- every parameter for ``"full"``;
+    for ``"lora"`` the frozen weights in ``dtype`` plus the adapters
+    (:func:`lora_parameters`)."""
+    if method not in ("lora", "full"):
+        raise ValueError(f"unknown method {method!r}; choose 'lora' or 'full'")
+    n = count_parameters(config)
+    if method == "full":
+        return TRAINED_BYTES_PER_PARAMETER * n
+    return n * bytes_per_parameter(dtype) + TRAINED_BYTES_PER_PARAMETER * lora_parameters(config, lora_rank, lora_targets)
+
+
 def roofline_seconds(flops: float, bytes_read: float, gpu: GpuSpec) -> float:
     """Time at the larger of the compute bound and the memory bound, at the assumed efficiencies."""
     compute = flops / (gpu.peak_tflops * 1e12 * COMPUTE_EFFICIENCY)
@@ -262,14 +277,9 @@ def step_costs(config: PretrainedConfig, work: Workload, gpu: GpuSpec, dtype: to
     # for full fine-tuning, only the adapters for LoRA (whose frozen weights stay as loaded).
     seq = prompt + answer + 1
     train_tokens = work.steps * work.batch_size * seq
-    if method == "full":
-        trainable = n
-        state = TRAINED_BYTES_PER_PARAMETER * n - weights
-        flops_per_token = 6 * n
-    else:
-        trainable = lora_parameters(config, work.lora_rank, work.lora_targets)
-        state = TRAINED_BYTES_PER_PARAMETER * trainable
-        flops_per_token = 4 * n + 6 * trainable
+    trainable = n if method == "full" else lora_parameters(config, work.lora_rank, work.lora_targets)
+    flops_per_token = 6 * n if method == "full" else 4 * n + 6 * trainable
+    state = training_state_bytes(config, method, work.lora_rank, work.lora_targets, dtype) - weights
     activations = shape.activation_bytes(work.batch_size, seq, dtype)
     add(f"fine-tuning ({method})", flops_per_token * train_tokens, 3 * work.steps, state + activations)
 

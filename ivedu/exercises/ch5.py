@@ -2,9 +2,8 @@
 
 - Exercise 5.1, :func:`check_training_memory`: the GiB of weights, gradients and AdamW states
   that full fine-tuning or LoRA needs for a model given its config, as :mod:`ivedu.costs`
-  counts them (reference: :func:`training_memory_gib`, built from ``ivedu.costs``'s counts and
-  equal to its ``step_costs`` fine-tuning memory without the activations; a test holds them
-  together).
+  counts them (reference: :func:`training_memory_gib`, :func:`ivedu.costs.training_state_bytes` in GiB,
+  the state that ``step_costs`` adds the activations to).
 
 The configs are built locally (:func:`ivedu.costs.model_config` for the profiles' hub models,
 a small ``LlamaConfig`` for float32), so the check downloads nothing and takes well under a second.
@@ -17,8 +16,7 @@ from typing import Callable
 import torch
 from transformers import LlamaConfig, PretrainedConfig
 
-from ivedu.costs import (TRAINED_BYTES_PER_PARAMETER, bytes_per_parameter, count_parameters, lora_parameters,
-                         model_config)
+from ivedu.costs import model_config, training_state_bytes
 from ivedu.exercises import Case, check_against_reference, passed
 
 GIB = 2**30
@@ -27,19 +25,9 @@ GIB = 2**30
 def training_memory_gib(config: PretrainedConfig, method: str, lora_rank: int = 8,
                         lora_targets: tuple[str, ...] | None = None, dtype: torch.dtype = torch.bfloat16) -> float:
     """GiB of weights, gradients and optimizer states to fine-tune the model of ``config``
-    by ``method`` (``"full"`` or ``"lora"``), activations left out.
-
-    Full: :data:`ivedu.costs.TRAINED_BYTES_PER_PARAMETER` (16) bytes for every parameter.
-    LoRA: the frozen weights in ``dtype`` plus 16 bytes for every adapter parameter
-    (:func:`ivedu.costs.lora_parameters`).
-    """
-    if method not in ("full", "lora"):
-        raise ValueError(f"unknown method {method!r}; choose 'lora' or 'full'")
-    n = count_parameters(config)
-    if method == "full":
-        return TRAINED_BYTES_PER_PARAMETER * n / GIB
-    adapters = lora_parameters(config, lora_rank, lora_targets)
-    return (n * bytes_per_parameter(dtype) + TRAINED_BYTES_PER_PARAMETER * adapters) / GIB
+    by ``method`` (``"full"`` or ``"lora"``), activations left out:
+    :func:`ivedu.costs.training_state_bytes` in GiB."""
+    return training_state_bytes(config, method, lora_rank, lora_targets, dtype) / GIB
 
 
 def _small_llama() -> LlamaConfig:
