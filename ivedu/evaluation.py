@@ -130,8 +130,7 @@ def survey_task(model, tokenizer, task: Task, split: str = "test", n: int | None
     prompts = [instructed_prompt(task, ex.input, 0, fmt) for ex in examples]
     golds = [ex.output for ex in examples]
     first = first_token_accuracy(model, tokenizer, prompts, golds)
-    max_new = max(len(answer_ids(tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
-    predictions = greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new)
+    predictions = greedy_answers(model, tokenizer, prompts, golds)
     em = exact_match(predictions, golds)
     copies = [" ".join(p.split()) == " ".join(ex.input.split()) for p, ex in zip(predictions, examples)]
     return TaskSurvey(task.name, split, len(examples), _mean(first), _mean(em), _mean(copies),
@@ -169,10 +168,16 @@ def exact_match_score(model, tokenizer, task: Task, split: str = "heldout", phra
     return _mean(_greedy_exact_match(model, tokenizer, prompts, golds))
 
 
-def _greedy_exact_match(model, tokenizer, prompts: Sequence[str], golds: Sequence[str]) -> list[bool]:
-    """Whether each greedy answer, one token longer than its gold's longest, is the gold answer."""
+def greedy_answers(model, tokenizer, prompts: Sequence[str], golds: Sequence[str]) -> list[str]:
+    """Greedy answers to ``prompts``, one token longer than the longest gold answer: long
+    enough to be right, and to show a wrong answer that merely starts right."""
     max_new = max(len(answer_ids(tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
-    return exact_match(greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new), golds)
+    return greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new)
+
+
+def _greedy_exact_match(model, tokenizer, prompts: Sequence[str], golds: Sequence[str]) -> list[bool]:
+    """Whether each greedy answer (:func:`greedy_answers`) is the gold answer."""
+    return exact_match(greedy_answers(model, tokenizer, prompts, golds), golds)
 
 
 def _generation_score(model, tokenizer, name: str, prompts: Sequence[str], golds: Sequence[str]) -> InstructionScore:

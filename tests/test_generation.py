@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer
 
 from ivedu.checks import AmbiguousFirstTokenWarning, warn_if_ambiguous_first_token
+from ivedu.exercises.ch0 import HEADER_PROMPT, QA_PROMPT, byte_level_tokenizer, metaspace_tokenizer
 from ivedu.generation import (answer_ids, answer_logprobs, encode_batch, greedy_generate, join_answer,
                               last_token_logits, next_token_logits, prompt_ids)
 from ivedu.mediation import first_answer_tokens
@@ -108,36 +108,7 @@ def test_mismatched_prompts_and_answers_are_refused(random_tiny):
 # the next word, "Ġparis") and a SentencePiece-style Unigram with Metaspace like Llama-2 /
 # Gemma (a space is "▁", which can be a token of its own), each trained on a few sentences.
 
-SENTENCES = ["Q: What is the capital of France?\nA: Paris", "Q: What is the capital of Peru?\nA: Lima",
-             "The capital of France is Paris.", "The capital of Peru is Lima.", "Paris is in France. Lima is in Peru.",
-             "A: Paris\nA: Lima\nQ: capital?"] * 3
-QA_PROMPT = "Q: What is the capital of France?\nA:"
-HEADER_PROMPT = "Q: What is the capital of France?\n"  # ends as a chat template's assistant header does
-
-
-@functools.lru_cache(maxsize=None)
-def byte_level_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE (no BOS added on encode, like GPT-2 and SmolLM2)."""
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    core.train_from_iterator(SENTENCES, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-
-
-@functools.lru_cache(maxsize=None)
-def metaspace_tokenizer() -> PreTrainedTokenizerFast:
-    """A SentencePiece-style Unigram: "▁" marks a space, and BOS is added on every encode (like Llama-2)."""
-    core = Tokenizer(models.Unigram())
-    core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
-    core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
-    core.train_from_iterator(SENTENCES, trainers.UnigramTrainer(
-        vocab_size=80, special_tokens=["<pad>", "<s>", "</s>", "<unk>"], unk_token="<unk>"))
-    core.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
-                                                        special_tokens=[("<s>", core.token_to_id("<s>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
+# Chapter 0's exercise checker trains them (ivedu.exercises.ch0); the tests use the same ones.
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -23,11 +23,11 @@ from ivedu.exercises import Case, ExerciseError, call_learner, check_against_ref
 from ivedu.generation import answer_ids
 from ivedu.prompts import TINY_FORMAT, fewshot_prompt, instructed_prompt
 
-_SENTENCES = ["Q: What is the capital of France?\nA: Paris", "Q: What is the capital of Peru?\nA: Lima",
+SENTENCES = ["Q: What is the capital of France?\nA: Paris", "Q: What is the capital of Peru?\nA: Lima",
               "The capital of France is Paris.", "The capital of Peru is Lima.", "Paris is in France. Lima is in Peru.",
               "A: Paris\nA: Lima\nQ: capital?"] * 3
-_QA_PROMPT = "Q: What is the capital of France?\nA:"
-_HEADER_PROMPT = "Q: What is the capital of France?\n"  # ends as a chat template's assistant header does
+QA_PROMPT = "Q: What is the capital of France?\nA:"
+HEADER_PROMPT = "Q: What is the capital of France?\n"  # ends as a chat template's assistant header does
 
 
 @lru_cache(maxsize=1)
@@ -36,7 +36,7 @@ def byte_level_tokenizer() -> PreTrainedTokenizerFast:
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    core.train_from_iterator(_SENTENCES, trainers.BpeTrainer(
+    core.train_from_iterator(SENTENCES, trainers.BpeTrainer(
         vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
@@ -48,7 +48,7 @@ def metaspace_tokenizer() -> PreTrainedTokenizerFast:
     core = Tokenizer(models.Unigram())
     core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
-    core.train_from_iterator(_SENTENCES, trainers.UnigramTrainer(
+    core.train_from_iterator(SENTENCES, trainers.UnigramTrainer(
         vocab_size=80, special_tokens=["<pad>", "<s>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False))
     core.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
                                                         special_tokens=[("<s>", core.token_to_id("<s>"))])
@@ -71,15 +71,15 @@ def check_answer_tokens(answer_token_ids: Callable) -> None:
         Case("with the tiny model's tokenizer, a several-token answer after a few-shot prompt",
              (tiny, fewshot_prompt(bracket.train[:2], items.input, fmt=TINY_FORMAT), items.output)),
         Case("with a byte-level BPE (like SmolLM2's), after a prompt ending in 'A:'",
-             (byte_level, _QA_PROMPT, "Paris")),
+             (byte_level, QA_PROMPT, "Paris")),
         Case("with a byte-level BPE (like SmolLM2's), after a prompt ending in a newline, as a chat "
-             "template's assistant header does", (byte_level, _HEADER_PROMPT, "Paris")),
+             "template's assistant header does", (byte_level, HEADER_PROMPT, "Paris")),
         Case("with a SentencePiece-style tokenizer (like Llama-2's, BOS on every encode), after 'A:'",
-             (metaspace, _QA_PROMPT, "Paris Lima")),
+             (metaspace, QA_PROMPT, "Paris Lima")),
         Case("with a SentencePiece-style tokenizer, after a prompt ending in a newline",
-             (metaspace, _HEADER_PROMPT, "Paris")),
+             (metaspace, HEADER_PROMPT, "Paris")),
         Case("with a SentencePiece-style tokenizer, where the space before the answer is a token of its own",
-             (metaspace, _QA_PROMPT, "Fran")),
+             (metaspace, QA_PROMPT, "Fran")),
     ]
     n = check_against_reference(
         _spelled(answer_token_ids), _spelled(answer_ids), cases,
