@@ -44,9 +44,25 @@ class KnowledgeScore:
     gold_prob: float
 
 
+# Sentence punctuation a chat model ends a one-word answer with ("Laugh." for "Laugh").
+_TRAILING = ".!?"
+
+
+def normalise_answer(text: str) -> str:
+    """``text`` as exact match compares it: whitespace collapsed, trailing ``.``, ``!`` and
+    ``?`` dropped.
+
+    A chat model writes a one-word answer as a sentence would end ("Laugh."); the authors'
+    scoring post-processes each answer before comparing it (:mod:`ivedu` follows the
+    minimal form of that step), and the punctuation is not the task. Case is kept: a
+    capitalisation task's answer differs from its input only in case.
+    """
+    return " ".join(text.split()).rstrip(_TRAILING).rstrip()
+
+
 def exact_match(predictions: Sequence[str], golds: Sequence[str]) -> list[bool]:
-    """Whitespace-normalised string equality, one flag per prediction."""
-    return [" ".join(p.split()) == " ".join(g.split()) for p, g in zip(predictions, golds)]
+    """Equality of the normalised answers (:func:`normalise_answer`), one flag per prediction."""
+    return [normalise_answer(p) == normalise_answer(g) for p, g in zip(predictions, golds)]
 
 
 def first_token_accuracy(model, tokenizer, prompts: Sequence[str], golds: Sequence[str]) -> list[bool]:
@@ -62,16 +78,19 @@ def known_examples(model, tokenizer, task: Task, *, fmt: PromptFormat, phrasing:
     Todd et al. and the authors' code score a real model, and extract its vectors, only on
     the queries it gets right with the clean prompt: forgetting is then the loss of what the
     model could do before fine-tuning, and a head's effect is measured where the task is
-    actually carried out, not blurred by inputs the model never knew. "Correct" is the
-    method's first-token criterion: the most likely next token after the instructed prompt
-    (instruction ``phrasing``) is the gold answer's first token. The split sizes of the
-    result say how many remain (``len(known.test)``); ``ValueError`` when none remain.
+    actually carried out, not blurred by inputs the model never knew. "Correct" is greedy
+    exact match under the instruction (``phrasing``), the score forgetting is measured with.
+    Todd et al. keep a query when the gold answer's first token comes first; on a chat model
+    that credits echoing the input (``spoon`` -> ``spoon``, the first token of ``spoons``:
+    ``python -m ivedu.experiments task_survey`` measures how often), so ivedu asks for the
+    whole answer. The split sizes of the result say how many remain (``len(known.test)``);
+    ``ValueError`` when none remain.
     """
     kept: dict[str, tuple[Example, ...]] = {}
     for split in SPLITS:
         examples = task.split(split)
         prompts = [instructed_prompt(task, ex.input, phrasing, fmt) for ex in examples]
-        right = first_token_accuracy(model, tokenizer, prompts, [ex.output for ex in examples]) if examples else []
+        right = _greedy_exact_match(model, tokenizer, prompts, [ex.output for ex in examples]) if examples else []
         kept[split] = tuple(ex for ex, ok in zip(examples, right) if ok)
     if not any(kept.values()):
         raise ValueError(f"the model answers none of task {task.name!r}'s examples correctly under its instruction; "
@@ -98,9 +117,9 @@ def split_sizes(task: Task) -> dict[str, int]:
 class TaskSurvey:
     """What a model does with one task's instructed prompts, and what each criterion credits.
 
-    ``first_token``: the next token is the gold answer's first token (the criterion of
-    :func:`known_examples`, Todd et al.'s); ``exact_match``: the greedy answer is the gold
-    answer; ``copies``: the greedy answer is the input itself, letter for letter (spaces
+    ``first_token``: the next token is the gold answer's first token (Todd et al.'s criterion
+    of a known example); ``exact_match``: the greedy answer is the gold answer
+    (:func:`exact_match`, the criterion of :func:`known_examples`); ``copies``: the greedy answer is the input itself, letter for letter (spaces
     ignored; case kept, since a capitalisation task's answer differs from its input only in case);
     ``first_token_only``: credited by the first token but not by exact match -- high when
     answers begin like their inputs (``spoon`` -> ``spoons``) and the model echoes the input.

@@ -16,7 +16,8 @@ chat template's ``<|im_start|>assistant\\n`` there is no space at all.
 from __future__ import annotations
 
 import inspect
-from typing import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable, Iterator, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -110,9 +111,13 @@ def next_token_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) ->
     runs on one position, not on all of them. On SmolLM2 that spares a ``[batch, length,
     vocab]`` tensor -- 1.2 GB for 128 chat prompts of 48 tokens -- of which one row is used.
     """
-    if "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters:
+    if _takes_logits_to_keep(model):
         return model(**batch, logits_to_keep=1).logits[:, -1]
     return model(**batch).logits[:, -1]
+
+
+def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    return "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters
 
 
 @torch.no_grad()
@@ -157,26 +162,47 @@ def answer_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
 
 
 @torch.no_grad()
+def cache_kwargs(model, cache) -> dict:
+    """``{"cache": cache}`` or ``{"past_key_values": cache}``, whichever ``model.forward`` takes."""
+    params = inspect.signature(unwrap(model).forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+def returned_cache(output):
+    """The key-value cache a forward pass with ``use_cache=True`` returned, under either name
+    (``None`` when the model keeps none)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
+
+
+def _takes_cache(model: torch.nn.Module) -> bool:
+    return "use_cache" in inspect.signature(unwrap(model).forward).parameters
+
+
+@torch.no_grad()
 def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                    max_new_tokens: int = 6, batch_size: int = 128, stop: Sequence[str] = (";",)) -> list[str]:
+                    max_new_tokens: int = 6, batch_size: int = 128, stop: Sequence[str] = (";",), *,
+                    prompt_context: Callable[[], AbstractContextManager] = nullcontext,
+                    step_context: Callable[[], AbstractContextManager] = nullcontext,
+                    use_cache: bool = True) -> list[str]:
     """Greedy continuations of each prompt, cut at EOS or at any ``stop`` string, stripped.
 
-    A plain loop with no KV cache: answers are a few tokens long, and re-running the whole
-    prefix keeps hooks that act on "the last prompt token" simple.
+    The prompt runs once and each new token is one more forward pass of length 1 over the key-value
+    cache, as ``generate`` does; with ``use_cache=False``, or a model whose forward keeps no
+    cache, each step re-runs the whole sequence instead (the plain loop the cached one is
+    tested and benchmarked against). Steering hooks say where they act through two context
+    factories: ``prompt_context()`` is entered around the prompt's pass, ``step_context()``
+    around each new token's pass. A hook entered there with ``positions="last"`` acts at the
+    prompt's last token and, in ``step_context``, at every generated token: in a cached step
+    the last position is the new token. Hooks left open around the call see the same passes.
     """
     ids = prompt_ids(tokenizer, prompts)
     check_fits(model, ids, max_new_tokens, f"prompt plus {max_new_tokens} generated tokens")
     texts: list[str] = []
     for sl in batches(len(ids), batch_size):
         batch = encode_batch(tokenizer, ids[sl], model_device(model))
-        generated = []
-        for _ in range(max_new_tokens):
-            next_ids = next_token_logits(model, batch).argmax(-1)
-            generated.append(next_ids)
-            if tokenizer.eos_token_id is not None and bool((torch.stack(generated, 1) == tokenizer.eos_token_id).any(1).all()):
-                break
-            batch = _append(batch, next_ids)
-        rows = torch.stack(generated, 1).tolist()
+        rows = _greedy_rows(model, tokenizer, batch, max_new_tokens, prompt_context, step_context,
+                            use_cache and _takes_cache(model))
         for row in rows:
             if tokenizer.eos_token_id in row:
                 row = row[: row.index(tokenizer.eos_token_id)]
@@ -185,6 +211,35 @@ def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
                 text = text.split(s)[0]
             texts.append(" ".join(text.split()))
     return texts
+
+
+def _greedy_rows(model, tokenizer, batch: dict[str, torch.Tensor], max_new_tokens: int,
+                 prompt_context: Callable[[], AbstractContextManager],
+                 step_context: Callable[[], AbstractContextManager], cached: bool) -> list[list[int]]:
+    """The greedy token ids after each row of ``batch``, ``max_new_tokens`` long (fewer once
+    every row has produced EOS); ``cached``: one pass of length 1 per new token."""
+    with prompt_context():
+        if cached:
+            out = model(**batch, use_cache=True, logits_to_keep=1) if _takes_logits_to_keep(model) \
+                else model(**batch, use_cache=True)
+            cache, logits = returned_cache(out), out.logits[:, -1]
+            cached = cache is not None
+        else:
+            logits = next_token_logits(model, batch)
+    generated = [logits.argmax(-1)]
+    for _ in range(max_new_tokens - 1):
+        if tokenizer.eos_token_id is not None and bool((torch.stack(generated, 1) == tokenizer.eos_token_id).any(1).all()):
+            break
+        batch = _append(batch, generated[-1])
+        with step_context():
+            if cached:
+                out = model(input_ids=batch["input_ids"][:, -1:], attention_mask=batch["attention_mask"],
+                            position_ids=batch["position_ids"][:, -1:], use_cache=True, **cache_kwargs(model, cache))
+                cache, logits = returned_cache(out), out.logits[:, -1]
+            else:
+                logits = next_token_logits(model, batch)
+        generated.append(logits.argmax(-1))
+    return torch.stack(generated, 1).tolist()
 
 
 def _append(batch: dict[str, torch.Tensor], next_ids: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ import torch
 
 from ivedu.architectures import check_head, check_layer, model_layout, project_heads
 from ivedu.evaluation import exact_match, first_token_accuracy
-from ivedu.generation import answer_ids, batches, greedy_generate, prompt_ids
+from ivedu.generation import answer_ids, greedy_generate
 from ivedu.hooks import add_to_residual
 from ivedu.mediation import Head
 
@@ -92,18 +92,16 @@ def steered_exact_match(model, tokenizer, prompts: Sequence[str], answers: Seque
 
     ``on_generated=True`` also adds it at every generated token, as the reference code's
     KV-cached ``generate`` does; the default adds it once, where the first-token metric
-    adds it, and lets the answer's later tokens read it through attention."""
+    adds it, and lets the answer's later tokens read it through attention (the prompt's
+    cached keys and values carry it)."""
     if not prompts:
         raise ValueError("no prompts given")
-    ids = prompt_ids(tokenizer, prompts)
     max_new = max(len(answer_ids(tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
-    predictions: list[str] = []
-    for sl in batches(len(prompts), batch_size):
-        chunk = list(prompts[sl])
-        last_prompt_position = max(len(x) for x in ids[sl]) - 1  # prompts are left-padded
-        positions = last_prompt_position if on_generated else slice(last_prompt_position, last_prompt_position + 1)
-        steering = (nullcontext() if vector is None
-                    else add_to_residual(model, layer, vector, positions=positions, scale=scale, site=site))
-        with steering:
-            predictions += greedy_generate(model, tokenizer, chunk, max_new_tokens=max_new, batch_size=len(chunk))
+
+    def steer():
+        return (nullcontext() if vector is None
+                else add_to_residual(model, layer, vector, positions="last", scale=scale, site=site))
+
+    predictions = greedy_generate(model, tokenizer, list(prompts), max_new_tokens=max_new, batch_size=batch_size,
+                                  prompt_context=steer, step_context=steer if on_generated else nullcontext)
     return sum(exact_match(predictions, answers)) / len(answers)

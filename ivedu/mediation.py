@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from ivedu.architectures import model_layout, unwrap
 from ivedu.checks import warn_if_ambiguous_first_token
-from ivedu.generation import answer_ids, batches, check_fits, encode_batch, model_device, prompt_ids
+from ivedu.generation import (answer_ids, batches, cache_kwargs, check_fits, encode_batch, model_device, prompt_ids,
+                              returned_cache)
 from ivedu.hooks import edit_head_outputs, record_head_outputs
 
 Head = tuple[int, int]  # (layer, head)
@@ -185,18 +186,6 @@ def _last_step(model, batch: dict[str, torch.Tensor], cache, repeat: int) -> tor
 
 # transformers 5.24 renamed the forward pass's ``past_key_values`` to ``cache`` (the old name is
 # deprecated, to be removed in 5.40); releases before it know only the old name.
-def cache_kwargs(model, cache) -> dict:
-    """``{"cache": cache}`` or ``{"past_key_values": cache}``, whichever ``model.forward`` takes."""
-    params = inspect.signature(unwrap(model).forward).parameters
-    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
-
-
-def returned_cache(output):
-    """The key-value cache a forward pass with ``use_cache=True`` returned, under either name."""
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
-
-
 @torch.no_grad()
 def indirect_effects_reference(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
                                mean_activations: torch.Tensor) -> torch.Tensor:

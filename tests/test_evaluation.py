@@ -137,7 +137,7 @@ def test_scores_build_their_prompts_in_the_given_format(tiny, world, monkeypatch
 
 
 def test_known_examples_keep_exactly_what_the_model_answers_right_under_its_instruction(tiny, world):
-    from ivedu.evaluation import first_token_accuracy, known_examples, known_world, split_sizes
+    from ivedu.evaluation import exact_match, greedy_answers, known_examples, known_world, split_sizes
     from ivedu.prompts import instructed_prompt
 
     model, tokenizer = tiny
@@ -145,12 +145,32 @@ def test_known_examples_keep_exactly_what_the_model_answers_right_under_its_inst
     known = known_examples(model, tokenizer, task, fmt=FMT)
     for split in ("train", "valid", "test"):
         examples = task.split(split)
-        right = first_token_accuracy(model, tokenizer, [instructed_prompt(task, ex.input) for ex in examples],
-                                     [ex.output for ex in examples])
+        golds = [ex.output for ex in examples]
+        answers = greedy_answers(model, tokenizer, [instructed_prompt(task, ex.input) for ex in examples], golds)
+        right = exact_match(answers, golds)
         assert known.split(split) == tuple(ex for ex, ok in zip(examples, right) if ok)
     assert 0 < split_sizes(known)["test"] <= split_sizes(task)["test"]
     filtered = known_world(model, tokenizer, world, fmt=FMT)
     assert filtered.task(world.new[0].name) == world.new[0]  # new tasks stay whole
+
+
+def test_known_examples_refuse_an_echo_that_starts_like_the_answer(known):
+    from dataclasses import replace
+
+    from ivedu.evaluation import known_examples
+
+    model, tok, task = known  # the model answers "b" to every instructed prompt
+    echo = replace(task, train=(), valid=(), test=(Example("a", "b", ("c",)), Example("b", "b d", ("c",))))
+    # "b d" starts with the model's answer "b" (the first-token rule would keep it); the whole answer is wrong
+    assert known_examples(model, tok, echo, fmt=FMT).test == (echo.test[0],)
+
+
+def test_exact_match_ignores_spacing_and_a_final_full_stop_but_not_case():
+    from ivedu.evaluation import exact_match, normalise_answer
+
+    assert normalise_answer("  Laugh. ") == "Laugh" and normalise_answer("Washington, D.C.") == "Washington, D.C"
+    assert exact_match(["Laugh.", "laugh", "Oui !", "b  d", "b."], ["Laugh", "Laugh", "Oui", "b d", "b d"]) == \
+        [True, False, True, True, False]
 
 
 def test_a_task_the_model_cannot_do_at_all_is_refused_by_name(tiny, world):

@@ -97,6 +97,48 @@ def test_greedy_generation_matches_step_by_step_argmax(random_tiny):
     assert got[0] == " ".join(text.split())
 
 
+PROMPTS = ["input : a output :", "a b c d e f input : b output :", "c input : d e output :"]
+
+
+def test_cached_greedy_generation_equals_the_plain_loop(random_tiny):
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = random_tiny
+    for m in (model, get_peft_model(build_tiny_model(tokenizer, TinyConfig(hidden_size=32, num_layers=2, num_heads=2,
+                                                                          intermediate_size=64)),
+                                    LoraConfig(r=2, target_modules=["q_proj"]))):
+        plain = greedy_generate(m, tokenizer, PROMPTS, max_new_tokens=6, stop=(), use_cache=False)
+        assert greedy_generate(m, tokenizer, PROMPTS, max_new_tokens=6, stop=()) == plain
+        assert greedy_generate(m, tokenizer, PROMPTS, max_new_tokens=6, stop=(), batch_size=1) == plain
+
+
+@pytest.mark.parametrize("site", ["layer", "attention"])
+def test_steering_contexts_act_where_the_plain_loop_hooks_act(tiny, world, site):
+    """``prompt_context`` with ``positions="last"`` is the vector at the last prompt token, seen by
+    every later token; adding ``step_context`` also puts it at every generated token."""
+    from ivedu.hooks import add_to_residual
+    from ivedu.prompts import bare_prompt
+
+    model, tokenizer = tiny
+    prompts = [bare_prompt(ex.input) for ex in world.task("plural").test[:16]]
+    vector = torch.randn(generator=torch.Generator().manual_seed(0), size=(model.config.hidden_size,)) * 12
+    last = max(len(x) for x in prompt_ids(tokenizer, prompts)) - 1  # left-padded: the same index in every row
+
+    def steer(positions="last"):
+        return add_to_residual(model, 0, vector, positions=positions, scale=1.0, site=site)
+
+    def run(**kw):
+        return greedy_generate(model, tokenizer, prompts, max_new_tokens=4, stop=(), **kw)
+
+    with steer(slice(last, last + 1)):
+        once = run(use_cache=False)
+    with steer(last):
+        every = run(use_cache=False)
+    assert once != every and once != run()  # the vector changes the answers, and where it acts matters
+    assert run(prompt_context=steer) == once
+    assert run(prompt_context=steer, step_context=steer) == every
+
+
 def test_mismatched_prompts_and_answers_are_refused(random_tiny):
     model, tokenizer = random_tiny
     with pytest.raises(ValueError, match="one answer per prompt"):

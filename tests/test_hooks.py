@@ -9,7 +9,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ivedu.architectures import model_layout
-from ivedu.mediation import cache_kwargs, returned_cache
+from ivedu.generation import cache_kwargs, returned_cache
 from ivedu.hooks import _add_to_output, add_to_residual, edit_head_outputs, record_head_outputs
 
 HIDDEN, HEADS, HEAD_DIM, LAYERS = 32, 4, 8, 3

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ivedu.experiments NAME [--profile P] [--seeds N] [--json] [--save]``."""
+"""Command line: ``python -m ivedu.experiments NAME [--profile P] [--seeds N] [--json] [--save] [--progress]``."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ..., N-1)")
     parser.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
     parser.add_argument("--save", action="store_true", help="also write it to results/<profile>/<name>.json")
+    parser.add_argument("--progress", action="store_true",
+                        help="print progress lines on stderr (the default when stderr is a terminal)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     chosen = settings(EXPERIMENTS[args.name][1], args.profile)
     start = time.perf_counter()
-    result = experiment(args.name)(chosen, list(range(args.seeds)), progress=sys.stderr.isatty())
+    result = experiment(args.name)(chosen, list(range(args.seeds)), progress=args.progress or sys.stderr.isatty())
     result.update(profile=args.profile, seconds=round(time.perf_counter() - start, 1), seeds=args.seeds,
                   settings=chosen.as_dict(), versions=versions(), date=today())
     if args.save:
