@@ -52,6 +52,10 @@ PROFILES = ("tiny", "smol", "colab", "paper")
 CHAPTERS = ("ch0", "ch1", "ch2", "ch3", "ch4", "ch5")
 ENV_VAR = "IVEDU_PROFILE"
 TERMS = ("kl_start", "kl_all", "head_mse", "progressive")
+# Chapter 4's methods (:func:`ivedu.continual.methods`); the four the fifth finding's bars
+# compare first (:data:`FINDING_METHODS`).
+ALL_METHODS = ("plain_lora", "plain_full", "kl", "replay", "ewc", "iv_guided", "random_vector")
+FINDING_METHODS = ("plain_lora", "kl", "iv_guided", "random_vector")
 
 
 def sub_seed(seed: int, part: int | str) -> int | str:
@@ -229,13 +233,16 @@ class GuidedTrainingSettings:
 
     ``max_steps``: the cap per task (the stop rule of :class:`FinetuneSettings` ends most
     stages earlier); ``vector_heads`` / ``vector_prompts``: each new task's vector;
-    ``loss``: the guided loss; ``ablation_seeds``: the ablation runs on this many seeds.
+    ``loss``: the guided loss; ``methods``: the methods the reproduction command compares
+    (names of :func:`ivedu.continual.methods`); ``ablation_seeds``: the ablation runs on this
+    many seeds.
     """
 
     max_steps: int = 300
     vector_heads: int = 2
     vector_prompts: int = 48
     loss: GuidedSettings = GuidedSettings()
+    methods: tuple[str, ...] = ALL_METHODS
     ablation_seeds: int = 1
 
 
@@ -321,9 +328,12 @@ _SMOL = Settings(
                                   layers=(4, 6, 8, 10, 12, 14)),
     dynamics=DynamicsSettings(heads=16, n_prompts=24, scales=(0.5, 1.0, 2.0), layers=(6, 8, 10, 12, 14),
                               watch_every=10, watch_prompts=8, overlay_layer=10),
+    # Chapter 4 on smol compares the four methods the fifth finding's bars name and skips the
+    # ablation: each method is a LoRA run over the whole sequence, about 2.6 s a step here.
     guided=GuidedTrainingSettings(max_steps=100, vector_heads=16, vector_prompts=24,
                                   loss=GuidedSettings(kl_start=1.0, kl_all=0.1, head_mse=1.0, layer=10,
-                                                      progressive_steps=30)),
+                                                      progressive_steps=30),
+                                  methods=FINDING_METHODS, ablation_seeds=0),
     prompt_tokens=45)
 
 _COLAB = Settings(

@@ -87,3 +87,17 @@ def general_tasks(settings: Settings, world: World) -> list:
     """The general tasks scored for forgetting: ``settings.data.general_tasks``, or all of the world's."""
     names = settings.data.general_tasks
     return list(world.general) if names is None else [world.task(n) for n in names]
+
+
+def describe_tasks(settings: Settings, world: World) -> str:
+    """One line per task of ``world``: its examples per split, and for general tasks under
+    ``known_only`` that these are the examples the model answers right under its instruction
+    (how many remain decides whether a task can serve as a general task at all)."""
+    general = {t.name for t in general_tasks(settings, world)}
+    lines = []
+    for task in world.tasks:
+        kind = "new" if task.is_new else "general"
+        known = " (known examples only)" if settings.data.known_only and task.name in general else ""
+        lines.append(f"{task.name:<24} {kind:<8} train {len(task.train):>4}  valid {len(task.valid):>4}  "
+                     f"test {len(task.test):>4}{known}")
+    return "\n".join(lines)

@@ -48,7 +48,7 @@ def test_the_profile_names_the_real_model_and_its_own_sizes(setup):
 
 def test_scan_vector_steering_training_and_scores_on_the_real_model(setup):
     settings, model, tokenizer, world, fmt = setup
-    task = small(world.task("singular-plural"))
+    task = small(world.task(settings.data.general_tasks[0]))
     new = small(world.task(settings.data.new_task))
     scan = scan_task(model, tokenizer, task, clean_prompts(task, "train", n=6, fmt=fmt),
                      corrupted_prompts(task, "train", n=6, fmt=fmt))

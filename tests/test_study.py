@@ -34,3 +34,21 @@ def test_the_tiny_profile_loads_the_tiny_model_its_format_and_world():
 def test_known_only_settings_need_the_model():
     with pytest.raises(ValueError, match="pass the model under study"):
         load_tasks(settings("ch2", "smol"))
+
+
+def test_describe_tasks_gives_each_tasks_split_sizes_and_marks_known_examples():
+    from dataclasses import replace
+
+    from ivedu.study import describe_tasks
+
+    s = settings("ch1", "tiny")
+    world = load_tasks(s)
+    lines = describe_tasks(s, world).splitlines()
+    assert len(lines) == len(world.tasks)
+    first = world.tasks[0]
+    assert lines[0].split()[:2] == [first.name, "new" if first.is_new else "general"]
+    assert f"test {len(first.test):>4}" in lines[0] and "known" not in lines[0]
+    known = replace(s, data=replace(s.data, known_only=True))
+    general = {t.name for t in general_tasks(known, world)}
+    assert all(("known examples only" in line) == (line.split()[0] in general)
+               for line in describe_tasks(known, world).splitlines())

@@ -1,6 +1,7 @@
 """Chapter 4's reproduction: ``python -m ivedu.experiments guided --profile tiny --seeds 3 --json``.
 
-For each seed, every method of :data:`METHOD_NAMES` (:func:`ivedu.continual.methods`) is
+For each seed, every method of the profile's ``guided.methods`` (:func:`ivedu.continual.methods`;
+tiny: all seven of :data:`ivedu.settings.ALL_METHODS`) is
 trained on the profile's sequence of new tasks (tiny: ``first_french -> last_french ->
 middle``) under the profile's fine-tuning settings and the same stop rule, and scored
 (:func:`ivedu.continual.run_method`): the general tasks zero-shot (GP) and in context (IP) after
@@ -23,12 +24,10 @@ from ivedu.guided import VectorReport, new_task_vectors
 from ivedu.settings import Settings
 from ivedu.study import general_tasks, load_study, load_tasks
 
-METHOD_NAMES = ("plain_lora", "plain_full", "kl", "replay", "ewc", "iv_guided", "random_vector")
-
-
 def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
     """Every method on ``settings.data.sequence``, and the ablation: see :func:`compare`."""
-    return compare(settings, seeds, settings.data.sequence, METHOD_NAMES, ablation=True, progress=progress)
+    return compare(settings, seeds, settings.data.sequence, settings.guided.methods, ablation=True,
+                   progress=progress)
 
 
 def compare(settings: Settings, seeds: list[int], sequence: Sequence[str], names: Sequence[str],

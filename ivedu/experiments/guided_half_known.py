@@ -17,16 +17,14 @@ original model's exact match on each sequence task, under its instruction, befor
 from __future__ import annotations
 
 from ivedu.experiments.guided import compare
-from ivedu.settings import Settings
-
-METHOD_NAMES = ("plain_lora", "kl", "iv_guided", "random_vector")
+from ivedu.settings import FINDING_METHODS, Settings
 
 
 def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
     """:func:`ivedu.experiments.guided.compare` on the control sequence, the criterion's four methods."""
     if not settings.data.control_sequence:
         raise ValueError(f"the {settings.profile} profile has no control sequence (settings.data.control_sequence)")
-    result = compare(settings, seeds, settings.data.control_sequence, METHOD_NAMES, ablation=False, progress=progress)
+    result = compare(settings, seeds, settings.data.control_sequence, FINDING_METHODS, ablation=False, progress=progress)
     first = result["per_seed"][0]
     result["before_new_tasks"] = dict(zip(first["tasks"], first["baseline"]))
     return result
