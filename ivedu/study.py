@@ -13,14 +13,19 @@ argument. Chapters and commands start with::
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from torch import nn
 
 from ivedu.architectures import ModelLayout, model_layout
 from ivedu.prompts import QA_FORMAT, TINY_FORMAT, PromptFormat, chat_format
 from ivedu.settings import Settings
-from ivedu.world import World
+from ivedu.world import SPLITS, Task, World
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ def load_tasks(settings: Settings, lm: ModelUnderStudy | None = None, cache_dir=
     """The profile's tasks: the tiny world, or a world of function-vector datasets.
 
     With ``settings.data.known_only`` the general tasks are cut to the examples ``lm`` answers
-    right under their instruction (:func:`ivedu.evaluation.known_world`); the new tasks stay
+    right under their instruction (:func:`known_task`); the new tasks stay
     whole.
     """
     data = settings.data
@@ -77,10 +82,70 @@ def load_tasks(settings: Settings, lm: ModelUnderStudy | None = None, cache_dir=
     if data.known_only:
         if lm is None:
             raise ValueError("these settings score only the examples the model knows: pass the model under study")
-        from ivedu.evaluation import known_world
-
-        world = known_world(lm.model, lm.tokenizer, world, fmt=lm.fmt)
+        world = replace(world, tasks=tuple(t if t.is_new else known_task(lm, t) for t in world.tasks))
     return world
+
+
+# What :func:`known_task` caches depends on this rule; change it with the rule of
+# :func:`ivedu.evaluation.known_examples` and every cached list is recomputed.
+KNOWN_RULE = "greedy exact match of the normalised answer under instruction phrasing 0"
+
+
+def cache_home() -> Path:
+    """``$IVEDU_CACHE``, or ``~/.cache/ivedu``: where ivedu keeps what it computes once per machine."""
+    return Path(os.environ.get("IVEDU_CACHE") or Path.home() / ".cache" / "ivedu")
+
+
+def known_cache_path(lm: ModelUnderStudy, task: Task) -> Path:
+    """Where :func:`known_task` keeps ``task``'s known examples for ``lm``: a file named by a hash
+    of the rule, the model's name and configuration, the prompt format and every example."""
+    config = lm.model.config.to_json_string() if hasattr(lm.model, "config") else type(lm.model).__name__
+    key = json.dumps({"rule": KNOWN_RULE, "model": lm.name, "config": config, "format": repr(lm.fmt),
+                      "examples": {split: [[ex.input, ex.output] for ex in task.split(split)] for split in SPLITS},
+                      "instructions": list(task.instructions)}, sort_keys=True)
+    return cache_home() / "known" / f"{task.name}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+
+def known_task(lm: ModelUnderStudy, task: Task) -> Task:
+    """``task`` cut to the examples ``lm`` answers right under its instruction
+    (:func:`ivedu.evaluation.known_examples`), computed once per model, format and data.
+
+    On a real model the filter is a greedy generation over every example (about a minute for a
+    thousand examples on a 2-core CPU), the same for every chapter and command: it is kept as
+    the kept positions per split (:func:`known_cache_path`), written atomically, and read back
+    by later runs.
+    """
+    from ivedu.evaluation import known_examples
+
+    path = known_cache_path(lm, task)
+    if path.is_file():
+        try:
+            kept = json.loads(path.read_text())
+            return replace(task, **{split: tuple(task.split(split)[i] for i in kept[split]) for split in SPLITS})
+        except (ValueError, KeyError, IndexError, TypeError):
+            pass  # unreadable: computed again and rewritten below
+    known = known_examples(lm.model, lm.tokenizer, task, fmt=lm.fmt)
+    kept = {split: _positions(task.split(split), known.split(split)) for split in SPLITS}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(kept, f)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return known
+
+
+def _positions(whole, kept) -> list[int]:
+    """The positions in ``whole`` of the examples of ``kept``, a subsequence of it in order."""
+    out, i = [], 0
+    for ex in kept:
+        while whole[i] != ex:
+            i += 1
+        out.append(i)
+        i += 1
+    return out
 
 
 def general_tasks(settings: Settings, world: World) -> list:

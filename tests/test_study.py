@@ -52,3 +52,29 @@ def test_describe_tasks_gives_each_tasks_split_sizes_and_marks_known_examples():
     general = {t.name for t in general_tasks(known, world)}
     assert all(("known examples only" in line) == (line.split()[0] in general)
                for line in describe_tasks(known, world).splitlines())
+
+
+def test_known_examples_are_computed_once_and_read_back(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import ivedu.evaluation
+    from ivedu.study import known_cache_path
+
+    monkeypatch.setenv("IVEDU_CACHE", str(tmp_path))
+    s = settings("ch1", "tiny")
+    s = replace(s, data=replace(s.data, known_only=True, general_tasks=("antonym", "plural")))
+    lm = load_study(s)
+    first = load_tasks(s, lm)
+    whole = load_tasks(replace(s, data=replace(s.data, known_only=False))).task("antonym")
+    path = known_cache_path(lm, whole)
+    assert path.is_file() and not list(path.parent.glob(".*.tmp"))  # written whole, no temporary left
+    assert 0 < len(first.task("antonym").test) < len(whole.test)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the known examples were computed again")
+
+    monkeypatch.setattr(ivedu.evaluation, "known_examples", refuse)
+    assert load_tasks(s, lm) == first  # read back: the same examples, no generation
+    path.write_text("{not json")
+    with pytest.raises(AssertionError, match="computed again"):  # a damaged file is recomputed, not trusted
+        load_tasks(s, lm)

@@ -36,11 +36,15 @@ def run(settings: Settings, seeds: list[int], progress: bool = False, with_seque
     for seed in seeds:
         for method in METHODS:
             runs.append(diagnose(lm, task, general, method, seed, settings))
-            log(f"seed {seed} {method}: new task {runs[-1].new_task:.2f} after {runs[-1].steps} steps")
+            log(f"seed {seed} {method}: new task {runs[-1].new_task:.2f} after {runs[-1].steps} steps, general IF "
+                f"{[round(a.if_exact_match, 2) for a in runs[-1].general_after]}")
             if with_sequence:
                 sequences.append(run_sequence(lm, [world.task(n) for n in data.sequence], general, method, seed,
                                               settings))
-                log(f"seed {seed} {method}: sequence done")
+                seq = sequences[-1]
+                log(f"seed {seed} {method}: sequence steps {list(seq.steps)}, each task after its stage "
+                    f"{[round(seq.R[t][t], 2) for t in range(len(seq.tasks))]}, general IF "
+                    f"{[round(x, 2) for x in seq.general_if]}")
     summary: dict = {m: dataclasses.asdict(summarise(before, new_before, [r for r in runs if r.method == m]))
                      for m in METHODS}
     if with_sequence:
