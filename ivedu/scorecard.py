@@ -175,3 +175,12 @@ def checks_markdown(verdict: Verdict) -> str:
     rows = ["| check | value | bar | met |", "|---|---|---|---|"]
     rows += [f"| {c.what} | {c.value:.2f} | {c.bar} | {'yes' if c.met else 'no'} |" for c in verdict.checks]
     return "\n".join(rows)
+
+
+def verdict_markdown(claim: int, profile: str, root: Path | None = None) -> str:
+    """A chapter's paragraph on one claim and profile: the verdict, its source and its checks."""
+    verdict = judge(claim, profile, root)
+    if not verdict.checks:
+        return checks_markdown(verdict)
+    return (f"**Claim {claim} on `{profile}`: {verdict.verdict}** (from `{verdict.source}`)\n\n"
+            + checks_markdown(verdict))

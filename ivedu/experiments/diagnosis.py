@@ -3,8 +3,9 @@
 For each seed and each method (full fine-tuning, LoRA): fine-tune on the profile's new task
 until it is learnt, then score every general task before and after -- instruction following
 (exact match under the instruction, and in context) and knowledge (ranking of the gold answer
-in statement form); then fine-tune on the sequence of new tasks and report the
-continual-learning metrics of its ``R`` matrix (:mod:`ivedu.diagnosis`). The seed draws the
+in statement form); then fine-tune on the sequence of new tasks (with each method of
+``settings.finetune.sequence_methods``) and report the continual-learning metrics of its ``R``
+matrix (:mod:`ivedu.diagnosis`). The seed draws the
 batch order and the LoRA initialisation; the model and the evaluation are the same for every seed.
 """
 
@@ -38,7 +39,7 @@ def run(settings: Settings, seeds: list[int], progress: bool = False, with_seque
             runs.append(diagnose(lm, task, general, method, seed, settings))
             log(f"seed {seed} {method}: new task {runs[-1].new_task:.2f} after {runs[-1].steps} steps, general IF "
                 f"{[round(a.if_exact_match, 2) for a in runs[-1].general_after]}")
-            if with_sequence:
+            if with_sequence and method in settings.finetune.sequence_methods:
                 sequences.append(run_sequence(lm, [world.task(n) for n in data.sequence], general, method, seed,
                                               settings))
                 seq = sequences[-1]
@@ -49,7 +50,8 @@ def run(settings: Settings, seeds: list[int], progress: bool = False, with_seque
                      for m in METHODS}
     if with_sequence:
         summary["sequence"] = {m: {key: statistics.mean(s.metrics[key] for s in sequences if s.method == m)
-                                   for key in sequences[0].metrics} for m in METHODS}
+                                   for key in sequences[0].metrics}
+                               for m in METHODS if m in settings.finetune.sequence_methods}
     return {"summary": summary, "per_seed": [dataclasses.asdict(r) for r in runs],
             "sequences": [dataclasses.asdict(s) for s in sequences],
             "general_before": [row.as_dict() for row in before]}
