@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ivedu.evaluation import AbilityScores, exact_match_score, mean_abilities, score_abilities
-from ivedu.finetune import finetune, finetune_sequence
+from ivedu.finetune import FinetuneResult, finetune, finetune_sequence
 from ivedu.metrics import continual_metrics
 from ivedu.settings import Settings
 from ivedu.study import ModelUnderStudy
@@ -103,11 +103,15 @@ class MethodSummary:
 
 
 def diagnose(lm: ModelUnderStudy, task: Task, general: Sequence[Task], method: str, seed: int,
-             settings: Settings) -> DiagnosisRun:
+             settings: Settings, tuned: FinetuneResult | None = None) -> DiagnosisRun:
     """Fine-tune a copy of ``lm.model`` on ``task`` with ``method`` (``"full"``/``"lora"``) and
-    ``seed`` until it is learnt, then score ``general`` on the report split."""
+    ``seed`` until it is learnt, then score ``general`` on the report split.
+
+    ``tuned``: that same fine-tuning, already run (a chapter's worked example), scored instead
+    of trained again; on a real model on a CPU one run takes minutes."""
     data = settings.data
-    result = finetune(lm.model, lm.tokenizer, task, seed=seed, fmt=lm.fmt, **settings.finetune.kwargs(method))
+    result = tuned or finetune(lm.model, lm.tokenizer, task, seed=seed, fmt=lm.fmt,
+                               **settings.finetune.kwargs(method))
     after = score_abilities(result.model, lm.tokenizer, general, data.split, data.k_shots, fmt=lm.fmt)
     new = exact_match_score(result.model, lm.tokenizer, task, data.split, fmt=lm.fmt)
     return DiagnosisRun(seed, method, new, result.steps, round(result.seconds, 2), result.trainable_params,
