@@ -48,7 +48,7 @@ def run(settings: Settings, seeds: list[int], progress: bool = False, with_seque
                     f"{[round(x, 2) for x in seq.general_if]}")
     summary: dict = {m: dataclasses.asdict(summarise(before, new_before, [r for r in runs if r.method == m]))
                      for m in METHODS}
-    if with_sequence:
+    if sequences:
         summary["sequence"] = {m: {key: statistics.mean(s.metrics[key] for s in sequences if s.method == m)
                                    for key in sequences[0].metrics}
                                for m in METHODS if m in settings.finetune.sequence_methods}
