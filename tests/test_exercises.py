@@ -100,17 +100,28 @@ def _cell_ids(item):
     return f"{path.stem}-cell{ex.stub}"
 
 
-def test_chapters_1_and_2_have_at_least_three_exercises_each():
+def test_chapters_1_to_4_have_at_least_four_exercises_and_0_and_5_at_least_one():
     counts = {path.stem[:2]: len(exercises_in(read_notebook(path))) for path in CHAPTERS}
-    assert counts.get("01", 0) >= 3 and counts.get("02", 0) >= 3, counts
+    assert all(counts.get(f"0{c}", 0) >= 4 for c in (1, 2, 3, 4)), counts
+    assert counts.get("00", 0) >= 1 and counts.get("05", 0) >= 1, counts
 
 
-def test_every_checker_of_chapters_1_and_2_is_used_by_an_exercise():
-    import ivedu.exercises.ch1 as ch1
-    import ivedu.exercises.ch2 as ch2
+def test_exercises_are_numbered_in_order_within_each_chapter():
+    import re
 
+    for path in CHAPTERS:
+        cells = read_notebook(path)["cells"]
+        numbers = [re.search(r"\{exercise\}\s+(\d+)\.(\d+)", source(cells[ex.stub - 1])).groups()
+                   for ex in exercises_in(read_notebook(path))]
+        assert numbers == [(str(int(path.stem[:2])), str(i)) for i in range(1, len(numbers) + 1)], (path.name, numbers)
+
+
+def test_every_checker_is_used_by_an_exercise():
+    import importlib
+
+    modules = [importlib.import_module(f"ivedu.exercises.ch{c}") for c in range(6)]
     used = " ".join(source(read_notebook(path)["cells"][ex.check]) for path, ex in EXERCISES)
-    for module in (ch1, ch2):
+    for module in modules:
         for name, obj in vars(module).items():
             if name.startswith("check_") and getattr(obj, "__module__", "") == module.__name__:
                 assert f"{name}(" in used, f"{module.__name__}.{name} is not called by any chapter's check cell"
@@ -123,16 +134,25 @@ def _run(*cells: str) -> None:
 
 
 def _checker_call(check_cell: str) -> str:
-    """The check cell's imports and its ``check_...(...)`` call, without any other line.
+    """The check cell's imports and its ``check_...(...)`` call, without any other line and
+    without the call's keyword arguments.
 
     A chapter may use the learner's function after the check (``print(f(model, ...))``), on
-    variables of the chapter that a test does not have; the check itself needs only these.
+    variables of the chapter that a test does not have; and a check may also run on the
+    chapter's own model, passed as keyword arguments (``model=tuned.model, ...``). The check
+    on the tiny model needs none of them; the chapter's cases are tested on the real-model
+    profile in ``test_exercises_ch1.py`` .. ``test_exercises_ch4.py``.
     """
     kept = [node for node in ast.parse(check_cell).body
             if isinstance(node, (ast.Import, ast.ImportFrom))
             or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
                 and isinstance(node.value.func, ast.Name) and node.value.func.id.startswith("check_"))]
     assert any(isinstance(n, ast.Expr) for n in kept), f"no check_...(...) call in the check cell:\n{check_cell}"
+    for node in kept:
+        if isinstance(node, ast.Expr):
+            assert all(isinstance(a, ast.Name) for a in node.value.args), \
+                f"a check's positional arguments are the learner's functions; pass the chapter's inputs by keyword:\n{check_cell}"
+            node.value.keywords = []
     return ast.unparse(ast.Module(body=kept, type_ignores=[]))
 
 

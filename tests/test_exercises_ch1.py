@@ -7,8 +7,10 @@ each passes its checker and that each untouched stub fails it.
 import numpy as np
 import pytest
 
+from exercise_solutions import small, smol_world, solution, stub
 from ivedu.exercises import ExerciseError
-from ivedu.exercises.ch1 import check_backward_transfer, check_instruction_exact_match, check_knowledge_score
+from ivedu.exercises.ch1 import (abilities_reference, check_abilities, check_backward_transfer,
+                                 check_instruction_exact_match, check_knowledge_score)
 
 
 def knowledge_under_the_instruction(model, tokenizer, task, split="test"):
@@ -37,6 +39,33 @@ def exact_match_first_phrasing_only(model, tokenizer, task, split="test"):
     return sum(hits) / len(hits)
 
 
+def knowledge_after_the_instruction(model, tokenizer, task, split="test", fmt=None):
+    """Wrong: exercise 1.3 with the candidates ranked after the instruction, in the chat format."""
+    from ivedu.generation import answer_logprobs
+    from ivedu.prompts import instructed_prompt
+
+    ranked = []
+    for ex in task.split(split):
+        scores = answer_logprobs(model, tokenizer, [instructed_prompt(task, ex.input, 0, fmt)] * len(ex.candidates),
+                                 list(ex.candidates))
+        ranked.append(bool((scores[0] > scores[1:]).all()))
+    right = abilities_reference(model, tokenizer, task, split, fmt)
+    return {"instruction_following": right["instruction_following"], "knowledge": sum(ranked) / len(ranked)}
+
+
+def abilities_first_phrasing_only(model, tokenizer, task, split="test", fmt=None):
+    """Wrong: exercise 1.3 with instruction following scored under the first phrasing only."""
+    from ivedu.evaluation import exact_match, greedy_answers
+    from ivedu.prompts import instructed_prompt
+
+    examples = task.split(split)
+    prompts = [instructed_prompt(task, ex.input, 0, fmt) for ex in examples]
+    golds = [ex.output for ex in examples]
+    hits = exact_match(greedy_answers(model, tokenizer, prompts, golds), golds)
+    return {"instruction_following": sum(hits) / len(hits),
+            "knowledge": abilities_reference(model, tokenizer, task, split, fmt)["knowledge"]}
+
+
 def bwt_trace_convention(R):
     """Wrong for this exercise: divides by T (TRACE's convention) instead of T - 1."""
     R = np.asarray(R, dtype=float)
@@ -47,6 +76,8 @@ WRONG_ANSWERS = [
     (check_knowledge_score, knowledge_under_the_instruction, "statement"),
     (check_instruction_exact_match, exact_match_first_phrasing_only, "phrasing"),
     (check_backward_transfer, bwt_trace_convention, "T - 1"),
+    (check_abilities, knowledge_after_the_instruction, "statement_prompt"),
+    (check_abilities, abilities_first_phrasing_only, r"(?s)instruction_following.*every phrasing|phrasing"),
 ]
 
 
@@ -54,3 +85,31 @@ WRONG_ANSWERS = [
 def test_checker_rejects_the_planted_wrong_answer(check, wrong, message):
     with pytest.raises(ExerciseError, match=message):
         check(wrong)
+
+
+# ---------------------------------------------------------------- on the real-model profile (smol)
+
+@pytest.fixture(scope="module")
+def smol_case(smol):
+    """Exercise 1.3's check cell on the smol profile: SmolLM2 in its chat format, its two general
+    tasks cut to a few examples."""
+    settings, model, tokenizer, fmt, world = smol_world(smol, "ch1")
+    tasks = [small(world.task(name)) for name in settings.data.general_tasks]
+    return {"model": model, "tokenizer": tokenizer, "tasks": tasks, "split": "test", "fmt": fmt}
+
+
+def test_abilities_check_passes_the_solution_on_the_real_model(smol_case, capsys):
+    check_abilities(solution("01_diagnosis", "abilities"), **smol_case)
+    assert "correct" in capsys.readouterr().out
+
+
+def test_abilities_check_fails_the_stub_and_a_planted_wrong_answer_on_the_real_model(smol_case):
+    with pytest.raises(ExerciseError, match="NotImplementedError"):
+        check_abilities(stub, **smol_case)
+    with pytest.raises(ExerciseError, match="statement_prompt"):
+        check_abilities(knowledge_after_the_instruction, **smol_case)
+    # the chapter's own cases catch it too: on a real model the instruction changes the ranking
+    args = (smol_case["model"], smol_case["tokenizer"])
+    gaps = [abs(knowledge_after_the_instruction(*args, t, "test", smol_case["fmt"])["knowledge"]
+                - abilities_reference(*args, t, "test", smol_case["fmt"])["knowledge"]) for t in smol_case["tasks"]]
+    assert max(gaps) > 1 / len(smol_case["tasks"][0].test), gaps

@@ -1,32 +1,82 @@
-"""Chapter 3's checkers pass on the reference solutions and fail on planted wrong answers."""
+"""Chapter 3's checkers pass on the reference solutions and fail on planted wrong answers, on the
+tiny model and, for the restoration, on the real-model profile (smol)."""
+
+import math
 
 import numpy as np
 import pytest
+import torch
 
-from ivedu.dynamics import parameter_distance, projections, r_squared
+from exercise_solutions import small, smol_world, solution, stub
+from ivedu.dynamics import projections
 from ivedu.exercises import ExerciseError
-from ivedu.exercises.ch3 import check_parameter_distance, check_projection, check_r_squared
+from ivedu.exercises.ch3 import (check_projection, check_restoration, check_restored_share, check_similarity_r2,
+                                 restoration_reference, restored_shares_reference, similarity_r2_reference)
+from ivedu.intervention import steered_exact_match
 
 
-def test_parameter_distance_checker():
-    check_parameter_distance(parameter_distance)
-
-    def per_parameter_roots(a, b):  # planted: sums the per-parameter norms instead of one root
-        theirs = dict(b.named_parameters())
-        return float(sum((theirs[n] - p).detach().norm() for n, p in a.named_parameters()))
-
-    with pytest.raises(ExerciseError, match="(?s)damaged copy.*Hint"):
-        check_parameter_distance(per_parameter_roots)
+def restoration_with_an_unscaled_random_vector(model, tokenizer, prompts, answers, vector, layer, scale,
+                                               site="attention", seed=0):
+    """Wrong: the control is a random vector of norm about sqrt(hidden), not of the vector's norm."""
+    result = restoration_reference(model, tokenizer, prompts, answers, vector, layer, scale, site, seed)
+    noise = torch.randn(vector.shape, generator=torch.Generator().manual_seed(seed)) * 10
+    result["random"] = steered_exact_match(model, tokenizer, prompts, answers, noise, layer, scale, site)
+    return result
 
 
-def test_r_squared_checker():
-    check_r_squared(r_squared)
+def restoration_after_the_whole_layer(model, tokenizer, prompts, answers, vector, layer, scale, site="attention",
+                                      seed=0):
+    """Wrong: adds the vectors after the whole decoder layer, not at the chapter's site."""
+    return restoration_reference(model, tokenizer, prompts, answers, vector, layer, scale, "layer", seed)
 
-    def correlation(x, y):  # planted: r instead of r², negative on a falling line
-        return float(np.corrcoef(x, y)[0, 1])
 
-    with pytest.raises(ExerciseError, match="falling line"):
-        check_r_squared(correlation)
+def mean_of_per_task_shares(original, finetuned, restored, random):
+    """Wrong: averages each task's share, skipping the tasks that lost nothing."""
+    lost = [name for name in original if original[name] > finetuned[name]]
+    if not lost:
+        return math.nan, math.nan
+    share = np.mean([(restored[n] - finetuned[n]) / (original[n] - finetuned[n]) for n in lost])
+    random_share = np.mean([(random[n] - finetuned[n]) / (original[n] - finetuned[n]) for n in lost])
+    return float(share), float(random_share)
+
+
+def test_restoration_checker_on_the_tiny_model(capsys):
+    check_restoration(restoration_reference)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="NotImplementedError"):
+        check_restoration(stub)
+    with pytest.raises(ExerciseError, match=r"(?s)\['vector'\]|\['random'\]|\['bare'\]"):
+        check_restoration(restoration_after_the_whole_layer)
+
+
+def test_restored_share_checker():
+    check_restored_share(restored_shares_reference)
+    check_restored_share(solution("03_dynamics", "restored_shares"))
+    with pytest.raises(ExerciseError, match="(?s)lost nothing.*Hint: average each dict"):
+        check_restored_share(mean_of_per_task_shares)
+    with pytest.raises(ExerciseError, match="NotImplementedError"):
+        check_restored_share(stub)
+
+
+def test_similarity_r2_checker():
+    check_similarity_r2(similarity_r2_reference)
+
+    def correlation(points, measure):  # planted: r instead of r², negative on a falling line
+        return float(np.corrcoef([getattr(p, measure) for p in points], [p.if_exact_match for p in points])[0, 1])
+
+    with pytest.raises(ExerciseError, match="falling"):
+        check_similarity_r2(correlation)
+
+    def without_intercept(points, measure):  # planted: a line through the origin
+        x = np.array([getattr(p, measure) for p in points])
+        y = np.array([p.if_exact_match for p in points])
+        if np.ptp(y) == 0:
+            return 0.0
+        slope = (x @ y) / (x @ x)
+        return float(1 - ((y - slope * x) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+    with pytest.raises(ExerciseError, match="R²|least squares"):
+        check_similarity_r2(without_intercept)
 
 
 def test_projection_checker():
@@ -39,9 +89,30 @@ def test_projection_checker():
         check_projection(unnormalised)
 
 
-def test_a_stub_gets_a_clear_message():
-    def stub(x, y):
-        raise NotImplementedError("your code here")
+# ---------------------------------------------------------------- on the real-model profile (smol)
 
+@pytest.fixture(scope="module")
+def smol_case(smol):
+    """Exercise 3.1's check cell on the smol profile, with the model itself as the "fine-tuned" one (a
+    fine-tuning would take minutes) and a vector of the first general task's top heads."""
+    from ivedu.dynamics import instructed_set
+    from ivedu.extraction import clean_prompts, corrupted_prompts, scan_task
+    from ivedu.intervention import instruction_vector
+
+    settings, model, tokenizer, fmt, world = smol_world(smol, "ch3")
+    task = small(world.task(settings.data.general_tasks[0]), 4)
+    scan = scan_task(model, tokenizer, task, clean_prompts(task, "train", n=4, fmt=fmt),
+                     corrupted_prompts(task, "train", n=4, fmt=fmt))
+    iv = instruction_vector(model, scan.mean_activations, scan.top_heads(settings.dynamics.heads))
+    test = instructed_set(task, "test", fmt=fmt)
+    return {"model": model, "tokenizer": tokenizer, "prompts": test.prompts, "answers": test.answers,
+            "vector": iv.vector * 4, "layer": settings.dynamics.layers[0], "scale": 2.0, "site": settings.dynamics.site}
+
+
+def test_restoration_check_on_the_real_model(smol_case, capsys):
+    check_restoration(solution("03_dynamics", "restore_with_control"), **smol_case)
+    assert "correct" in capsys.readouterr().out
     with pytest.raises(ExerciseError, match="NotImplementedError"):
-        check_r_squared(stub)
+        check_restoration(stub, **smol_case)
+    with pytest.raises(ExerciseError):
+        check_restoration(restoration_after_the_whole_layer, **smol_case)

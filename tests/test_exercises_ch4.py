@@ -1,23 +1,69 @@
-"""Chapter 4's checkers pass on the reference solutions and fail on planted wrong answers."""
+"""Chapter 4's checkers pass on the reference solutions and fail on planted wrong answers, on the
+tiny model and, for the steered teacher and the guided objective, on the real-model profile (smol)."""
+
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from exercise_solutions import small, smol_world, solution, stub
 from ivedu.continual import EWCObjective
 from ivedu.exercises import ExerciseError
-from ivedu.exercises.ch4 import check_answer_start, check_ewc_penalty, check_guided_kl, check_progressive_weight
-from ivedu.guided import answer_start_positions, kd_loss, progressive_weight
+from ivedu.exercises.ch4 import (check_ewc_penalty, check_guided_kl, check_guided_objective, check_teacher_logits,
+                                 guided_terms_reference, teacher_logits_reference)
+from ivedu.guided import kd_loss
 
 
-def test_answer_start_checker():
-    check_answer_start(answer_start_positions)
+def teacher_steered_at_the_last_position(teacher, batch, vector, layer, scale=1.0, site="attention"):
+    """Wrong: adds the vector at position -1, a pad or answer token of a right-padded batch."""
+    from ivedu.hooks import add_to_residual
 
-    def last_non_pad(labels):  # planted: the first answer token instead of the last prompt token
-        return (labels != -100).long().argmax(-1)
+    with torch.no_grad(), add_to_residual(teacher, layer, vector, positions="last", scale=scale, site=site):
+        return teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
-    with pytest.raises(ExerciseError, match="(?s)first_french.*Hint"):
-        check_answer_start(last_non_pad)
+
+def teacher_steered_at_the_first_answer_token(teacher, batch, vector, layer, scale=1.0, site="attention"):
+    """Wrong: adds the vector at the first answer token instead of the last prompt token."""
+    from ivedu.hooks import add_to_residual
+
+    positions = (batch["labels"] != -100).long().argmax(-1)
+    with torch.no_grad(), add_to_residual(teacher, layer, vector, positions=positions, scale=scale, site=site):
+        return teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def guided_terms_schedule_of_the_stage(student, teacher, batch, vector, heads, settings, step, steps):
+    """Wrong: fades the student's vector over the stage's steps, ignoring settings.progressive_steps."""
+    return guided_terms_reference(student, teacher, batch, vector, heads, replace(settings, progressive_steps=None),
+                                  step, steps)
+
+
+def guided_terms_without_the_student_vector(student, teacher, batch, vector, heads, settings, step, steps):
+    """Wrong: forgets the progressive intervention (d): the student never gets the vector."""
+    terms = guided_terms_reference(student, teacher, batch, vector, heads, replace(settings, progressive=False),
+                                   step, steps)
+    return terms
+
+
+def test_teacher_logits_checker():
+    check_teacher_logits(teacher_logits_reference)
+    check_teacher_logits(solution("04_guided_training", "teacher_logits"))
+    with pytest.raises(ExerciseError, match="(?s)last_french.*positions='last' would add"):
+        check_teacher_logits(teacher_steered_at_the_last_position)
+    with pytest.raises(ExerciseError, match="one before"):
+        check_teacher_logits(teacher_steered_at_the_first_answer_token)
+    with pytest.raises(ExerciseError, match="NotImplementedError"):
+        check_teacher_logits(stub)
+
+
+def test_guided_objective_checker():
+    check_guided_objective(solution("04_guided_training", "guided_terms"))
+    with pytest.raises(ExerciseError, match="step 4 of a 10-step schedule"):
+        check_guided_objective(guided_terms_schedule_of_the_stage)
+    with pytest.raises(ExerciseError, match="vector_weight|ce"):
+        check_guided_objective(guided_terms_without_the_student_vector)
+    with pytest.raises(ExerciseError, match="NotImplementedError"):
+        check_guided_objective(stub)
 
 
 def test_guided_kl_checker():
@@ -37,15 +83,8 @@ def test_guided_kl_checker():
 
     with pytest.raises(ExerciseError, match=r"\[3, 5, 9\]"):
         check_guided_kl(mean_over_positions)
-
-
-def test_progressive_weight_checker():
-    check_progressive_weight(progressive_weight)
-
-    with pytest.raises(ExerciseError, match="steps - 1"):
-        check_progressive_weight(lambda step, steps: 1 - step / steps)  # planted: never reaches 0
-    with pytest.raises(ExerciseError, match="150 of a 100-step"):
-        check_progressive_weight(lambda step, steps: 1 - step / max(1, steps - 1))  # planted: goes negative
+    with pytest.raises(ExerciseError, match="NotImplementedError"):
+        check_guided_kl(stub)
 
 
 def test_ewc_penalty_checker():
@@ -58,12 +97,49 @@ def test_ewc_penalty_checker():
         check_ewc_penalty(without_half)
 
 
-def test_a_stub_gets_a_clear_message():
-    def stub(step, steps):
-        raise NotImplementedError("your code here")
+# ---------------------------------------------------------------- on the real-model profile (smol)
 
+@pytest.fixture(scope="module")
+def smol_case(smol):
+    """Chapter 4's exercise inputs on the smol profile: a batch of the second new task, a fresh LoRA
+    student of SmolLM2, and a vector of the task's top heads (a few prompts) at the profile's layer."""
+    import copy
+
+    from ivedu.corpus import collate
+    from ivedu.extraction import clean_prompts, corrupted_prompts, scan_task
+    from ivedu.finetune import lora_model, task_sequences
+    from ivedu.intervention import instruction_vector
+
+    settings, model, tokenizer, fmt, world = smol_world(smol, "ch4")
+    task = small(world.task(settings.data.sequence[1]), 4)
+    batch = collate(task_sequences(tokenizer, task, fmt=fmt)[:4], tokenizer.pad_token_id)
+    scan = scan_task(model, tokenizer, task, clean_prompts(task, "train", n=4, fmt=fmt),
+                     corrupted_prompts(task, "train", n=4, fmt=fmt))
+    iv = instruction_vector(model, scan.mean_activations, scan.top_heads(4))
+    student = lora_model(copy.deepcopy(model), settings.finetune.lora_rank, settings.finetune.lora_alpha,
+                         settings.finetune.lora_targets)
+    return settings.guided.loss, model, student, batch, iv
+
+
+def test_teacher_logits_check_on_the_real_model(smol_case, capsys):
+    loss, model, _, batch, iv = smol_case
+    where = {"teacher": model, "batch": batch, "vector": iv.vector, "layer": loss.layer, "scale": loss.scale,
+             "site": loss.site}
+    check_teacher_logits(solution("04_guided_training", "teacher_logits"), **where)
+    assert "4 batches" in capsys.readouterr().out
     with pytest.raises(ExerciseError, match="NotImplementedError"):
-        check_progressive_weight(stub)
+        check_teacher_logits(stub, **where)
+    with pytest.raises(ExerciseError):
+        check_teacher_logits(teacher_steered_at_the_last_position, **where)
+
+
+def test_guided_objective_check_on_the_real_model(smol_case, capsys):
+    loss, model, student, batch, iv = smol_case
+    where = {"student": student, "teacher": model, "batch": batch, "vector": iv.vector, "heads": iv.heads,
+             "settings": loss, "steps": loss.progressive_steps}
+    check_guided_objective(solution("04_guided_training", "guided_terms"), **where)
+    assert "7 batches" in capsys.readouterr().out
     with pytest.raises(ExerciseError, match="NotImplementedError"):
-        check_guided_kl(lambda s, t, T: stub(0, 1))
-    assert torch.is_tensor(kd_loss(torch.zeros(1, 2), torch.zeros(1, 2)))
+        check_guided_objective(stub, **where)
+    with pytest.raises(ExerciseError):
+        check_guided_objective(guided_terms_schedule_of_the_stage, **where)

@@ -143,3 +143,23 @@ def test_student_site_refuses_a_stale_build(tmp_path):
         build_student_site(ROOT, tmp_path / "student", html)
     with pytest.raises(ValueError, match="run `make book` first"):
         build_student_site(ROOT, tmp_path / "student", tmp_path / "nowhere")
+
+
+def test_teachers_page_lists_every_exercise_with_its_chapter_step_and_time():
+    import re
+
+    rows = {m.group(1): m.groups() for m in re.finditer(
+        r"^\| (\d\.\d) ([^|]+?) \| (\d) \| ([^|]+?) \| (\d+) min \|$",
+        (ROOT / "book" / "teachers.md").read_text(), re.M)}
+    listed = set()
+    for path in CHAPTERS:
+        nb = read_notebook(path)
+        for ex in exercises_in(nb):
+            number, title, minutes = re.search(r"\{exercise\}\s+(\d\.\d) · (.+?) · about (\d+) minutes",
+                                               source(nb["cells"][ex.stub - 1])).groups()
+            assert number in rows, f"book/teachers.md does not list exercise {number}"
+            _, row_title, chapter, step, row_minutes = rows[number]
+            assert (row_title, chapter, row_minutes) == (title, number[0], minutes), (number, rows[number])
+            assert step.strip(), f"exercise {number}: say which step of the method it trains"
+            listed.add(number)
+    assert set(rows) == listed, f"book/teachers.md lists exercises the chapters do not have: {set(rows) - listed}"

@@ -6,7 +6,10 @@
 - Exercise 1.2, :func:`check_instruction_exact_match`: instruction following as exact match
   of the greedy answer under every instruction phrasing
   (reference: :func:`ivedu.evaluation.instruction_following_score`).
-- Exercise 1.3, :func:`check_backward_transfer`: BWT of an ``R`` matrix in the GEM convention
+- Exercise 1.3, :func:`check_abilities`: both scores of one task in the profile's prompt
+  format, on the fine-tuned model of the chapter (references:
+  :func:`ivedu.evaluation.exact_match_score`, :func:`ivedu.evaluation.knowledge_score`).
+- Exercise 1.4, :func:`check_backward_transfer`: BWT of an ``R`` matrix in the GEM convention
   (reference: :func:`ivedu.metrics.backward_transfer`).
 """
 
@@ -16,8 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from ivedu.evaluation import instruction_following_score, knowledge_score
-from ivedu.exercises import Case, check_against_reference, passed, perturbed_tiny_model, tiny_model, tiny_world
+from ivedu.evaluation import exact_match_score, instruction_following_score, knowledge_score
+from ivedu.exercises import (Case, check_against_reference, one_in, passed, perturbed_tiny_model, tiny_model,
+                             tiny_world)
 from ivedu.metrics import backward_transfer
 from ivedu.prompts import TINY_FORMAT
 
@@ -71,6 +75,45 @@ def check_instruction_exact_match(instruction_exact_match: Callable) -> None:
            "ivedu.evaluation.instruction_following_score")
 
 
+def abilities_reference(model, tokenizer, task, split, fmt) -> dict[str, float]:
+    """Exercise 1.3's reference: ``{"instruction_following": exact match under every phrasing,
+    "knowledge": ranking accuracy after the statement}`` of ``task.split(split)``."""
+    return {"instruction_following": exact_match_score(model, tokenizer, task, split, fmt=fmt),
+            "knowledge": knowledge_score(model, tokenizer, task, split).ranking_accuracy}
+
+
+ABILITIES_HINT = (
+    "instruction following: one prompt per example and phrasing, instructed_prompt(task, ex.input, p, fmt) for p "
+    "in range(len(task.instructions)); greedy answers with ivedu.evaluation.greedy_answers(model, tokenizer, "
+    "prompts, golds) (one token past the longest gold answer); the share that ivedu.evaluation.exact_match counts "
+    "as right -- it compares normalise_answer(answer), so a final full stop or extra spaces do not count against "
+    "a chat model. Knowledge: no instruction and no fmt -- each candidate's summed log-probability after "
+    "statement_prompt(task, ex.input) (answer_logprobs), correct when candidates[0] scores strictly above every "
+    "other candidate.")
+
+
+def check_abilities(abilities: Callable, model=None, tokenizer=None, tasks=(), split: str = "test",
+                    fmt=None) -> None:
+    """Exercise 1.3: ``abilities(model, tokenizer, task, split, fmt) -> {"instruction_following":
+    float, "knowledge": float}``.
+
+    Checked exactly on the tiny model and a damaged copy (tiny format), then on ``model`` --
+    the chapter's fine-tuned model, on any profile -- for up to three of ``tasks`` in ``fmt``,
+    within one example (:func:`ivedu.exercises.one_in`): a real model's near-ties may fall
+    either way when the batching differs.
+    """
+    n = check_against_reference(abilities, abilities_reference,
+                                [Case(c.label, c.args + (TINY_FORMAT,)) for c in _model_cases(("capital", "antonym"))],
+                                hint=ABILITIES_HINT)
+    for task in list(tasks)[:3]:
+        examples = len(task.split(split))
+        n += check_against_reference(
+            abilities, abilities_reference,
+            [Case(f"with the chapter's model on the {task.name!r} task, {split} split ({examples} examples)",
+                  (model, tokenizer, task, split, fmt))], hint=ABILITIES_HINT, atol=one_in(examples), rtol=0.0)
+    passed("both abilities", f"{n} task/model pairs match ivedu.evaluation's exact match and knowledge score")
+
+
 def _r_matrices() -> list[Case]:
     """R matrices of 1 to 5 tasks, with forgetting, with gains and with scores above the diagonal."""
     rng = np.random.default_rng(0)
@@ -84,7 +127,7 @@ def _r_matrices() -> list[Case]:
 
 
 def check_backward_transfer(backward_transfer_gem: Callable) -> None:
-    """Exercise 1.3: ``backward_transfer_gem(R) -> float``, BWT in the GEM convention.
+    """Exercise 1.4: ``backward_transfer_gem(R) -> float``, BWT in the GEM convention.
 
     ``R[t, i]`` is the score on task ``i`` after training stage ``t``;
     ``BWT = 1/(T-1) * sum_{i < T-1} (R[T-1, i] - R[i, i])``, and 0 with one task.

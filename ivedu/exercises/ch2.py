@@ -2,15 +2,19 @@
 
 - Exercise 2.1, :func:`check_indirect_effect`: one head's average indirect effect by
   activation patching (reference: :func:`ivedu.mediation.indirect_effects`).
-- Exercise 2.2, :func:`check_top_heads`: the ``k`` heads with the largest effect
-  (reference: :meth:`ivedu.mediation.HeadScan.top_heads`).
-- Exercise 2.3, :func:`check_instruction_vector`: the sum of chosen heads' output-projected
-  mean activations (reference: :func:`ivedu.intervention.instruction_vector`).
-- Exercise 2.4, :func:`check_add_to_residual`: next-token logits with a vector added to the
-  residual stream after a decoder layer (reference: :func:`ivedu.hooks.add_to_residual`).
+- Exercise 2.2, :func:`check_instruction_vector`: the vector of the ``k`` heads with the
+  largest effect, their output-projected mean activations summed (references:
+  :meth:`ivedu.mediation.HeadScan.top_heads`, :func:`ivedu.intervention.instruction_vector`).
+- Exercise 2.3, :func:`check_add_to_residual`: next-token logits with a vector added to the
+  residual stream at the attention output of a layer, where the chapter adds it
+  (reference: :func:`ivedu.hooks.add_to_residual` with ``site="attention"``).
+- Exercise 2.4, :func:`check_layer_and_scale`: the layer and scale chosen on the valid
+  prompts, and the test accuracy of that choice (reference: the grid of
+  :func:`ivedu.intervention.steered_first_token_accuracy`, as :func:`ivedu.extraction.sweep`
+  and :func:`ivedu.dynamics.choose_steering` search it).
 
 The model inputs are the tiny model's, on a few prompts of the ``sentiment`` task, so each
-check takes about a second.
+check takes about a second; exercise 2.4's check also runs on the chapter's own model.
 """
 
 from __future__ import annotations
@@ -20,16 +24,24 @@ from typing import Callable
 
 import torch
 
-from ivedu.exercises import (Case, check_against_reference, passed, tiny_model, tiny_world,
-                             without_leftover_hooks)
+from ivedu.exercises import (Case, ExerciseError, call_learner, check_against_reference, compare, passed,
+                             tiny_model, tiny_world, without_leftover_hooks)
 from ivedu.extraction import clean_prompts, corrupted_prompts
 from ivedu.generation import last_token_logits
 from ivedu.hooks import add_to_residual
-from ivedu.intervention import instruction_vector
+from ivedu.intervention import instruction_vector, steered_first_token_accuracy
 from ivedu.mediation import HeadScan, indirect_effects, mean_head_activations
 from ivedu.prompts import TINY_FORMAT
 
 N_PROMPTS = 8
+
+
+@lru_cache(maxsize=1)
+def _sentiment_effects() -> torch.Tensor:
+    """The tiny model's average indirect effects ``[layers, heads]`` on the sentiment prompts."""
+    model, tokenizer = tiny_model()
+    corrupted, means = _sentiment_inputs()
+    return indirect_effects(model, tokenizer, corrupted.prompts, corrupted.answers, means).mean(0)
 
 
 @lru_cache(maxsize=1)
@@ -53,7 +65,7 @@ def check_indirect_effect(head_indirect_effect: Callable) -> None:
     """
     model, tokenizer = tiny_model()
     corrupted, means = _sentiment_inputs()
-    effects = indirect_effects(model, tokenizer, corrupted.prompts, corrupted.answers, means).mean(0)
+    effects = _sentiment_effects()
     top = HeadScan("sentiment", effects, means, 0.0, 0.0).top_heads(1)[0]
     heads = [top, (2, 1), (3, 3)]
     cases = [Case(f"for head {head} on {N_PROMPTS} instruction-less sentiment prompts",
@@ -73,78 +85,162 @@ def check_indirect_effect(head_indirect_effect: Callable) -> None:
     passed("indirect effect of one head", f"{n} heads match ivedu.mediation.indirect_effects")
 
 
-def _effect_cases() -> list[Case]:
-    """Effect maps of several shapes (not square: layers and heads must not be confused)."""
-    generator = torch.Generator().manual_seed(0)
-    cases = []
-    for shape, k in (((4, 4), 1), ((4, 4), 3), ((3, 5), 4), ((6, 2), 5)):
-        effects = torch.randn(shape, generator=generator)
-        cases.append(Case(f"on a random {shape[0]} layers x {shape[1]} heads effect map with k = {k}",
-                          (effects, k)))
-    return cases
+@lru_cache(maxsize=1)
+def _oblong_model():
+    """A small random Llama of 3 layers x 2 heads: effect maps that are not square, so layers and
+    heads cannot be confused (the tiny model has as many layers as heads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                         num_attention_heads=2, num_key_value_heads=2)
+    return LlamaForCausalLM(config).eval()
 
 
-def check_top_heads(top_heads: Callable) -> None:
-    """Exercise 2.2: ``top_heads(effects, k) -> list[(layer, head)]``, the ``k`` heads with the
-    largest effect in ``effects`` ``[layers, heads]``, largest first."""
-    def reference(effects, k):
-        n_layers, n_heads = effects.shape
-        return HeadScan("", effects, torch.zeros(n_layers, n_heads, 1), 0.0, 0.0).top_heads(k)
-
-    n = check_against_reference(
-        top_heads, reference, _effect_cases(),
-        hint="sort the flattened effects in descending order (effects.flatten().argsort(descending=True)) "
-             "and turn each flat index i back into (i // n_heads, i % n_heads) -- divide by the number "
-             "of heads (columns), not of layers. Return plain ints, largest effect first.")
-    passed("top-k heads", f"{n} effect maps match HeadScan.top_heads")
+def vector_from_top_heads(model, mean_activations: torch.Tensor, effects: torch.Tensor, k: int) -> torch.Tensor:
+    """Exercise 2.2's reference: the instruction vector of the ``k`` heads with the largest effect."""
+    n_layers, n_heads = effects.shape
+    heads = HeadScan("", effects, torch.zeros(n_layers, n_heads, 1), 0.0, 0.0).top_heads(k)
+    return instruction_vector(model, mean_activations, heads).vector
 
 
 def check_instruction_vector(build_instruction_vector: Callable) -> None:
-    """Exercise 2.3: ``build_instruction_vector(model, mean_activations, heads) -> Tensor[hidden]``:
-    the sum over ``heads`` of each head's mean activation pushed through its layer's output
-    projection ``W_O`` (its ``head_dim`` columns of the weight)."""
+    """Exercise 2.2: ``build_instruction_vector(model, mean_activations, effects, k) -> Tensor[hidden]``:
+    the ``k`` heads with the largest effect in ``effects`` ``[layers, heads]``, each head's mean
+    activation pushed through its layer's output projection ``W_O`` (its ``head_dim`` columns of
+    the weight), summed."""
     model, _ = tiny_model()
-    _, means = _sentiment_inputs()
-    head_sets = [[(0, 1)], [(0, 1), (0, 3)], [(0, 2), (1, 0), (3, 3)]]
-    cases = [Case(f"for heads {heads}", (model, means, heads)) for heads in head_sets]
-
-    def reference(model, mean_activations, heads):
-        return instruction_vector(model, mean_activations, heads).vector
-
+    corrupted, means = _sentiment_inputs()
+    effects = _sentiment_effects()
+    oblong = _oblong_model()
+    generator = torch.Generator().manual_seed(0)
+    oblong_means = torch.randn(3, 2, 8, generator=generator)
+    oblong_effects = torch.randn(3, 2, generator=generator)
+    cases = [Case(f"with the sentiment task's effects and k = {k}", (model, means, effects, k)) for k in (1, 2, 4)]
+    cases.append(Case("with random effects and k = 3", (model, means, torch.randn(effects.shape, generator=generator), 3)))
+    cases += [Case(f"in a random model of 3 layers x 2 heads (effects not square), k = {k}",
+                   (oblong, oblong_means, oblong_effects, k)) for k in (2, 4)]
     n = check_against_reference(
-        build_instruction_vector, reference, cases,
-        hint="for each (layer, head), W = model_layout(model).out_projs[layer].weight has shape "
-             "[hidden, n_heads * head_dim]; the head's columns are W[:, head * head_dim:(head + 1) * "
-             "head_dim]. Multiply them by mean_activations[layer, head] and sum over the heads -- only "
-             "the chosen heads, each through its own layer's projection.")
-    passed("instruction vector", f"{n} head sets match ivedu.intervention.instruction_vector")
+        build_instruction_vector, vector_from_top_heads, cases,
+        hint="rank the heads: effects.flatten().argsort(descending=True)[:k] gives flat indices i, each the head "
+             "(i // n_heads, i % n_heads) -- divide by the number of heads (columns), not of layers. For each "
+             "(layer, head), W = model_layout(model).out_projs[layer].weight has shape [hidden, n_heads * head_dim]; "
+             "the head's columns are W[:, head * head_dim:(head + 1) * head_dim]. Multiply them by "
+             "mean_activations[layer, head] and sum over the chosen heads only, each through its own layer's "
+             "projection.")
+    passed("instruction vector", f"{n} effect maps match ivedu.intervention.instruction_vector of the top heads")
 
 
 def check_add_to_residual(steered_logits: Callable) -> None:
-    """Exercise 2.4: ``steered_logits(model, tokenizer, prompts, layer, vector, scale) -> Tensor[n, vocab]``.
+    """Exercise 2.3: ``steered_logits(model, tokenizer, prompts, layer, vector, scale) -> Tensor[n, vocab]``.
 
-    Next-token logits with ``scale * vector`` added to the output of decoder layer ``layer``
-    at each prompt's last token only (prompts are left-padded: position ``-1``). The hook must
-    be removed afterwards (:func:`ivedu.exercises.without_leftover_hooks` checks it).
+    Next-token logits with ``scale * vector`` added where the chapter adds it
+    (``settings.extraction.site``, ``"attention"``): at the output of decoder layer ``layer``'s
+    attention output projection, before its MLP, at each prompt's last token only (prompts are
+    left-padded: position ``-1``). The hook must be removed afterwards
+    (:func:`ivedu.exercises.without_leftover_hooks` checks it).
     """
     model, tokenizer = tiny_model()
     corrupted, _ = _sentiment_inputs()
     prompts = list(corrupted.prompts)
     hidden = model.config.hidden_size
     generator = torch.Generator().manual_seed(0)
-    cases = [Case(f"adding a random vector of norm {norm} after layer {layer} with scale {scale}",
+    cases = [Case(f"adding a random vector of norm {norm} in layer {layer} with scale {scale}",
                   (model, tokenizer, prompts, layer, torch.randn(hidden, generator=generator) * norm / hidden ** 0.5,
                    scale))
              for layer, norm, scale in ((0, 4.0, 1.0), (2, 8.0, 1.5), (3, 8.0, 0.5))]
 
     def reference(model, tokenizer, prompts, layer, vector, scale):
-        with add_to_residual(model, layer, vector, positions="last", scale=scale, site="layer"):
+        with add_to_residual(model, layer, vector, positions="last", scale=scale, site="attention"):
             return last_token_logits(model, tokenizer, prompts)
 
     n = check_against_reference(
         without_leftover_hooks(steered_logits, model), reference, cases, atol=1e-4,
-        hint="register a forward hook on model_layout(model).layers[layer] that returns the layer's "
-             "output with scale * vector added at [:, -1] (in transformers 5 a decoder layer returns a "
-             "tensor, in transformers 4 a tuple whose element 0 is the hidden states: handle both); clone "
-             "before adding; compute last_token_logits inside try/finally and remove the hook in finally.")
-    passed("adding a vector to the residual stream", f"{n} cases match ivedu.hooks.add_to_residual")
+        hint="register a forward hook on model_layout(model).out_projs[layer] -- the attention output projection, "
+             "where the chapter adds the vector (site='attention'), not the whole decoder layer -- that returns its "
+             "output with scale * vector added at [:, -1]; clone before adding; compute last_token_logits inside "
+             "try/finally and remove the hook in finally.")
+    passed("adding a vector to the residual stream", f"{n} cases match ivedu.hooks.add_to_residual at the attention "
+                                                     "output")
+
+
+def _valid_accuracies(model, tokenizer, vector, valid, layers, scales, site) -> dict[tuple[int, float], float]:
+    return {(layer, scale): steered_first_token_accuracy(model, tokenizer, valid.prompts, valid.answers, vector,
+                                                         layer, scale, site)
+            for layer in layers for scale in scales}
+
+
+def choose_layer_and_scale_reference(model, tokenizer, vector, valid, test, layers, scales, site="attention"):
+    """Exercise 2.4's reference: the first (layer, scale) of the grid with the best valid
+    first-token accuracy, and the test accuracy there: ``(layer, scale, test_accuracy)``."""
+    grid = _valid_accuracies(model, tokenizer, vector, valid, layers, scales, site)
+    layer, scale = max(grid, key=grid.get)  # the first maximum: fewest layers, smallest scale
+    return layer, scale, steered_first_token_accuracy(model, tokenizer, test.prompts, test.answers, vector, layer,
+                                                      scale, site)
+
+
+LAYER_SCALE_HINT = ("try every layer in `layers` and every scale in `scales`; for each, "
+                    "steered_first_token_accuracy(model, tokenizer, valid.prompts, valid.answers, vector, layer, scale, "
+                    "site) on the VALID prompts. Keep the best (any of the tied best is fine), then report "
+                    "steered_first_token_accuracy on the TEST prompts at that one setting: (layer, scale, test "
+                    "accuracy). The test prompts never take part in the choice.")
+
+
+def _check_layer_and_scale_case(choose: Callable, label: str, model, tokenizer, vector, valid, test, layers, scales,
+                                site: str) -> None:
+    got = call_learner(choose, model, tokenizer, vector, valid, test, tuple(layers), tuple(scales), site, label=label)
+    name = getattr(choose, "__name__", "your function")
+    if not isinstance(got, (tuple, list)) or len(got) != 3:
+        raise ExerciseError(f"`{name}` {label} returned {got!r}; return a tuple (layer, scale, test_accuracy).")
+    layer, scale, accuracy = got
+    grid = _valid_accuracies(model, tokenizer, vector, valid, layers, scales, site)
+    setting = (int(layer), float(scale)) if isinstance(layer, (int, float)) and isinstance(scale, (int, float)) else None
+    if setting not in grid:
+        raise ExerciseError(f"`{name}` {label} chose layer {layer!r} and scale {scale!r}, which are not in the grid "
+                            f"(layers {list(layers)}, scales {list(scales)}).\nHint: {LAYER_SCALE_HINT}")
+    best = max(grid, key=grid.get)
+    if grid[setting] < grid[best] - 1e-9:
+        raise ExerciseError(
+            f"`{name}` {label} chose layer {setting[0]}, scale {setting[1]}, whose valid first-token accuracy is "
+            f"{grid[setting]:.3f}, but layer {best[0]}, scale {best[1]} reaches {grid[best]:.3f} on the valid "
+            f"prompts: choose on the valid prompts (choosing on the test prompts reports an optimistic score).\n"
+            f"Hint: {LAYER_SCALE_HINT}")
+    expected = steered_first_token_accuracy(model, tokenizer, test.prompts, test.answers, vector, *setting, site)
+    try:
+        compare(accuracy, expected, "the reported accuracy", atol=1e-6)
+    except ExerciseError as err:
+        raise ExerciseError(f"`{name}` {label}, at layer {setting[0]} and scale {setting[1]}: {err} -- the test "
+                            f"prompts' accuracy there (the valid prompts' is {grid[setting]:.6g}).\n"
+                            f"Hint: {LAYER_SCALE_HINT}") from None
+
+
+def check_layer_and_scale(choose_layer_and_scale: Callable, model=None, tokenizer=None, vector=None, valid=None,
+                          test=None, layers=None, scales=None, site: str = "attention") -> None:
+    """Exercise 2.4: ``choose_layer_and_scale(model, tokenizer, vector, valid, test, layers, scales,
+    site) -> (layer, scale, test_accuracy)``.
+
+    ``valid``/``test``: :class:`ivedu.extraction.PromptSet` of prompts without the instruction.
+    The chosen setting must reach the best first-token accuracy on ``valid`` (any of the tied best),
+    and the accuracy reported must be ``test``'s at that setting. Checked on the tiny model's
+    sentiment and antonym vectors, then on the chapter's own ``model``, ``vector`` and grid when
+    given (any profile: first-token accuracy of the same function is deterministic).
+    """
+    tiny, tiny_tokenizer = tiny_model()
+    world = tiny_world()
+    effects, (_, means) = _sentiment_effects(), _sentiment_inputs()
+    sentiment = world.task("sentiment")
+    sentiment_vector = vector_from_top_heads(tiny, means, effects, 2)
+    n = 0
+    for scale_grid in ((0.5, 1.0, 2.0, 4.0), (1.0, 3.0, 8.0)):
+        _check_layer_and_scale_case(
+            choose_layer_and_scale, f"with the tiny model's sentiment vector, layers 0-3, scales {scale_grid}",
+            tiny, tiny_tokenizer, sentiment_vector,
+            corrupted_prompts(sentiment, "valid", "removed", n=None, fmt=TINY_FORMAT),
+            corrupted_prompts(sentiment, "test", "removed", n=None, fmt=TINY_FORMAT), (0, 1, 2, 3), scale_grid,
+            "attention")
+        n += 1
+    if model is not None:
+        _check_layer_and_scale_case(choose_layer_and_scale, "with the chapter's model, vector and grid", model,
+                                    tokenizer, vector, valid, test, layers, scales, site)
+        n += 1
+    passed("layer and scale chosen on valid", f"{n} grids: the best valid setting and its test accuracy")
