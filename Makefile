@@ -41,7 +41,7 @@ test: $(VENV)/.installed
 # Chapters 1 and 2 on the real chat model (SmolLM2-135M-Instruct, the smol profile), as CI runs
 # them: about 14 and 9 minutes on a 2-core CPU (results/smol/chapter_times.json).
 smol-chapters: $(VENV)/.installed
-	IVEDU_PROFILE=smol $(BIN)/python -m pytest --nbmake --nbmake-timeout=1200 -p no:randomly \
+	IVEDU_PROFILE=smol $(BIN)/python -m pytest --nbmake --nbmake-timeout=1800 -p no:randomly \
 		book/01_diagnosis.ipynb book/02_instruction_vectors.ipynb
 
 # A deliberate step to newer dependencies: a fresh .venv from the ranges in pyproject.toml
