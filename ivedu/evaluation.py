@@ -20,7 +20,7 @@ from typing import Sequence
 from ivedu.generation import answer_ids, answer_logprobs, greedy_generate, last_token_logits
 from ivedu.mediation import first_answer_tokens
 from ivedu.prompts import PromptFormat, fewshot_prompt, instructed_prompt, statement_prompt
-from ivedu.world import SPLITS, Example, Task, World
+from ivedu.world import SPLITS, Example, Task
 
 
 @dataclass(frozen=True)
@@ -96,16 +96,6 @@ def known_examples(model, tokenizer, task: Task, *, fmt: PromptFormat, phrasing:
         raise ValueError(f"the model answers none of task {task.name!r}'s examples correctly under its instruction; "
                          "choose a task it can do, or score it without filtering")
     return replace(task, **kept)
-
-
-def known_world(model, tokenizer, world: World, *, fmt: PromptFormat) -> World:
-    """``world`` with each general task cut to its known examples (:func:`known_examples`).
-
-    New tasks stay whole: they are the ones the model is fine-tuned to learn, so what it
-    cannot do yet is the point.
-    """
-    tasks = tuple(t if t.is_new else known_examples(model, tokenizer, t, fmt=fmt) for t in world.tasks)
-    return replace(world, tasks=tasks)
 
 
 def split_sizes(task: Task) -> dict[str, int]:

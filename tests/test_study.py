@@ -69,6 +69,8 @@ def test_known_examples_are_computed_once_and_read_back(tmp_path, monkeypatch):
     path = known_cache_path(lm, whole)
     assert path.is_file() and not list(path.parent.glob(".*.tmp"))  # written whole, no temporary left
     assert 0 < len(first.task("antonym").test) < len(whole.test)
+    new = first.new[0]
+    assert new == load_tasks(replace(s, data=replace(s.data, known_only=False))).task(new.name)  # new tasks stay whole
 
     def refuse(*args, **kwargs):
         raise AssertionError("the known examples were computed again")
