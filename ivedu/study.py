@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch import nn
 
 from ivedu.architectures import ModelLayout, model_layout
 from ivedu.prompts import QA_FORMAT, TINY_FORMAT, PromptFormat, chat_format
+from ivedu.results import save_result
 from ivedu.settings import Settings
 from ivedu.world import SPLITS, Task, World
 
@@ -126,14 +126,7 @@ def known_task(lm: ModelUnderStudy, task: Task) -> Task:
             pass  # unreadable: computed again and rewritten below
     known = known_examples(lm.model, lm.tokenizer, task, fmt=lm.fmt)
     kept = {split: _positions(task.split(split), known.split(split)) for split in SPLITS}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(kept, f)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    save_result(kept, path)  # the atomic JSON write of results/, reused
     return known
 
 
