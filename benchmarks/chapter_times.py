@@ -5,7 +5,8 @@
 
 Executes each notebook of ``book/`` with ``IVEDU_PROFILE`` set, as ``nbmake`` and the book
 build do, and records its wall time, the machine and the date in
-``results/<profile>/chapter_times.json`` (entries of other chapters are kept). Each chapter's
+``results/<profile>/chapter_times.json`` (entries of other chapters are kept), with its five
+slowest cells. Each chapter's
 set-up cell prints these times (:func:`ivedu.results.run_times`). A chapter that fails is
 reported and not recorded. Run it alone: another job on the same cores slows it.
 """
@@ -16,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -35,13 +37,28 @@ def machine() -> str:
     return f"{os.cpu_count()}-core CPU, {torch.get_num_threads()} torch threads"
 
 
-def run_chapter(path: Path, profile: str, timeout: int) -> float:
-    """Execute the notebook at ``path`` on ``profile``; its wall time in seconds."""
+def slowest_cells(nb, n: int = 5) -> list[dict]:
+    """The ``n`` code cells that took longest (index, seconds, first line), from the execution
+    timestamps nbclient records: where to look first when a chapter runs over its budget."""
+    cells = []
+    for index, cell in enumerate(nb.cells):
+        stamps = cell.get("metadata", {}).get("execution", {})
+        if cell.cell_type == "code" and "iopub.execute_input" in stamps and "shell.execute_reply" in stamps:
+            began, ended = (datetime.fromisoformat(stamps[k].replace("Z", "+00:00"))
+                            for k in ("iopub.execute_input", "shell.execute_reply"))
+            first = next((line for line in cell.source.splitlines() if line and not line.startswith("#")), "")
+            cells.append({"cell": index, "seconds": round((ended - began).total_seconds(), 1), "code": first[:80]})
+    return sorted(cells, key=lambda c: -c["seconds"])[:n]
+
+
+def run_chapter(path: Path, profile: str, timeout: int) -> tuple[float, list[dict]]:
+    """Execute the notebook at ``path`` on ``profile``: its wall time in seconds and its slowest cells."""
     nb = nbformat.read(path, as_version=4)
     os.environ["IVEDU_PROFILE"] = profile
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(BOOK)}}).execute()
-    return time.perf_counter() - start
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=True,
+                   resources={"metadata": {"path": str(BOOK)}}).execute()
+    return time.perf_counter() - start, slowest_cells(nb)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,16 +74,17 @@ def main(argv: list[str] | None = None) -> None:
     for path in paths:
         chapter = f"ch{int(path.name[:2])}"
         try:
-            seconds = run_chapter(path, args.profile, args.timeout)
+            seconds, slowest = run_chapter(path, args.profile, args.timeout)
         except Exception as error:  # a failing chapter is reported, the others still run
             print(f"{path.name}: FAILED ({type(error).__name__}: {str(error)[:300]})", file=sys.stderr)
             failed.append(path.name)
             continue
-        print(f"{path.name}: {seconds:.0f} s on {args.profile}", flush=True)
+        print(f"{path.name}: {seconds:.0f} s on {args.profile}; slowest cells: "
+              + "; ".join(f"[{c['cell']}] {c['seconds']:.0f} s {c['code']}" for c in slowest), flush=True)
         # Re-read before each write: entries for the other chapters are kept as they are.
         times = load_result(args.profile, CHAPTER_TIMES) or {"profile": args.profile, "chapters": {}}
         times["chapters"][chapter] = {"seconds": round(seconds, 1), "machine": machine(), "date": today(),
-                                      "versions": versions()}
+                                      "versions": versions(), "slowest_cells": slowest}
         save_result(times, result_path(args.profile, CHAPTER_TIMES))
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")

@@ -457,8 +457,9 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
              settings: DynamicsSettings, training: FinetuneSettings,
              extraction: ExtractionSettings = ExtractionSettings(),
              log: Callable[[str], None] | None = None) -> SeedRun:
-    """Fine-tune along ``sequence`` and analyse every stage (:func:`analyse_stage`, restoration
-    included) for the ``general`` tasks; in the first stage, watch the states of
+    """Fine-tune along ``sequence`` and analyse every stage (:func:`analyse_stage`) for the
+    ``general`` tasks, with the restoration after the first and the last stage (the two the
+    summary reads: on a real model it is the costliest part); in the first stage, watch the states of
     ``settings.watch_prompts`` valid prompts per general task every ``settings.watch_every``
     steps (the overlay).
 
@@ -477,8 +478,11 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
 
     def analyse(t: int, model: nn.Module, result: FinetuneResult) -> None:
         task = sequence[t]
+        if log is not None:
+            log(f"seed {seed} stage {t + 1} ({task.name}): trained {result.steps} steps in {result.seconds:.0f} s, "
+                f"valid checks {[(s, round(em, 2)) for s, em in result.checks]}")
         rows, now = analyse_stage(lm.model, lm.with_model(model), general, start, task, seed, settings,
-                                  extraction=extraction)
+                                  restore=t in (0, len(sequence) - 1), extraction=extraction)
         points: tuple[OverlayPoint, ...] = ()
         if t == 0:
             snapshots.append((result.steps, residual_states(model, lm.tokenizer, prompts)))
@@ -486,8 +490,9 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
         stage = Stage(t + 1, task.name, result.steps, rows, points)
         stages.append(stage)
         if log is not None:
+            restored = f", restored {stage.mean('restored.exact_match'):.2f}" if t in (0, len(sequence) - 1) else ""
             log(f"seed {seed} stage {t + 1} ({task.name}, {result.steps} steps): IF "
-                f"{stage.mean('if_exact_match'):.2f}, restored {stage.mean('restored.exact_match'):.2f}")
+                f"{stage.mean('if_exact_match'):.2f}{restored}")
 
     finetune_sequence(lm.model, lm.tokenizer, sequence, seed=seed, loss_fn_for=watch, on_stage=analyse, fmt=lm.fmt,
                       **training.kwargs(settings.method))

@@ -333,7 +333,10 @@ _SMOL = Settings(
                               lr_lora=3e-4, sequence_methods=()),
     extraction=ExtractionSettings(n_prompts=24, head_counts=(4, 8, 16), scales=(1.0, 2.0, 4.0),
                                   layers=(4, 6, 8, 10, 12, 14)),
-    dynamics=DynamicsSettings(heads=16, n_prompts=24, scales=(0.5, 1.0, 2.0), layers=(6, 8, 10, 12, 14),
+    # Restoration tries the layers and scales around chapter 2's choice on this model (layer 12,
+    # scale 2 on two seeds of three, 14 and 4 on the third): each (layer, scale) costs a pass over
+    # the valid prompts per task and direction, and the chapter has 10 minutes.
+    dynamics=DynamicsSettings(heads=16, n_prompts=24, scales=(1.0, 2.0), layers=(10, 12, 14),
                               watch_every=10, watch_prompts=8, overlay_layer=10),
     # Chapter 4 on smol compares the four methods the fifth finding's bars name and skips the
     # ablation: each method is a LoRA run over the whole sequence, about 2.6 s a step here.
