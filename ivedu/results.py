@@ -18,7 +18,7 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 # The results folder of a source checkout (``ivedu/`` sits beside it); ``$IVEDU_RESULTS`` overrides.
 RESULTS_DIR = Path(os.environ.get("IVEDU_RESULTS", Path(__file__).resolve().parents[1] / "results"))
@@ -75,12 +75,24 @@ def load_result(profile: str, name: str, root: Path | None = None) -> dict | Non
         return json.load(f)
 
 
-def stale_settings(result: dict, current: dict) -> list[str]:
+def stale_settings(result: dict, current: dict, reads: Sequence[str] | None = None) -> list[str]:
     """The settings (``step.field``) whose value in ``result`` differs from ``current``
     (:meth:`ivedu.settings.Settings.as_dict` of what the code runs today); empty when the
-    result is up to date. Both are compared as JSON, so tuples and lists are equal."""
+    result is up to date. Both are compared as JSON, so tuples and lists are equal.
+
+    ``reads``: the settings the command reads, as names or dotted prefixes (``"finetune"``,
+    ``"data.sequence"``; :func:`ivedu.experiments.settings_read`); a change elsewhere -- chapter
+    3's restoration grid for chapter 2's command -- does not change what it runs. ``None``:
+    compare everything."""
     saved, now = _flat(json.loads(json.dumps(result.get("settings", {})))), _flat(json.loads(json.dumps(current)))
-    return sorted(k for k in saved.keys() | now.keys() if k != "chapter" and saved.get(k, "<missing>") != now.get(k, "<missing>"))
+    if not saved:
+        return ["settings (none recorded)"]
+
+    def read(key: str) -> bool:
+        return reads is None or any(key == r or key.startswith(r + ".") for r in reads)
+
+    return sorted(k for k in saved.keys() | now.keys()
+                  if k != "chapter" and read(k) and saved.get(k, "<missing>") != now.get(k, "<missing>"))
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -110,6 +122,28 @@ def run_times(chapter: str, profiles: tuple[str, ...] = ("tiny", "smol", "colab"
         parts.append(f"{profile} {format_seconds(entry['seconds'])} ({entry['machine']})" if entry
                      else f"{profile} not measured")
     return "run time of this chapter: " + ", ".join(parts)
+
+
+CHAPTER_TITLES = {"ch0": "0. Meet the tiny model and its world", "ch1": "1. Diagnosing forgetting",
+                  "ch2": "2. Extracting instruction vectors", "ch3": "3. Instruction-vector dynamics",
+                  "ch4": "4. Instruction-vector-guided training", "ch5": "5. Scaling up"}
+
+
+def chapter_times_markdown(profiles: tuple[str, ...] = ("tiny", "smol", "colab", "paper"),
+                           root: Path | None = None) -> str:
+    """A markdown table of every chapter's measured run time per profile (rows: chapters), from
+    ``results/<profile>/chapter_times.json``, and the machine each profile was measured on:
+    the teachers' page renders it, so the times it states are the committed measurements."""
+    entries = {p: ((load_result(p, CHAPTER_TIMES, root) or {}).get("chapters") or {}) for p in profiles}
+    lines = ["| chapter | " + " | ".join(f"`{p}`" for p in profiles) + " |",
+             "|---|" + "---|" * len(profiles)]
+    for chapter, title in CHAPTER_TITLES.items():
+        cells = [format_seconds(entries[p][chapter]["seconds"]) if chapter in entries[p] else "not measured"
+                 for p in profiles]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    machines = sorted({f"`{p}` on a {e['machine']}" for p in profiles for e in entries[p].values()})
+    note = "Measured " + "; ".join(machines) + "." if machines else "No chapter time is recorded yet."
+    return "\n".join(lines) + "\n\n" + note
 
 
 def glue_result(profile: str, name: str, fields: dict[str, str], prefix: str, root: Path | None = None) -> dict:

@@ -60,7 +60,8 @@ class Verdict:
     """One claim on one profile: the checks, the headline number and the verdict.
 
     ``headline``: the claim's own effect (the first check's value), ``None`` when not
-    measured; ``source``: the result file (``results/<profile>/<command>.json``).
+    measured; ``source``: the result file (``results/<profile>/<command>.json``); ``seeds``:
+    how many seeds it averages (fewer than the usual three is a first measurement, and says so).
     """
 
     claim: int
@@ -68,6 +69,7 @@ class Verdict:
     checks: tuple[Check, ...]
     verdict: str
     source: str
+    seeds: int | None = None
 
     @property
     def headline(self) -> float | None:
@@ -146,7 +148,7 @@ def judge(claim: int, profile: str, root: Path | None = None) -> Verdict:
         return Verdict(claim, profile, (), "not measured", source)
     checks = tuple(checks_of(result))
     verdict = "holds" if all(c.met for c in checks) else "does not" if not checks[0].met else "partly"
-    return Verdict(claim, profile, checks, verdict, source)
+    return Verdict(claim, profile, checks, verdict, source, result.get("seeds"))
 
 
 def scorecard(profiles: tuple[str, ...] = PROFILES, root: Path | None = None) -> dict[int, dict[str, Verdict]]:
@@ -155,7 +157,10 @@ def scorecard(profiles: tuple[str, ...] = PROFILES, root: Path | None = None) ->
 
 
 def _cell(v: Verdict) -> str:
-    return v.verdict if v.headline is None else f"{v.verdict} ({v.headline:.2f})"
+    if v.headline is None:
+        return v.verdict
+    few = f"; {v.seeds} seed{'s' if v.seeds != 1 else ''}" if v.seeds is not None and v.seeds < 3 else ""
+    return f"{v.verdict} ({v.headline:.2f}{few})"
 
 
 def scorecard_markdown(card: dict[int, dict[str, Verdict]], claims: tuple[int, ...] | None = None) -> str:
@@ -182,5 +187,6 @@ def verdict_markdown(claim: int, profile: str, root: Path | None = None) -> str:
     verdict = judge(claim, profile, root)
     if not verdict.checks:
         return checks_markdown(verdict)
-    return (f"**Claim {claim} on `{profile}`: {verdict.verdict}** (from `{verdict.source}`)\n\n"
+    seeds = "" if verdict.seeds is None else f", {verdict.seeds} seed{'s' if verdict.seeds != 1 else ''}"
+    return (f"**Claim {claim} on `{profile}`: {verdict.verdict}** (from `{verdict.source}`{seeds})\n\n"
             + checks_markdown(verdict))

@@ -36,19 +36,23 @@ def test_stale_settings_names_what_changed():
     later = replace(now, extraction=replace(now.extraction, n_prompts=12))
     assert stale_settings(result, later.as_dict()) == ["extraction.n_prompts"]
     assert stale_settings({"settings": {}}, now.as_dict()), "a result without settings is stale"
+    assert stale_settings(result, later.as_dict(), reads=("finetune", "data.sequence")) == [], \
+        "a change the command does not read leaves its result up to date"
+    assert stale_settings(result, later.as_dict(), reads=("extraction",)) == ["extraction.n_prompts"]
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_results_match_what_the_code_runs_today(path):
-    from ivedu.experiments import EXPERIMENTS
+    from ivedu.experiments import EXPERIMENTS, settings_read
 
     result = json.loads(path.read_text())
     profile, name = path.parent.name, path.stem
     assert name in EXPERIMENTS, f"{path}: no reproduction command is called {name!r}"
     assert result["profile"] == profile and {"settings", "versions", "seconds", "date", "summary"} <= set(result)
-    current = settings(EXPERIMENTS[name][1], profile).as_dict()
-    assert not stale_settings(result, current), (
-        f"{path} was made with other settings ({stale_settings(result, current)}); re-run "
+    now = settings(EXPERIMENTS[name][1], profile)
+    current, reads = now.as_dict(), settings_read(name, now)
+    assert not stale_settings(result, current, reads), (
+        f"{path} was made with other settings ({stale_settings(result, current, reads)}); re-run "
         f"`python -m ivedu.experiments {name} --profile {profile} --seeds {result['seeds']} --save`")
 
 
@@ -58,6 +62,20 @@ def test_run_times_reads_each_profile(tmp_path):
     line = run_times("ch1", ("tiny", "smol"), root=tmp_path)
     assert line == "run time of this chapter: tiny not measured, smol 7.5 min (2-core CPU)"
     assert format_seconds(45) == "45 s" and format_seconds(119.4) == "119 s"
+
+
+def test_chapter_times_table_has_a_row_per_chapter_and_a_column_per_profile(tmp_path):
+    from ivedu.results import chapter_times_markdown
+
+    assert chapter_times_markdown(("tiny",), root=tmp_path).endswith("No chapter time is recorded yet.")
+    save_result({"profile": "smol", "chapters": {"ch1": {"seconds": 450.0, "machine": "2-core CPU"}}},
+                result_path("smol", CHAPTER_TIMES, tmp_path))
+    table = chapter_times_markdown(("tiny", "smol"), root=tmp_path)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0] == "| chapter | `tiny` | `smol` |" and len(rows) == 7
+    assert "| 1. Diagnosing forgetting | not measured | 7.5 min |" in rows
+    assert "| 2. Extracting instruction vectors | not measured | not measured |" in rows
+    assert table.endswith("Measured `smol` on a 2-core CPU.")
 
 
 

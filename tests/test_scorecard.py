@@ -3,7 +3,7 @@
 import pytest
 
 from ivedu.results import result_path, save_result
-from ivedu.scorecard import CLAIMS, checks_markdown, judge, scorecard, scorecard_markdown
+from ivedu.scorecard import CLAIMS, checks_markdown, judge, scorecard, scorecard_markdown, verdict_markdown
 
 
 def extraction(gains, randoms, others):
@@ -32,10 +32,13 @@ def test_restoration_and_guided_verdicts(tmp_path):
     assert judge(3, "smol", tmp_path).verdict == "does not"
     methods = {"iv_guided": {"gp": 0.6, "ap": 0.9}, "plain_lora": {"gp": 0.3, "ap": 0.97},
                "random_vector": {"gp": 0.65, "ap": 0.9}, "kl": {"gp": 0.5, "ap": 0.8}}
-    save_result({"summary": methods}, result_path("smol", "guided", tmp_path))
+    save_result({"summary": methods, "seeds": 1}, result_path("smol", "guided", tmp_path))
     guided = judge(5, "smol", tmp_path)
     assert guided.verdict == "partly"
     assert [c.met for c in guided.checks] == [True, False, False, True]
+    assert guided.seeds == 1 and "(from `results/smol/guided.json`, 1 seed)" in verdict_markdown(5, "smol", tmp_path)
+    assert "partly (0.30; 1 seed)" in scorecard_markdown(scorecard(("smol",), tmp_path), claims=(5,)), \
+        "a first measurement on fewer than three seeds says so in the card"
 
 
 def test_a_missing_result_is_not_measured_and_the_table_says_so(tmp_path):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from ivedu.settings import Settings
+
 # name -> (module, the chapter whose settings it runs with)
 EXPERIMENTS: dict[str, tuple[str, str]] = {
     "diagnosis": ("ivedu.experiments.diagnosis", "ch1"),
@@ -23,6 +25,20 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     "model_draws": ("ivedu.experiments.model_draws", "ch1"),  # chapters 1-2 on tiny models trained with other seeds
     "task_survey": ("ivedu.experiments.task_survey", "ch0"),  # which tasks the model does under its instruction
 }
+
+
+# The settings every command reads: the model, and which examples of which tasks it scores.
+READS_ALWAYS = ("model", "data.world", "data.world_seed", "data.general_tasks", "data.max_examples", "data.split",
+                "data.k_shots", "data.known_only")
+
+
+def settings_read(name: str, settings: Settings) -> tuple[str, ...]:
+    """The settings (names or dotted prefixes) that experiment ``name`` reads when it runs with
+    ``settings``: its module's ``reads(settings)`` and :data:`READS_ALWAYS`. A committed result is
+    stale only where these differ (:func:`ivedu.results.stale_settings`)."""
+    if name not in EXPERIMENTS:
+        raise SystemExit(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
+    return READS_ALWAYS + tuple(importlib.import_module(EXPERIMENTS[name][0]).reads(settings))
 
 
 def experiment(name: str) -> Callable[..., dict]:

@@ -22,6 +22,11 @@ from ivedu.study import general_tasks, load_study, load_tasks
 from ivedu.experiments.log import Log
 
 
+def reads(settings: Settings) -> tuple[str, ...]:
+    """Chapter 1's new task and fine-tuning, and the sequence where the profile trains one here."""
+    return ("data.new_task", "finetune") + (("data.sequence",) if settings.finetune.sequence_methods else ())
+
+
 def run(settings: Settings, seeds: list[int], progress: bool = False, with_sequence: bool = True) -> dict:
     """``summary[method]``: :class:`ivedu.diagnosis.MethodSummary` fields; ``summary["sequence"]
     [method]``: the sequence's continual-learning metrics, averaged over seeds; ``per_seed``

@@ -21,6 +21,11 @@ from ivedu.settings import Settings
 from ivedu.study import general_tasks, load_study, load_tasks
 
 
+def reads(settings: Settings) -> tuple[str, ...]:
+    """The sequence, its fine-tuning, and chapter 3's extraction and restoration settings."""
+    return ("data.sequence", "finetune", "extraction", "dynamics")
+
+
 def restoration_json(prefix: str, restored: Restoration | None) -> dict:
     return {} if restored is None else {f"{prefix}_{k}": v for k, v in asdict(restored).items()}
 

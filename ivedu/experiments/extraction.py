@@ -20,6 +20,11 @@ FIELDS = ("clean", "corrupted", "with_iv", "with_random", "with_other_task")
 KEYS = FIELDS + tuple(f + "_em" for f in FIELDS)
 
 
+def reads(settings: Settings) -> tuple[str, ...]:
+    """Chapter 2's scan and intervention settings."""
+    return ("extraction",)
+
+
 def row(result: Extraction, seed: int) -> dict:
     """One seed's means over the general tasks, the chosen setting and per-task scores."""
     out = {key: result.mean(key) for key in KEYS}

@@ -24,6 +24,12 @@ from ivedu.guided import VectorReport, new_task_vectors
 from ivedu.settings import Settings
 from ivedu.study import general_tasks, load_study, load_tasks
 
+def reads(settings: Settings) -> tuple[str, ...]:
+    """The sequence, its fine-tuning, the scan the new tasks' vectors come from, and chapter 4's
+    methods and loss."""
+    return ("data.sequence", "finetune", "extraction", "guided")
+
+
 def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
     """Every method on ``settings.data.sequence``, and the ablation: see :func:`compare`."""
     return compare(settings, seeds, settings.data.sequence, settings.guided.methods, ablation=True,

@@ -20,6 +20,11 @@ from ivedu.experiments.guided import compare
 from ivedu.settings import FINDING_METHODS, Settings
 
 
+def reads(settings: Settings) -> tuple[str, ...]:
+    """The control sequence, and what the guided command reads besides its sequence."""
+    return ("data.control_sequence", "finetune", "extraction", "guided")
+
+
 def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
     """:func:`ivedu.experiments.guided.compare` on the control sequence, the criterion's four methods."""
     if not settings.data.control_sequence:

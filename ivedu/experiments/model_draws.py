@@ -42,6 +42,11 @@ MEASURES = ("lowest_heldout_em", "lowest_kn_ranking", "if_before", "if_drop_full
             "random_minus_corrupted", "other_minus_own")
 
 
+def reads(settings: Settings) -> tuple[str, ...]:
+    """Chapters 1 and 2 on each draw: the new task, its fine-tuning, the scan."""
+    return ("data.new_task", "finetune", "extraction")
+
+
 def measure_draw(config: TinyConfig, settings: Settings) -> dict:
     """Train one tiny model with ``config`` and measure it as the README, chapter 1 and chapter 2 do."""
     world = build_world(config.world_seed)

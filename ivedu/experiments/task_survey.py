@@ -22,6 +22,11 @@ from ivedu.study import load_study, load_tasks
 N_EXAMPLES = 24
 
 
+def reads(settings: Settings) -> tuple[str, ...]:
+    """Only the model and the examples (:data:`ivedu.experiments.READS_ALWAYS`)."""
+    return ()
+
+
 def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
     """``summary[task]``: the :class:`ivedu.evaluation.TaskSurvey` fields of each task."""
     log = Log(progress)
