@@ -52,6 +52,11 @@ def test_a_merged_prompt_must_be_refused():
     assert byte_level_tokenizer() is byte_level_tokenizer(), "the tokenizers are trained once per process"
 
 
+def test_the_chapters_tokenizer_comes_with_its_format():
+    with pytest.raises(ValueError, match="fmt=fmt"):
+        check_answer_tokens(answer_ids, tokenizer=byte_level_tokenizer(), tasks=())
+
+
 def test_a_stub_gets_a_clear_message():
     def stub(tokenizer, prompt, answer):
         raise NotImplementedError("your code here")

@@ -58,7 +58,9 @@ def exact_match_first_phrasing_only(model, tokenizer, task, split="test", fmt=No
 
 def exact_match_in_the_plain_format(model, tokenizer, task, split="test", fmt=None):
     """Wrong: ignores ``fmt`` and prompts in the tiny model's plain format, which a chat model does not follow."""
-    return solution("01_diagnosis", "instruction_exact_match")(model, tokenizer, task, split)
+    from ivedu.prompts import TINY_FORMAT
+
+    return solution("01_diagnosis", "instruction_exact_match")(model, tokenizer, task, split, TINY_FORMAT)
 
 
 def exact_match_words_for_tokens(model, tokenizer, task, split="test", fmt=None):

@@ -75,7 +75,7 @@ def _chapter_cases(tokenizer, tasks, fmt) -> list[Case]:
     return cases
 
 
-def check_answer_tokens(answer_token_ids: Callable, tokenizer=None, tasks=(), fmt=TINY_FORMAT) -> None:
+def check_answer_tokens(answer_token_ids: Callable, tokenizer=None, tasks=(), fmt=None) -> None:
     """Exercise 0.1: ``answer_token_ids(tokenizer, prompt, answer) -> list[int]``, the ids that
     ``encode(join_answer(prompt, answer))`` has after the ids of ``encode(prompt)``, and a
     ``ValueError`` when the prompt's ids are not the first ids of the joint text.
@@ -84,6 +84,9 @@ def check_answer_tokens(answer_token_ids: Callable, tokenizer=None, tasks=(), fm
     with prompts of up to three of ``tasks`` in ``fmt`` (on a chat model, the answer follows the
     template's assistant header), then on the two trained tokenizers; exactly on every profile.
     """
+    if tokenizer is not None and fmt is None:
+        raise ValueError("pass the chapter's prompt format with its tokenizer: check_answer_tokens(..., "
+                         "tokenizer=tokenizer, tasks=..., fmt=fmt)")
     _, tiny = tiny_model()
     world = tiny_world()
     capital, bracket = world.task("capital"), world.task("bracket")
