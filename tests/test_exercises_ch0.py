@@ -1,10 +1,18 @@
-"""Chapter 0's checker passes on the reference solution and fails on planted wrong answers."""
+"""Chapter 0's checker passes on the reference solution and fails on planted wrong answers, on the
+tiny model's tokenizer and two trained ones and, with the chapter's tokenizer and format, on the
+real-model profile (smol)."""
 
 import pytest
 
+from exercise_solutions import smol_world, solution, stub
 from ivedu.exercises import ExerciseError
 from ivedu.exercises.ch0 import byte_level_tokenizer, check_answer_tokens
 from ivedu.generation import answer_ids
+
+
+def answer_encoded_alone(tokenizer, prompt, answer):
+    """Wrong: encodes " " + answer on its own -- right for the tiny model's word-level tokenizer only."""
+    return tokenizer.encode(" " + answer, add_special_tokens=False)
 
 
 def test_answer_tokens_checker_passes_on_the_reference(capsys):
@@ -13,11 +21,8 @@ def test_answer_tokens_checker_passes_on_the_reference(capsys):
 
 
 def test_encoding_the_answer_alone_is_caught_where_the_tokenizer_is_not_word_level():
-    def alone(tokenizer, prompt, answer):  # planted: right for the tiny model's word-level tokenizer only
-        return tokenizer.encode(" " + answer, add_special_tokens=False)
-
     with pytest.raises(ExerciseError, match="(?s)byte-level BPE.*newline.*Hint: join the texts"):
-        check_answer_tokens(alone)
+        check_answer_tokens(answer_encoded_alone)
 
 
 def test_a_space_after_every_prompt_is_caught_after_a_chat_header():
@@ -47,9 +52,34 @@ def test_a_merged_prompt_must_be_refused():
     assert byte_level_tokenizer() is byte_level_tokenizer(), "the tokenizers are trained once per process"
 
 
+def test_the_chapters_tokenizer_comes_with_its_format():
+    with pytest.raises(ValueError, match="fmt=fmt"):
+        check_answer_tokens(answer_ids, tokenizer=byte_level_tokenizer(), tasks=())
+
+
 def test_a_stub_gets_a_clear_message():
     def stub(tokenizer, prompt, answer):
         raise NotImplementedError("your code here")
 
     with pytest.raises(ExerciseError, match="NotImplementedError"):
         check_answer_tokens(stub)
+
+
+# ---------------------------------------------------------------- on the real-model profile (smol)
+
+@pytest.fixture(scope="module")
+def smol_case(smol):
+    """Exercise 0.1's check cell on the smol profile: SmolLM2's tokenizer, its chat format and the
+    profile's general tasks, as chapter 0 passes them."""
+    _, _, tokenizer, fmt, world = smol_world(smol, "ch0")
+    return {"tokenizer": tokenizer, "tasks": world.general, "fmt": fmt}
+
+
+def test_answer_tokens_check_on_the_real_tokenizer(smol_case, capsys):
+    check_answer_tokens(solution("00_tiny_world", "answer_token_ids"), **smol_case)
+    assert "the chapter's" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="NotImplementedError"):
+        check_answer_tokens(stub, **smol_case)
+    # right on the tiny tokenizer; SmolLM2 writes the answer after the chat header as 'Paris', not 'ĠParis'
+    with pytest.raises(ExerciseError, match="chapter's tokenizer, after the .* instructed prompt"):
+        check_answer_tokens(answer_encoded_alone, **smol_case)

@@ -6,6 +6,7 @@ each passes its checker and that each untouched stub fails it.
 
 import numpy as np
 import pytest
+import torch
 
 from exercise_solutions import small, smol_world, solution, stub
 from ivedu.exercises import ExerciseError
@@ -26,16 +27,54 @@ def knowledge_under_the_instruction(model, tokenizer, task, split="test"):
     return sum(correct) / len(correct)
 
 
-def exact_match_first_phrasing_only(model, tokenizer, task, split="test"):
+def knowledge_mean_per_token(model, tokenizer, task, split="test"):
+    """Wrong: ranks the candidates by their mean log-probability per token (length-normalised), not
+    the sum. Every candidate of the tiny world is one word-level token, so only a real tokenizer
+    tells the two apart."""
+    from ivedu.generation import answer_ids, answer_logprobs
+    from ivedu.prompts import statement_prompt
+
+    correct = []
+    for ex in task.split(split):
+        prompts = [statement_prompt(task, ex.input)] * len(ex.candidates)
+        lengths = [len(answer_ids(tokenizer, p, c)) for p, c in zip(prompts, ex.candidates)]
+        scores = answer_logprobs(model, tokenizer, prompts, list(ex.candidates)) / torch.tensor(lengths)
+        correct.append(bool((scores[0] > scores[1:]).all()))
+    return sum(correct) / len(correct)
+
+
+def exact_match_first_phrasing_only(model, tokenizer, task, split="test", fmt=None):
     """Wrong: scores only the first instruction phrasing."""
     from ivedu.evaluation import exact_match
     from ivedu.generation import greedy_generate
     from ivedu.prompts import instructed_prompt
 
     examples = task.split(split)
-    predictions = greedy_generate(model, tokenizer, [instructed_prompt(task, ex.input) for ex in examples],
+    predictions = greedy_generate(model, tokenizer, [instructed_prompt(task, ex.input, 0, fmt) for ex in examples],
                                   max_new_tokens=8)
     hits = exact_match(predictions, [ex.output for ex in examples])
+    return sum(hits) / len(hits)
+
+
+def exact_match_in_the_plain_format(model, tokenizer, task, split="test", fmt=None):
+    """Wrong: ignores ``fmt`` and prompts in the tiny model's plain format, which a chat model does not follow."""
+    from ivedu.prompts import TINY_FORMAT
+
+    return solution("01_diagnosis", "instruction_exact_match")(model, tokenizer, task, split, TINY_FORMAT)
+
+
+def exact_match_words_for_tokens(model, tokenizer, task, split="test", fmt=None):
+    """Wrong: generates one token per word of the longest answer (plus one) -- enough with the tiny
+    model's word-level tokenizer, too few where a word is several tokens."""
+    from ivedu.evaluation import exact_match
+    from ivedu.generation import greedy_generate
+    from ivedu.prompts import instructed_prompt
+
+    examples = task.split(split)
+    prompts = [instructed_prompt(task, ex.input, p, fmt) for p in range(len(task.instructions)) for ex in examples]
+    golds = [ex.output for _ in task.instructions for ex in examples]
+    hits = exact_match(greedy_generate(model, tokenizer, prompts, max_new_tokens=max(len(g.split()) for g in golds) + 1),
+                       golds)
     return sum(hits) / len(hits)
 
 
@@ -87,6 +126,16 @@ def test_checker_rejects_the_planted_wrong_answer(check, wrong, message):
         check(wrong)
 
 
+@pytest.mark.parametrize("check, wrong", [(check_knowledge_score, knowledge_mean_per_token),
+                                          (check_instruction_exact_match, exact_match_in_the_plain_format),
+                                          (check_instruction_exact_match, exact_match_words_for_tokens)])
+def test_mistakes_of_real_tokenizers_and_formats_pass_on_the_tiny_model(check, wrong, capsys):
+    """These mistakes are invisible on the tiny model (one word-level token per answer, its own plain
+    format): only the check on the chapter's model, below, can catch them."""
+    check(wrong)
+    assert "correct" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- on the real-model profile (smol)
 
 @pytest.fixture(scope="module")
@@ -113,3 +162,34 @@ def test_abilities_check_fails_the_stub_and_a_planted_wrong_answer_on_the_real_m
     gaps = [abs(knowledge_after_the_instruction(*args, t, "test", smol_case["fmt"])["knowledge"]
                 - abilities_reference(*args, t, "test", smol_case["fmt"])["knowledge"]) for t in smol_case["tasks"]]
     assert max(gaps) > 1 / len(smol_case["tasks"][0].test), gaps
+
+
+@pytest.fixture(scope="module")
+def smol_scores(smol):
+    """Exercises 1.1 and 1.2's check cells on the smol profile: SmolLM2 before fine-tuning, its two
+    general tasks cut to the checker's own 12 examples, and its chat format (exercise 1.2's only)."""
+    settings, model, tokenizer, fmt, world = smol_world(smol, "ch1")
+    return {"model": model, "tokenizer": tokenizer, "split": "test",
+            "tasks": [small(world.task(name), 12) for name in settings.data.general_tasks]}, fmt
+
+
+def test_knowledge_score_check_on_the_real_model(smol_scores, capsys):
+    where, _ = smol_scores
+    check_knowledge_score(solution("01_diagnosis", "knowledge_ranking"), **where)
+    assert "8 task/model pairs" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="NotImplementedError"):
+        check_knowledge_score(stub, **where)
+    with pytest.raises(ExerciseError, match="(?s)chapter's model on the 'capitalize' task.*summed"):
+        check_knowledge_score(knowledge_mean_per_token, **where)
+
+
+def test_instruction_exact_match_check_on_the_real_model(smol_scores, capsys):
+    where, fmt = smol_scores
+    check_instruction_exact_match(solution("01_diagnosis", "instruction_exact_match"), **where, fmt=fmt)
+    assert "8 task/model pairs" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="NotImplementedError"):
+        check_instruction_exact_match(stub, **where, fmt=fmt)
+    with pytest.raises(ExerciseError, match="(?s)chapter's model on the 'capitalize' task.*chapter's format fmt"):
+        check_instruction_exact_match(exact_match_in_the_plain_format, **where, fmt=fmt)
+    with pytest.raises(ExerciseError, match="(?s)chapter's model on the 'capitalize' task.*not its words"):
+        check_instruction_exact_match(exact_match_words_for_tokens, **where, fmt=fmt)

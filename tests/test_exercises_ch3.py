@@ -1,5 +1,5 @@
 """Chapter 3's checkers pass on the reference solutions and fail on planted wrong answers, on the
-tiny model and, for the restoration, on the real-model profile (smol)."""
+tiny model and, for the restoration and the projection, on the real-model profile (smol)."""
 
 import math
 
@@ -79,14 +79,24 @@ def test_similarity_r2_checker():
         check_similarity_r2(without_intercept)
 
 
+def projection_unnormalised(states, directions):
+    """Wrong: forgets to make the directions unit length."""
+    return (states * directions.float()).sum(-1).mean(-1)
+
+
+def projection_by_matmul(states, directions):
+    """Right, summed in another order: each state times its unit direction as a matrix product."""
+    units = directions.float() / directions.float().norm(dim=-1, keepdim=True)
+    if units.dim() == 1:
+        return (states @ units).mean(-1)
+    return torch.einsum("lnh,nh->ln", states, units).mean(-1)
+
+
 def test_projection_checker():
     check_projection(projections)
-
-    def unnormalised(states, directions):  # planted: forgets to make the directions unit length
-        return (states * directions.float()).sum(-1).mean(-1)
-
+    check_projection(projection_by_matmul)
     with pytest.raises(ExerciseError, match="norm 7"):
-        check_projection(unnormalised)
+        check_projection(projection_unnormalised)
 
 
 # ---------------------------------------------------------------- on the real-model profile (smol)
@@ -116,3 +126,24 @@ def test_restoration_check_on_the_real_model(smol_case, capsys):
         check_restoration(stub, **smol_case)
     with pytest.raises(ExerciseError):
         check_restoration(restoration_after_the_whole_layer, **smol_case)
+
+
+def test_projection_check_on_the_real_model(smol_case, capsys):
+    """Exercise 3.4's check cell on the smol profile: SmolLM2's residual states at the test prompts,
+    each prompt with its own direction (the task's vector, or a random one of its norm)."""
+    from ivedu.dynamics import residual_states
+    from ivedu.intervention import random_vector_like
+
+    prompts, vector = list(smol_case["prompts"]), smol_case["vector"]
+    states = residual_states(smol_case["model"], smol_case["tokenizer"], prompts)
+    directions = torch.stack([vector if i % 2 == 0 else random_vector_like(vector, i) for i in range(len(prompts))])
+    check_projection(solution("03_dynamics", "mean_projection"), states=states, directions=directions)
+    check_projection(projection_by_matmul, states=states, directions=directions)  # the tolerance holds
+    assert capsys.readouterr().out.count("5 cases") == 2
+    with pytest.raises(ExerciseError, match="NotImplementedError"):
+        check_projection(stub, states=states, directions=directions)
+    with pytest.raises(ExerciseError, match="norm 7"):
+        check_projection(projection_unnormalised, states=states, directions=directions)
+    # the random cases catch it first; the chapter's would too, by far more than its tolerance
+    gap = (projection_unnormalised(states, directions) - projections(states, directions)).abs().max()
+    assert gap > 100 * 1e-5 * float(states.norm(dim=-1).max())

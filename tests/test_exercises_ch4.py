@@ -1,5 +1,6 @@
 """Chapter 4's checkers pass on the reference solutions and fail on planted wrong answers, on the
-tiny model and, for the steered teacher and the guided objective, on the real-model profile (smol)."""
+tiny model and, for the steered teacher, the guided objective and the EWC penalty, on the
+real-model profile (smol)."""
 
 from dataclasses import replace
 
@@ -87,14 +88,25 @@ def test_guided_kl_checker():
         check_guided_kl(stub)
 
 
+def ewc_without_half(model, anchor, fisher, lam):
+    """Wrong: drops EWC's 1/2."""
+    return lam * sum((fisher[n] * (p - anchor[n]) ** 2).sum() for n, p in model.named_parameters())
+
+
+def ewc_in_float64(model, anchor, fisher, lam):
+    """Right, summed in float64 one parameter at a time: the tolerance must allow another order."""
+    total = 0.0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            total += float((fisher[name].double() * (p.double() - anchor[name].double()) ** 2).sum())
+    return torch.tensor(lam / 2 * total)
+
+
 def test_ewc_penalty_checker():
     check_ewc_penalty(lambda m, a, f, lam: lam / 2 * EWCObjective(a, f, lam).penalty(m))
-
-    def without_half(model, anchor, fisher, lam):  # planted: drops EWC's 1/2
-        return lam * sum((fisher[n] * (p - anchor[n]) ** 2).sum() for n, p in model.named_parameters())
-
+    check_ewc_penalty(ewc_in_float64)
     with pytest.raises(ExerciseError, match="lam / 2"):
-        check_ewc_penalty(without_half)
+        check_ewc_penalty(ewc_without_half)
 
 
 # ---------------------------------------------------------------- on the real-model profile (smol)
@@ -143,3 +155,23 @@ def test_guided_objective_check_on_the_real_model(smol_case, capsys):
         check_guided_objective(stub, **where)
     with pytest.raises(ExerciseError):
         check_guided_objective(guided_terms_schedule_of_the_stage, **where)
+
+
+def test_ewc_penalty_check_on_the_real_model(smol, capsys):
+    model, _ = smol
+    before = [p.requires_grad for p in model.parameters()]
+    check_ewc_penalty(solution("04_guided_training", "ewc_penalty"), model=model)
+    check_ewc_penalty(ewc_in_float64, model=model)
+    assert capsys.readouterr().out.count("4 models") == 2
+    with pytest.raises(ExerciseError, match="NotImplementedError"):
+        check_ewc_penalty(stub, model=model)
+    with pytest.raises(ExerciseError, match="lam / 2"):
+        check_ewc_penalty(ewc_without_half, model=model)
+    assert [p.requires_grad for p in model.parameters()] == before, "the check must leave the model as it was"
+    model.requires_grad_(False)  # a frozen model (a teacher): the reference penalises trainable weights only
+    try:
+        check_ewc_penalty(solution("04_guided_training", "ewc_penalty"), model=model)
+        assert not any(p.requires_grad for p in model.parameters())
+    finally:
+        for p, grad in zip(model.parameters(), before):
+            p.requires_grad_(grad)

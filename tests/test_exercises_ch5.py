@@ -1,9 +1,11 @@
-"""Chapter 5's checker passes on the reference solution and fails on planted wrong answers; its
-reference is the fine-tuning memory of ivedu.costs.step_costs without the activations."""
+"""Chapter 5's checker passes on the reference solution and fails on planted wrong answers, on the
+profiles' configs and on the config of the real-model profile's loaded model (smol); its reference
+is the fine-tuning memory of ivedu.costs.step_costs without the activations."""
 
 import pytest
 import torch
 
+from exercise_solutions import solution, stub
 from ivedu.costs import (GpuSpec, Shape, TRAINED_BYTES_PER_PARAMETER, Workload, bytes_per_parameter,
                          count_parameters, lora_parameters, meta_model, model_config, step_costs)
 from ivedu.exercises import ExerciseError
@@ -48,19 +50,20 @@ def test_weights_counted_twice_in_full_fine_tuning_are_caught():
         check_training_memory(weights_plus_state)
 
 
-def test_an_adapter_on_the_output_head_is_caught():
-    def every_linear(config, method, lora_rank=8, lora_targets=None, dtype=torch.bfloat16):
-        # planted: with lora_targets None, adapts the output head (lm_head) too
-        n = count_parameters(config)
-        if method == "full":
-            return TRAINED_BYTES_PER_PARAMETER * n / 2**30
-        adapters = sum(lora_rank * (m.in_features + m.out_features) for name, m in meta_model(config).named_modules()
-                       if isinstance(m, torch.nn.Linear)
-                       and (lora_targets is None or name.rsplit(".", 1)[-1] in lora_targets))
-        return (n * bytes_per_parameter(dtype) + TRAINED_BYTES_PER_PARAMETER * adapters) / 2**30
+def lora_on_every_linear(config, method, lora_rank=8, lora_targets=None, dtype=torch.bfloat16):
+    """Wrong: with lora_targets None, adapts the output head (lm_head) too."""
+    n = count_parameters(config)
+    if method == "full":
+        return TRAINED_BYTES_PER_PARAMETER * n / 2**30
+    adapters = sum(lora_rank * (m.in_features + m.out_features) for name, m in meta_model(config).named_modules()
+                   if isinstance(m, torch.nn.Linear)
+                   and (lora_targets is None or name.rsplit(".", 1)[-1] in lora_targets))
+    return (n * bytes_per_parameter(dtype) + TRAINED_BYTES_PER_PARAMETER * adapters) / 2**30
 
+
+def test_an_adapter_on_the_output_head_is_caught():
     with pytest.raises(ExerciseError, match="(?s)every linear layer of Qwen.*output head"):
-        check_training_memory(every_linear)
+        check_training_memory(lora_on_every_linear)
 
 
 def test_frozen_weights_left_out_of_lora_are_caught():
@@ -75,8 +78,22 @@ def test_frozen_weights_left_out_of_lora_are_caught():
 
 
 def test_a_stub_gets_a_clear_message():
-    def stub(config, method, lora_rank=8, lora_targets=None, dtype=torch.bfloat16):
-        raise NotImplementedError("your code here")
-
     with pytest.raises(ExerciseError, match="NotImplementedError"):
         check_training_memory(stub)
+
+
+def test_training_memory_check_on_the_smol_models_config(smol, capsys):
+    """Chapter 5's check cell on the smol profile passes the loaded model's config: SmolLM2, a Llama
+    with tied embeddings. Its count from the config is the loaded model's own, embeddings once."""
+    model, _ = smol
+    config = model.config
+    assert count_parameters(config) == sum(p.numel() for p in model.parameters())
+    check_training_memory(solution("05_scaling_up", "training_memory_gib"), config=config)
+    assert "9 configs and methods" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="NotImplementedError"):
+        check_training_memory(stub, config=config)
+    with pytest.raises(ExerciseError, match="output head"):
+        check_training_memory(lora_on_every_linear, config=config)
+    # Qwen's case catches it first; the chapter's would too: SmolLM2's head is 576 x 49152
+    wrong, right = lora_on_every_linear(config, "lora"), training_memory_gib(config, "lora")
+    assert abs(wrong - right) > 100 * 1e-4 * right

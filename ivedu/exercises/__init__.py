@@ -21,6 +21,9 @@ differed, and giving a hint. This module holds what every checker shares:
 - :func:`check_against_reference`, the loop over :class:`Case` inputs that most checkers are;
 - :func:`passed`, the success line;
 - :func:`without_leftover_hooks`, which removes and reports hooks a learner's function forgot to detach;
+- :func:`one_in`, :func:`rounding_rtol` and :func:`first_examples`, for the cases a checker adds
+  on the chapter's own model (any profile): a tolerance of one example, a tolerance of the
+  model's dtype, and a task cut to a few examples;
 - :func:`tiny_model` and :func:`tiny_world`, the shipped tiny model and its world, loaded once
   per process, so a check takes a second or two whatever model the chapter runs on, and
   :func:`perturbed_tiny_model`, a damaged copy whose
@@ -38,7 +41,8 @@ import numpy as np
 import torch
 
 __all__ = ["ExerciseError", "Case", "call_learner", "compare", "check_against_reference", "passed",
-           "tiny_model", "tiny_world", "perturbed_tiny_model", "without_leftover_hooks", "one_in"]
+           "tiny_model", "tiny_world", "perturbed_tiny_model", "without_leftover_hooks", "one_in",
+           "first_examples", "CHAPTER_EXAMPLES", "rounding_rtol"]
 
 
 class ExerciseError(AssertionError):
@@ -187,6 +191,36 @@ def one_in(n: int) -> float:
     ``n``; the tiny model's cases, which catch the mistakes, stay exact.
     """
     return 1.0 / max(1, n) + 1e-9
+
+
+def rounding_rtol(model: torch.nn.Module, rtol: float = 1e-4) -> float:
+    """The relative tolerance of a value computed from ``model``'s weights: ``rtol``, or two
+    roundings of the weights' dtype where that is coarser.
+
+    A reference that multiplies in the model's dtype and a learner who casts to float32 first
+    (or the other way round) agree to float32 precision on a float32 model (tiny, smol), but
+    only to the dtype's rounding on a 16-bit one: about ``4e-3`` relative in bfloat16 (the
+    paper profile), ``5e-4`` in float16 (Colab's T4). Returns ``max(rtol, 2 * eps)`` of the dtype.
+    """
+    dtype = next(model.parameters()).dtype
+    return max(rtol, 2 * torch.finfo(dtype).eps) if dtype.is_floating_point else rtol
+
+
+# Examples per split of each task a check runs on the chapter's own model: enough for a wrong
+# score to show, few enough that the check takes seconds on a CPU profile (smol).
+CHAPTER_EXAMPLES = 12
+
+
+def first_examples(task, n: int = CHAPTER_EXAMPLES):
+    """``task`` (an :class:`ivedu.world.Task`) with only its first ``n`` examples in each split.
+
+    A check on the chapter's model runs the learner's function and the reference on the same
+    cut task, so it costs the same few seconds on every profile, whatever the size of the
+    profile's datasets.
+    """
+    import dataclasses
+
+    return dataclasses.replace(task, train=task.train[:n], valid=task.valid[:n], test=task.test[:n])
 
 
 def passed(name: str, detail: str = "") -> None:

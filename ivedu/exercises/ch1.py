@@ -5,12 +5,18 @@
   (reference: :func:`ivedu.evaluation.knowledge_score`).
 - Exercise 1.2, :func:`check_instruction_exact_match`: instruction following as exact match
   of the greedy answer under every instruction phrasing
-  (reference: :func:`ivedu.evaluation.instruction_following_score`).
+  (reference: :func:`ivedu.evaluation.exact_match_score`, the exact match of
+  :func:`ivedu.evaluation.instruction_following_score`).
 - Exercise 1.3, :func:`check_abilities`: both scores of one task in the profile's prompt
   format, on the fine-tuned model of the chapter (references:
   :func:`ivedu.evaluation.exact_match_score`, :func:`ivedu.evaluation.knowledge_score`).
 - Exercise 1.4, :func:`check_backward_transfer`: BWT of an ``R`` matrix in the GEM convention
   (reference: :func:`ivedu.metrics.backward_transfer`).
+
+Exercises 1.1 to 1.3 score a model, so their checks run on the tiny model and a damaged copy
+(exactly) and then on the chapter's own model and tasks when the chapter passes them, within
+one example (:func:`ivedu.exercises.one_in`); exercise 1.4 is arithmetic on a matrix and is
+the same check on every profile.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from typing import Callable
 
 import numpy as np
 
-from ivedu.evaluation import exact_match_score, instruction_following_score, knowledge_score
-from ivedu.exercises import (Case, check_against_reference, one_in, passed, perturbed_tiny_model, tiny_model,
-                             tiny_world)
+from ivedu.evaluation import exact_match_score, knowledge_score
+from ivedu.exercises import (Case, check_against_reference, first_examples, one_in, passed, perturbed_tiny_model,
+                             tiny_model, tiny_world)
 from ivedu.metrics import backward_transfer
 from ivedu.prompts import TINY_FORMAT
 
@@ -37,42 +43,86 @@ def _model_cases(task_names: tuple[str, ...], split: str = "test") -> list[Case]
     return cases
 
 
-def check_knowledge_score(knowledge_ranking: Callable) -> None:
+def _on_chapter_model(learner: Callable, reference: Callable, model, tokenizer, tasks, split: str, hint: str,
+                      extra: tuple = (), items_per_example: Callable = lambda task: 1) -> int:
+    """Check ``learner`` against ``reference`` on the chapter's ``model``, for up to two of
+    ``tasks`` cut to their first examples (:func:`ivedu.exercises.first_examples`), each called
+    with ``(model, tokenizer, task, split, *extra)`` and compared within one of its scored items
+    (``items_per_example(task)`` per example). Returns the number of cases checked."""
+    n = 0
+    for task in list(tasks)[:2]:
+        cut = first_examples(task)
+        examples = len(cut.split(split))
+        n += check_against_reference(
+            learner, reference,
+            [Case(f"with the chapter's model on the {task.name!r} task, {split} split (its first {examples} "
+                  "examples)", (model, tokenizer, cut, split, *extra))],
+            hint=hint, atol=one_in(examples * items_per_example(cut)), rtol=0.0)
+    return n
+
+
+KNOWLEDGE_HINT = ("score every candidate with answer_logprobs(model, tokenizer, prompts, answers) after "
+                  "statement_prompt(task, example.input) -- the statement, not the instruction: knowledge is "
+                  "measured without one -- and count an example correct when candidates[0] scores strictly "
+                  "above all the others. The score is the candidate's *summed* log-probability: on a real "
+                  "tokenizer candidates have different numbers of tokens, so a mean per token ranks them "
+                  "differently.")
+
+
+def check_knowledge_score(knowledge_ranking: Callable, model=None, tokenizer=None, tasks=(),
+                          split: str = "test") -> None:
     """Exercise 1.1: ``knowledge_ranking(model, tokenizer, task, split) -> float``.
 
     The share of ``task.split(split)``'s examples whose gold answer (``example.candidates[0]``)
     gets a strictly higher summed log-probability than every other candidate, each scored
-    after ``statement_prompt(task, example.input)``.
+    after ``statement_prompt(task, example.input)``. Checked exactly on the tiny model and a
+    damaged copy, then on the chapter's ``model`` for up to two of ``tasks`` (their first
+    examples), within one example: a real model's near-ties may fall either way when the
+    learner batches the candidates differently.
     """
     def reference(model, tokenizer, task, split):
         return knowledge_score(model, tokenizer, task, split).ranking_accuracy
 
-    n = check_against_reference(
-        knowledge_ranking, reference, _model_cases(("sentiment", "first", "antonym")),
-        hint="score every candidate with answer_logprobs(model, tokenizer, prompts, answers) after "
-             "statement_prompt(task, example.input) -- the statement, not the instruction: knowledge is "
-             "measured without one -- and count an example correct when candidates[0] scores strictly "
-             "above all the others.")
+    n = check_against_reference(knowledge_ranking, reference, _model_cases(("sentiment", "first", "antonym")),
+                                hint=KNOWLEDGE_HINT)
+    if model is not None:
+        n += _on_chapter_model(knowledge_ranking, reference, model, tokenizer, tasks, split, KNOWLEDGE_HINT)
     passed("knowledge score", f"{n} task/model pairs match ivedu.evaluation.knowledge_score")
 
 
-def check_instruction_exact_match(instruction_exact_match: Callable) -> None:
-    """Exercise 1.2: ``instruction_exact_match(model, tokenizer, task, split) -> float``.
+EXACT_MATCH_HINT = ("build one prompt per example and per phrasing, instructed_prompt(task, example.input, phrasing, "
+                    "fmt) for phrasing in range(len(task.instructions)) -- in the chapter's format fmt: a chat model "
+                    "asked in another format answers something else --, generate with greedy_generate and enough new "
+                    "tokens for the longest answer (len(answer_ids(tokenizer, prompt, gold)) + 1: count the answer's "
+                    "tokens, not its words -- a real tokenizer splits a word into several), and compare with "
+                    "evaluation.exact_match, which ignores extra spaces and a final full stop.")
 
-    Exact match (whitespace-normalised) of the greedy answer to
-    ``instructed_prompt(task, example.input, phrasing)``, averaged over every example of the
-    split *and* every instruction phrasing of the task.
+
+def check_instruction_exact_match(instruction_exact_match: Callable, model=None, tokenizer=None, tasks=(),
+                                  split: str = "test", fmt=None) -> None:
+    """Exercise 1.2: ``instruction_exact_match(model, tokenizer, task, split, fmt) -> float``.
+
+    Exact match (:func:`ivedu.evaluation.exact_match`) of the greedy answer to
+    ``instructed_prompt(task, example.input, phrasing, fmt)``, averaged over every example of
+    the split *and* every instruction phrasing of the task. Checked exactly on the tiny model
+    and a damaged copy (tiny format), then on the chapter's ``model`` in its format ``fmt`` for
+    up to two of ``tasks`` (their first examples), within one answer. A chat model prompted in
+    the tiny model's plain format answers almost nothing right (SmolLM2: none of the first
+    eight capitalize or sentiment examples), so the chapter's case is where a prompt built
+    without ``fmt`` shows.
     """
-    def reference(model, tokenizer, task, split):
-        return instruction_following_score(model, tokenizer, task, split, fmt=TINY_FORMAT).exact_match
+    def reference(model, tokenizer, task, split, fmt):
+        return exact_match_score(model, tokenizer, task, split, fmt=fmt)
 
-    n = check_against_reference(
-        instruction_exact_match, reference, _model_cases(("antonym", "capital", "first")),
-        hint="build one prompt per example and per phrasing (range(len(task.instructions))), generate with "
-             "greedy_generate and enough new tokens for the longest answer (len(answer_ids(tokenizer, "
-             "prompt, gold)) + 1), and compare with evaluation.exact_match, which ignores extra spaces.")
-    passed("instruction-following exact match", f"{n} task/model pairs match "
-           "ivedu.evaluation.instruction_following_score")
+    n = check_against_reference(instruction_exact_match, reference,
+                                [Case(c.label, c.args + (TINY_FORMAT,)) for c in _model_cases(("antonym", "capital",
+                                                                                                "first"))],
+                                hint=EXACT_MATCH_HINT)
+    if model is not None:
+        n += _on_chapter_model(instruction_exact_match, reference, model, tokenizer, tasks, split, EXACT_MATCH_HINT,
+                               extra=(fmt,), items_per_example=lambda task: len(task.instructions))
+    passed("instruction-following exact match", f"{n} task/model pairs match ivedu.evaluation's exact match "
+                                                 "under every phrasing")
 
 
 def abilities_reference(model, tokenizer, task, split, fmt) -> dict[str, float]:
@@ -131,6 +181,10 @@ def check_backward_transfer(backward_transfer_gem: Callable) -> None:
 
     ``R[t, i]`` is the score on task ``i`` after training stage ``t``;
     ``BWT = 1/(T-1) * sum_{i < T-1} (R[T-1, i] - R[i, i])``, and 0 with one task.
+
+    Profile-independent: BWT is arithmetic on the matrix of scores, whatever model produced
+    them, so the check takes no model -- fixed matrices exercise every rule (one task, gains,
+    scores above the diagonal) that the chapter's ``R`` could, and a profile's ``R`` adds none.
     """
     n = check_against_reference(
         backward_transfer_gem, lambda R: backward_transfer(R, "gem"), _r_matrices(),

@@ -14,7 +14,10 @@
   and :func:`ivedu.dynamics.choose_steering` search it).
 
 The model inputs are the tiny model's, on a few prompts of the ``sentiment`` task, so each
-check takes about a second; exercise 2.4's check also runs on the chapter's own model.
+check takes about a second. Every check also runs on the chapter's own model and inputs when
+the chapter passes them (any profile): a real model has more layers than heads, other weight
+shapes and a byte-level tokenizer after a chat template, where answers that are right on the
+tiny model can go wrong.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Callable
 import torch
 
 from ivedu.exercises import (Case, ExerciseError, call_learner, check_against_reference, compare, passed,
-                             tiny_model, tiny_world, without_leftover_hooks)
+                             rounding_rtol, tiny_model, tiny_world, without_leftover_hooks)
 from ivedu.extraction import clean_prompts, corrupted_prompts
 from ivedu.generation import last_token_logits
 from ivedu.hooks import add_to_residual
@@ -33,7 +36,7 @@ from ivedu.intervention import instruction_vector, steered_first_token_accuracy
 from ivedu.mediation import HeadScan, indirect_effects, mean_head_activations
 from ivedu.prompts import TINY_FORMAT
 
-N_PROMPTS = 8
+N_PROMPTS = 8  # prompts of each check, on the tiny model and on the chapter's
 
 
 @lru_cache(maxsize=1)
@@ -55,33 +58,64 @@ def _sentiment_inputs():
     return corrupted, means
 
 
-def check_indirect_effect(head_indirect_effect: Callable) -> None:
+INDIRECT_EFFECT_HINT = (
+    "inside `with edit_head_outputs(model, {layer: edit}):` the edit receives the layer's head outputs "
+    "[batch, seq, heads, head_dim]; clone them and set only the last position of head `head`: x[:, -1, head] = "
+    "mean_activations[layer, head]. Compare P(first answer token) -- gold_probs(last_token_logits(...), "
+    "first_answer_tokens(tokenizer, prompts, answers)) -- with and without the patch, and average the difference "
+    "over prompts. The first answer token is the first of the answer's tokens *after its prompt* "
+    "(first_answer_tokens): after a chat template's header a real tokenizer writes 'Paris', not ' Paris'.")
+
+
+def _effect_cases(label: str, model, tokenizer, prompts, answers, means, effects: torch.Tensor,
+                  others: list[tuple[int, int]]) -> list[Case]:
+    """Cases for the head of largest effect in ``effects`` ``[layers, heads]`` and for ``others``."""
+    n_layers, n_heads = effects.shape
+    top = HeadScan("", effects, torch.zeros(n_layers, n_heads, 1), 0.0, 0.0).top_heads(1)[0]
+    return [Case(f"for head {head} on {len(prompts)} {label}",
+                 (model, tokenizer, list(prompts), list(answers), means, *head))
+            for head in dict.fromkeys([top, *others])]
+
+
+def _read_from(effects: torch.Tensor) -> Callable:
+    """A reference that reads one head's effect from ``effects`` ``[layers, heads]``, computed once for all heads."""
+    def reference(model, tokenizer, prompts, answers, mean_activations, layer, head):
+        return float(effects[layer, head])
+
+    return reference
+
+
+def check_indirect_effect(head_indirect_effect: Callable, model=None, tokenizer=None, prompts=(), answers=(),
+                          mean_activations=None) -> None:
     """Exercise 2.1: ``head_indirect_effect(model, tokenizer, prompts, answers, mean_activations,
     layer, head) -> float``.
 
     The mean over the corrupted ``prompts`` of P(first token of the answer) with head ``head``
     of layer ``layer`` replaced *at the last token* by ``mean_activations[layer, head]``, minus
-    the same probability unpatched.
+    the same probability unpatched. Checked on the tiny model's sentiment prompts, then -- when
+    given -- on the chapter's ``model`` and first ``N_PROMPTS`` corrupted ``prompts``: the head of
+    largest effect there (by :func:`ivedu.mediation.indirect_effects`, the reference), the most
+    negative one and the last layer's last head, within ``1e-4`` (far above float32 rounding, far
+    below the effect of a wrong first token).
     """
-    model, tokenizer = tiny_model()
+    tiny, tiny_tokenizer = tiny_model()
     corrupted, means = _sentiment_inputs()
     effects = _sentiment_effects()
-    top = HeadScan("sentiment", effects, means, 0.0, 0.0).top_heads(1)[0]
-    heads = [top, (2, 1), (3, 3)]
-    cases = [Case(f"for head {head} on {N_PROMPTS} instruction-less sentiment prompts",
-                  (model, tokenizer, list(corrupted.prompts), list(corrupted.answers), means, *head))
-             for head in heads]
-
-    def reference(model, tokenizer, prompts, answers, mean_activations, layer, head):
-        return float(effects[layer, head])
-
     n = check_against_reference(
-        without_leftover_hooks(head_indirect_effect, model), reference, cases, atol=1e-4,
-        hint="inside `with edit_head_outputs(model, {layer: edit}):` the edit receives the layer's head "
-             "outputs [batch, seq, heads, head_dim]; clone them and set only the last position of head "
-             "`head`: x[:, -1, head] = mean_activations[layer, head]. Compare P(first answer token) -- "
-             "gold_probs(last_token_logits(...), first_answer_tokens(tokenizer, prompts, answers)) -- with and "
-             "without the patch, and average the difference over prompts.")
+        without_leftover_hooks(head_indirect_effect, tiny), _read_from(effects),
+        _effect_cases("instruction-less sentiment prompts", tiny, tiny_tokenizer, corrupted.prompts,
+                      corrupted.answers, means, effects, [(2, 1), (3, 3)]),
+        atol=1e-4, hint=INDIRECT_EFFECT_HINT)
+    if model is not None:
+        prompts, answers = list(prompts)[:N_PROMPTS], list(answers)[:N_PROMPTS]
+        chapter = indirect_effects(model, tokenizer, prompts, answers, mean_activations).mean(0)
+        n_layers, n_heads = chapter.shape
+        lowest = divmod(int(chapter.flatten().argmin()), n_heads)
+        n += check_against_reference(
+            without_leftover_hooks(head_indirect_effect, model), _read_from(chapter),
+            _effect_cases("of the chapter's corrupted prompts, with the chapter's model", model, tokenizer, prompts,
+                          answers, mean_activations, chapter, [lowest, (n_layers - 1, n_heads - 1)]),
+            atol=1e-4, hint=INDIRECT_EFFECT_HINT)
     passed("indirect effect of one head", f"{n} heads match ivedu.mediation.indirect_effects")
 
 
@@ -104,62 +138,93 @@ def vector_from_top_heads(model, mean_activations: torch.Tensor, effects: torch.
     return instruction_vector(model, mean_activations, heads).vector
 
 
-def check_instruction_vector(build_instruction_vector: Callable) -> None:
+VECTOR_HINT = (
+    "rank the heads: effects.flatten().argsort(descending=True)[:k] gives flat indices i, each the head "
+    "(i // n_heads, i % n_heads) -- divide by the number of heads (columns), not of layers. For each "
+    "(layer, head), W = model_layout(model).out_projs[layer].weight has shape [hidden, n_heads * head_dim]; "
+    "the head's columns are W[:, head * head_dim:(head + 1) * head_dim]. Multiply them by "
+    "mean_activations[layer, head] and sum over the chosen heads only, each through its own layer's projection.")
+
+
+def check_instruction_vector(build_instruction_vector: Callable, model=None, mean_activations=None,
+                             effects=None) -> None:
     """Exercise 2.2: ``build_instruction_vector(model, mean_activations, effects, k) -> Tensor[hidden]``:
     the ``k`` heads with the largest effect in ``effects`` ``[layers, heads]``, each head's mean
     activation pushed through its layer's output projection ``W_O`` (its ``head_dim`` columns of
-    the weight), summed."""
-    model, _ = tiny_model()
-    corrupted, means = _sentiment_inputs()
-    effects = _sentiment_effects()
+    the weight), summed.
+
+    Checked on the tiny model and on a random model with more layers than heads, then -- when
+    given -- on the chapter's ``model`` with its scan's ``mean_activations`` and ``effects`` for
+    one head and five: to ``1e-4`` relative on a float32 model, to two roundings of the weights'
+    dtype on a 16-bit one (:func:`ivedu.exercises.rounding_rtol`), where the reference
+    multiplies in the model's dtype and a learner may well cast to float32 first."""
+    tiny, _ = tiny_model()
+    _, means = _sentiment_inputs()
+    sentiment_effects = _sentiment_effects()
     oblong = _oblong_model()
     generator = torch.Generator().manual_seed(0)
     oblong_means = torch.randn(3, 2, 8, generator=generator)
     oblong_effects = torch.randn(3, 2, generator=generator)
-    cases = [Case(f"with the sentiment task's effects and k = {k}", (model, means, effects, k)) for k in (1, 2, 4)]
-    cases.append(Case("with random effects and k = 3", (model, means, torch.randn(effects.shape, generator=generator), 3)))
+    cases = [Case(f"with the sentiment task's effects and k = {k}", (tiny, means, sentiment_effects, k))
+             for k in (1, 2, 4)]
+    cases.append(Case("with random effects and k = 3",
+                      (tiny, means, torch.randn(sentiment_effects.shape, generator=generator), 3)))
     cases += [Case(f"in a random model of 3 layers x 2 heads (effects not square), k = {k}",
                    (oblong, oblong_means, oblong_effects, k)) for k in (2, 4)]
-    n = check_against_reference(
-        build_instruction_vector, vector_from_top_heads, cases,
-        hint="rank the heads: effects.flatten().argsort(descending=True)[:k] gives flat indices i, each the head "
-             "(i // n_heads, i % n_heads) -- divide by the number of heads (columns), not of layers. For each "
-             "(layer, head), W = model_layout(model).out_projs[layer].weight has shape [hidden, n_heads * head_dim]; "
-             "the head's columns are W[:, head * head_dim:(head + 1) * head_dim]. Multiply them by "
-             "mean_activations[layer, head] and sum over the chosen heads only, each through its own layer's "
-             "projection.")
+    n = check_against_reference(build_instruction_vector, vector_from_top_heads, cases, hint=VECTOR_HINT)
+    if model is not None:
+        rtol = rounding_rtol(model)
+        for k in (1, 5):
+            expected = vector_from_top_heads(model, mean_activations, effects, k)
+            n += check_against_reference(
+                build_instruction_vector, vector_from_top_heads,
+                [Case(f"with the chapter's model and scan, k = {k}", (model, mean_activations, effects, k))],
+                hint=VECTOR_HINT, rtol=rtol, atol=rtol * float(expected.abs().max()))
     passed("instruction vector", f"{n} effect maps match ivedu.intervention.instruction_vector of the top heads")
 
 
-def check_add_to_residual(steered_logits: Callable) -> None:
+def steered_logits_reference(model, tokenizer, prompts, layer, vector, scale):
+    """Exercise 2.3's reference: last-token logits ``[n, vocab]`` with ``scale * vector`` added at
+    the attention output of ``layer``, at the last prompt token."""
+    with add_to_residual(model, layer, vector, positions="last", scale=scale, site="attention"):
+        return last_token_logits(model, tokenizer, prompts)
+
+
+STEERED_HINT = ("register a forward hook on model_layout(model).out_projs[layer] -- the attention output projection, "
+                "where the chapter adds the vector (site='attention'), not the whole decoder layer -- that returns its "
+                "output with scale * vector added at [:, -1]; clone before adding; compute last_token_logits inside "
+                "try/finally and remove the hook in finally.")
+
+
+def check_add_to_residual(steered_logits: Callable, model=None, tokenizer=None, prompts=(), vector=None,
+                          layer: int = 0, scale: float = 1.0) -> None:
     """Exercise 2.3: ``steered_logits(model, tokenizer, prompts, layer, vector, scale) -> Tensor[n, vocab]``.
 
     Next-token logits with ``scale * vector`` added where the chapter adds it
     (``settings.extraction.site``, ``"attention"``): at the output of decoder layer ``layer``'s
     attention output projection, before its MLP, at each prompt's last token only (prompts are
     left-padded: position ``-1``). The hook must be removed afterwards
-    (:func:`ivedu.exercises.without_leftover_hooks` checks it).
+    (:func:`ivedu.exercises.without_leftover_hooks` checks it). Checked with random vectors on the
+    tiny model, then -- when given -- with the chapter's ``model``, ``vector``, ``layer`` and
+    ``scale`` on its first ``N_PROMPTS`` ``prompts``, to ``1e-4``: the learner's hook and the
+    reference's add the same numbers in the same forward pass.
     """
-    model, tokenizer = tiny_model()
+    tiny, tiny_tokenizer = tiny_model()
     corrupted, _ = _sentiment_inputs()
-    prompts = list(corrupted.prompts)
-    hidden = model.config.hidden_size
+    hidden = tiny.config.hidden_size
     generator = torch.Generator().manual_seed(0)
-    cases = [Case(f"adding a random vector of norm {norm} in layer {layer} with scale {scale}",
-                  (model, tokenizer, prompts, layer, torch.randn(hidden, generator=generator) * norm / hidden ** 0.5,
-                   scale))
-             for layer, norm, scale in ((0, 4.0, 1.0), (2, 8.0, 1.5), (3, 8.0, 0.5))]
-
-    def reference(model, tokenizer, prompts, layer, vector, scale):
-        with add_to_residual(model, layer, vector, positions="last", scale=scale, site="attention"):
-            return last_token_logits(model, tokenizer, prompts)
-
-    n = check_against_reference(
-        without_leftover_hooks(steered_logits, model), reference, cases, atol=1e-4,
-        hint="register a forward hook on model_layout(model).out_projs[layer] -- the attention output projection, "
-             "where the chapter adds the vector (site='attention'), not the whole decoder layer -- that returns its "
-             "output with scale * vector added at [:, -1]; clone before adding; compute last_token_logits inside "
-             "try/finally and remove the hook in finally.")
+    cases = [Case(f"adding a random vector of norm {norm} in layer {layer_} with scale {scale_}",
+                  (tiny, tiny_tokenizer, list(corrupted.prompts), layer_,
+                   torch.randn(hidden, generator=generator) * norm / hidden ** 0.5, scale_))
+             for layer_, norm, scale_ in ((0, 4.0, 1.0), (2, 8.0, 1.5), (3, 8.0, 0.5))]
+    n = check_against_reference(without_leftover_hooks(steered_logits, tiny), steered_logits_reference, cases,
+                                atol=1e-4, hint=STEERED_HINT)
+    if model is not None:
+        n += check_against_reference(
+            without_leftover_hooks(steered_logits, model), steered_logits_reference,
+            [Case(f"adding the chapter's vector in layer {layer} with scale {scale}, with the chapter's model",
+                  (model, tokenizer, list(prompts)[:N_PROMPTS], layer, vector, scale))],
+            atol=1e-4, hint=STEERED_HINT)
     passed("adding a vector to the residual stream", f"{n} cases match ivedu.hooks.add_to_residual at the attention "
                                                      "output")
 

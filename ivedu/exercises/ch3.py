@@ -11,6 +11,10 @@
   similarity measure over (task, stage) points (reference: :func:`ivedu.dynamics.r_squared`).
 - Exercise 3.4, :func:`check_projection`: the mean projection of hidden states on unit
   directions, per layer -- the overlay read-out (reference: :func:`ivedu.dynamics.projections`).
+
+Exercises 3.1 and 3.4 run on what a model computes, so their checks also run on the chapter's
+own model or states when the chapter passes them; exercises 3.2 and 3.3 are arithmetic on
+scores and are the same check on every profile.
 """
 
 from __future__ import annotations
@@ -102,6 +106,10 @@ def check_restored_share(restored_shares: Callable) -> None:
     fine-tuned one with the original vector, with a random vector). The shares are of the
     *means* over tasks: (mean restored - mean fine-tuned) / (mean original - mean fine-tuned),
     NaN where nothing was lost.
+
+    Profile-independent: the function sees only exact-match scores, numbers in [0, 1] that any
+    model yields, so the check takes no model; its fixed scores hold every situation a
+    profile's scores can (a task that lost nothing, gains, a negative share, nothing lost at all).
     """
     def scores(*values):
         return dict(zip(("a", "b", "c"), values))
@@ -143,7 +151,12 @@ def similarity_r2_reference(points, measure: str) -> float:
 
 def check_similarity_r2(similarity_r2: Callable) -> None:
     """Exercise 3.3: ``similarity_r2(points, measure) -> float``: the R² of the least-squares line of
-    each point's ``if_exact_match`` on its ``measure`` (a field of :class:`ivedu.dynamics.TaskAtStage`)."""
+    each point's ``if_exact_match`` on its ``measure`` (a field of :class:`ivedu.dynamics.TaskAtStage`).
+
+    Profile-independent: R² is arithmetic on the points' numbers, whatever model they were measured
+    on, so the check takes no model; its point sets cover the cases a profile's points can show
+    (no relation, a falling line, one value per stage, nothing to explain).
+    """
     points = _points(0, 12, 0.1)
     falling = [TaskAtStage(**{**p.__dict__, "param_distance": 2 - p.iv_cosine}) for p in points]
     flat = [TaskAtStage(**{**p.__dict__, "if_exact_match": 0.5}) for p in points]
@@ -161,18 +174,36 @@ def check_similarity_r2(similarity_r2: Callable) -> None:
     passed("R² of retained instruction following", f"{n} point sets match ivedu.dynamics.r_squared")
 
 
-def check_projection(mean_projection: Callable) -> None:
+PROJECTION_HINT = ("divide each direction by its own norm first (directions.norm(dim=-1, keepdim=True)), then "
+                   "(states * units).sum(-1) gives every state's projection; average over the states (dim -1 of "
+                   "that result), keeping one number per layer.")
+
+
+def check_projection(mean_projection: Callable, states=None, directions=None) -> None:
     """Exercise 3.4: ``mean_projection(states, directions) -> tensor [layers]``: for states
     ``[layers, n, hidden]`` and directions ``[hidden]`` or ``[n, hidden]`` (one per state), the
-    mean over the n states of each state's dot product with its *unit* direction."""
+    mean over the n states of each state's dot product with its *unit* direction.
+
+    Checked on random states, then -- when given -- on the chapter's ``states`` (from
+    :func:`ivedu.dynamics.residual_states`) with its ``directions`` (and, for ``[n, hidden]``
+    directions, with the first of them alone). A real model's residual stream has a few dimensions of very large size,
+    so the absolute tolerance there is ``1e-5`` times the largest state's norm: a dot product
+    summed in another order differs by about float32's rounding times that norm.
+    """
     generator = torch.Generator().manual_seed(0)
-    states = torch.randn(3, 5, 8, generator=generator)
-    cases = [Case("with one direction of norm 1", (states, torch.nn.functional.normalize(torch.randn(8, generator=generator), dim=0))),
-             Case("with one direction of norm 7 (normalise it)", (states, 7 * torch.randn(8, generator=generator))),
-             Case("with one direction per state", (states, torch.randn(5, 8, generator=generator)))]
-    n = check_against_reference(
-        mean_projection, projections, cases,
-        hint="divide each direction by its own norm first (directions.norm(dim=-1, keepdim=True)), then "
-             "(states * units).sum(-1) gives every state's projection; average over the states (dim -1 of "
-             "that result), keeping one number per layer.")
+    random_states = torch.randn(3, 5, 8, generator=generator)
+    cases = [Case("with one direction of norm 1",
+                  (random_states, torch.nn.functional.normalize(torch.randn(8, generator=generator), dim=0))),
+             Case("with one direction of norm 7 (normalise it)", (random_states, 7 * torch.randn(8, generator=generator))),
+             Case("with one direction per state", (random_states, torch.randn(5, 8, generator=generator)))]
+    n = check_against_reference(mean_projection, projections, cases, hint=PROJECTION_HINT)
+    if states is not None:
+        largest = float(states.float().norm(dim=-1).max())
+        chapter = [Case(f"with the chapter's states {list(states.shape)} and its directions {list(directions.shape)}",
+                        (states, directions))]
+        if directions.dim() == 2:
+            chapter.append(Case("with the chapter's states and its first direction for all of them",
+                                (states, directions[0])))
+        n += check_against_reference(mean_projection, projections, chapter, hint=PROJECTION_HINT,
+                                     atol=1e-5 * max(1.0, largest))
     passed("projection on a direction", f"{n} cases match ivedu.dynamics.projections")

@@ -14,7 +14,8 @@
   chapter compares with (reference: :meth:`ivedu.continual.EWCObjective.penalty`).
 
 Exercises 4.1 and 4.3 are checked on the tiny model (teacher) and a damaged copy (student),
-whose predictions differ, and on the chapter's own models, batch and vector when given.
+whose predictions differ, and on the chapter's own models, batch and vector when given;
+exercise 4.4 on the tiny model and on a decoder layer of the chapter's model.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import torch
 
 from ivedu.continual import EWCObjective
 from ivedu.corpus import collate
-from ivedu.exercises import Case, check_against_reference, passed, perturbed_tiny_model, tiny_model, tiny_world
+from ivedu.exercises import (Case, check_against_reference, passed, perturbed_tiny_model, rounding_rtol, tiny_model,
+                             tiny_world)
 from ivedu.finetune import task_sequences
 from ivedu.guided import GuidedObjective, answer_start_positions, kd_loss
 from ivedu.hooks import add_to_residual
@@ -112,6 +114,10 @@ def check_guided_kl(guided_kl: Callable) -> None:
 
     ``KL(student || teacher)`` of ``softmax(logits / T)``, summed over the vocabulary (and
     positions, for 3-D logits) and divided by the batch size -- the authors' ``KD_loss``.
+
+    Profile-independent: the function is arithmetic on two logit tensors, whatever model made
+    them, so the check takes no model; exercise 4.3's check runs this KL inside the guided
+    objective on the chapter's own models.
     """
     n = check_against_reference(
         guided_kl, lambda s, t, T: kd_loss(s, t, T), _logit_cases(),
@@ -190,30 +196,65 @@ def check_guided_objective(guided_terms: Callable, student=None, teacher=None, b
     passed("the guided objective", f"{n} batches and steps match ivedu.guided.GuidedObjective term by term")
 
 
-def check_ewc_penalty(ewc_penalty: Callable) -> None:
+def ewc_penalty_reference(model, anchor: dict, fisher: dict, lam: float) -> torch.Tensor:
+    """Exercise 4.4's reference: ``lam / 2`` times :meth:`ivedu.continual.EWCObjective.penalty`."""
+    return lam / 2 * EWCObjective(anchor, fisher, lam).penalty(model)
+
+
+def _moved_anchor(module: torch.nn.Module, seed: int = 0) -> tuple[dict, dict]:
+    """An anchor and a Fisher for ``module``'s parameters: each parameter moved by 1% of its
+    standard deviation, and a random positive Fisher, on the parameter's device and in its dtype."""
+    generator = torch.Generator().manual_seed(seed)
+    anchor, fisher = {}, {}
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=generator).to(p.device, p.dtype)
+            anchor[name] = p.detach() + noise * 0.01 * p.detach().float().std().to(p.dtype)
+            fisher[name] = torch.rand(p.shape, generator=generator).to(p.device)
+    return anchor, fisher
+
+
+EWC_HINT = ("weight each parameter's squared change (p - anchor[name]) ** 2 by fisher[name], sum over every "
+            "parameter and element, and multiply by lam / 2 (the 1/2 is part of EWC's definition).")
+
+
+def check_ewc_penalty(ewc_penalty: Callable, model=None) -> None:
     """Exercise 4.4: ``ewc_penalty(model, anchor, fisher, lam) -> scalar tensor``.
 
     ``lam / 2 * sum_i F_i * (theta_i - theta*_i)^2`` over the model's parameters, with
-    ``anchor`` and ``fisher`` dicts keyed by ``model.named_parameters()`` names.
+    ``anchor`` and ``fisher`` dicts keyed by ``model.named_parameters()`` names. Checked on the
+    tiny model, then -- when given -- on the last decoder layer of the chapter's ``model`` (its
+    real weights, dtype and device; the whole model would need two more copies of it in memory),
+    with an anchor 1% of each weight's spread away, to ``1e-3`` relative or two roundings of
+    the weights' dtype (:func:`ivedu.exercises.rounding_rtol`).
     """
-    model, _ = tiny_model()
-    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tiny, _ = tiny_model()
+    anchor = {n: p.detach().clone() for n, p in tiny.named_parameters()}
     g = torch.Generator().manual_seed(0)
-    moved = copy.deepcopy(model)
+    moved = copy.deepcopy(tiny)
     with torch.no_grad():
         for p in moved.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.01)
     fisher = {n: torch.rand(a.shape, generator=g) for n, a in anchor.items()}
     ones = {n: torch.ones_like(a) for n, a in anchor.items()}
-
-    def reference(m, a, f, lam):
-        return lam / 2 * EWCObjective(a, f, lam).penalty(m)
-
-    cases = [Case("with the tiny model at its anchor (no change)", (model, anchor, fisher, 10.0)),
+    cases = [Case("with the tiny model at its anchor (no change)", (tiny, anchor, fisher, 10.0)),
              Case("with a moved copy, Fisher of ones, lambda 1", (moved, anchor, ones, 1.0)),
              Case("with a moved copy, a random Fisher, lambda 100", (moved, anchor, fisher, 100.0))]
-    n = check_against_reference(
-        ewc_penalty, reference, cases, rtol=1e-3,
-        hint="weight each parameter's squared change (p - anchor[name]) ** 2 by fisher[name], sum over every "
-             "parameter and element, and multiply by lam / 2 (the 1/2 is part of EWC's definition).")
+    n = check_against_reference(ewc_penalty, ewc_penalty_reference, cases, rtol=1e-3, hint=EWC_HINT)
+    if model is not None:
+        from ivedu.architectures import model_layout
+
+        layer = model_layout(model).layers[-1]
+        was = [p.requires_grad for p in layer.parameters()]
+        layer.requires_grad_(True)  # the reference penalises the weights that can move, here all of them
+        try:
+            layer_anchor, layer_fisher = _moved_anchor(layer)
+            n += check_against_reference(
+                ewc_penalty, ewc_penalty_reference,
+                [Case("with the last decoder layer of the chapter's model, moved from its anchor, lambda 1000",
+                      (layer, layer_anchor, layer_fisher, 1000.0))],
+                rtol=rounding_rtol(model, 1e-3), hint=EWC_HINT)
+        finally:
+            for p, grad in zip(layer.parameters(), was):
+                p.requires_grad_(grad)
     passed("EWC penalty", f"{n} models match ivedu.continual.EWCObjective.penalty")
