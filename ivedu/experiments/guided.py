@@ -1,14 +1,12 @@
 """Chapter 4's reproduction: ``python -m ivedu.experiments guided --profile tiny --seeds 3 --json``.
 
 For each seed, every method of the profile's ``guided.methods`` (:func:`ivedu.continual.methods`;
-tiny: all seven of :data:`ivedu.settings.ALL_METHODS`) is
-trained on the profile's sequence of new tasks (tiny: ``first_french -> last_french ->
-middle``) under the profile's fine-tuning settings and the same stop rule, and scored
-(:func:`ivedu.continual.run_method`): the general tasks zero-shot (GP) and in context (IP) after
-the last stage, the sequence's own tasks after every stage (AP, FP, forgetting, BWT). Each new
-task's vector comes from the original model (:func:`ivedu.guided.new_task_vectors`). On the
-first ``settings.guided.ablation_seeds`` seeds the ablation drops each term of the guided loss
-in turn. No method sees the general tasks' data; replay keeps 8 examples of each finished task.
+tiny: all seven) is trained on the profile's sequence of new tasks under its fine-tuning settings
+and stop rule, and scored (:func:`ivedu.continual.run_method`): the general tasks zero-shot (GP)
+and in context (IP) after the last stage, the sequence's own tasks after every stage (AP, FP,
+forgetting, BWT). Each new task's vector comes from the original model. On the first
+``settings.guided.ablation_seeds`` seeds the ablation drops each term of the guided loss in turn.
+No method sees the general tasks' data; replay keeps 8 examples of each finished task.
 """
 
 from __future__ import annotations
@@ -24,9 +22,9 @@ from ivedu.guided import VectorReport, new_task_vectors
 from ivedu.settings import Settings
 from ivedu.study import general_tasks, load_study, load_tasks
 
+
 def reads(settings: Settings) -> tuple[str, ...]:
-    """The sequence, its fine-tuning, the scan the new tasks' vectors come from, and chapter 4's
-    methods and loss."""
+    """The sequence, its fine-tuning, the scan of the new tasks' vectors, chapter 4's methods and loss."""
     return ("data.sequence", "finetune", "extraction", "guided")
 
 
@@ -40,12 +38,10 @@ def compare(settings: Settings, seeds: list[int], sequence: Sequence[str], names
             ablation: bool, progress: bool = False) -> dict:
     """The methods ``names`` on ``sequence``, one run per seed, as a JSON-ready dict.
 
-    ``summary[method]``: ``gp``, ``ip``, ``ap``, ``fp``, ``forgetting``, ``bwt``, ``steps``
-    (means over seeds) with each one's ``*_std`` and ``n_seeds``; ``before``: GP and IP before
-    training (``general_before``: per task); ``vectors[seed][task]``: what each new task's
-    vector does; ``ablation``: the same summary for each dropped term (and ``iv_guided``) on the
-    ablation seeds; ``criterion``: the first issue's done-when test; ``per_seed``: every run.
-    """
+    ``summary[method]``: GP, IP, AP, FP, forgetting, BWT and steps (means over seeds) with each
+    one's ``*_std`` and ``n_seeds``; ``before``: GP and IP before training (``general_before``:
+    per task); ``vectors[seed][task]``: what each new task's vector does; ``ablation``: the same
+    for each dropped term on the ablation seeds; ``criterion``: the claim's bars; ``per_seed``."""
     log = Log(progress)
     lm = load_study(settings)
     world = load_tasks(settings, lm)
@@ -72,8 +68,7 @@ def compare(settings: Settings, seeds: list[int], sequence: Sequence[str], names
         ablation_summary["iv_guided"] = summarise(scores["iv_guided"][:guided.ablation_seeds])
     met = criterion(summary)
     return {"summary": {n: summary_json(s) for n, s in summary.items()},
-            "before": before_json(before),
-            "ablation": {n: summary_json(s) for n, s in ablation_summary.items()},
+            "before": before_json(before), "ablation": {n: summary_json(s) for n, s in ablation_summary.items()},
             "criterion": {} if met is None else {**asdict(met), "met": met.met},
             "vectors": {seed: {task: report_json(r) for task, r in by_task.items()}
                         for seed, by_task in reports.items()},
