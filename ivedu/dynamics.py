@@ -477,12 +477,12 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
         return watch_training(settings.watch_every, record) if stage == 0 else None
 
     def analyse(t: int, model: nn.Module, result: FinetuneResult) -> None:
-        task = sequence[t]
+        task, restore = sequence[t], t in (0, len(sequence) - 1)
         if log is not None:
             log(f"seed {seed} stage {t + 1} ({task.name}): trained {result.steps} steps in {result.seconds:.0f} s, "
                 f"valid checks {[(s, round(em, 2)) for s, em in result.checks]}")
         rows, now = analyse_stage(lm.model, lm.with_model(model), general, start, task, seed, settings,
-                                  restore=t in (0, len(sequence) - 1), extraction=extraction)
+                                  restore=restore, extraction=extraction)
         points: tuple[OverlayPoint, ...] = ()
         if t == 0:
             snapshots.append((result.steps, residual_states(model, lm.tokenizer, prompts)))
@@ -490,7 +490,7 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
         stage = Stage(t + 1, task.name, result.steps, rows, points)
         stages.append(stage)
         if log is not None:
-            restored = f", restored {stage.mean('restored.exact_match'):.2f}" if t in (0, len(sequence) - 1) else ""
+            restored = f", restored {stage.mean('restored.exact_match'):.2f}" if restore else ""
             log(f"seed {seed} stage {t + 1} ({task.name}, {result.steps} steps): IF "
                 f"{stage.mean('if_exact_match'):.2f}{restored}")
 
