@@ -364,7 +364,8 @@ def _objective_factory(method: Method, lm: ModelUnderStudy, tasks: Sequence[Task
 
 def run_method(lm: ModelUnderStudy, tasks: Sequence[Task], general: Sequence[Task], method: Method, seed: int,
                training: FinetuneSettings, *, max_steps: int | None = None,
-               vectors: dict[str, InstructionVector] | None = None, split: str = "test", k: int = 4) -> MethodRun:
+               vectors: dict[str, InstructionVector] | None = None, split: str = "test", k: int = 4,
+               stop_examples: int | None = None, baseline: Sequence[float] | None = None) -> MethodRun:
     """Train ``method`` on ``tasks`` in order from ``lm``'s model (left untouched) and score it.
 
     Every method trains alike: ``training``'s batch, learning rate for ``method.base``,
@@ -374,13 +375,16 @@ def run_method(lm: ModelUnderStudy, tasks: Sequence[Task], general: Sequence[Tas
     instruction vector, needed by the guided kinds (:func:`ivedu.guided.new_task_vectors`).
     The new tasks are scored on ``split`` after every stage, the ``general`` tasks after the
     last one (``k``-shot for IP; ``k=0`` skips IP). Prompts are in ``lm.fmt`` throughout.
+    ``stop_examples``: the stop rule checks that many valid examples (``None``: all);
+    ``baseline``: the new tasks' scores on ``split`` before training, when already measured
+    (:func:`ivedu.finetune.sequence_scores`; every method starts from the same model).
     """
-    kwargs = training.kwargs(method.base, max_steps=max_steps)
+    kwargs = {**training.kwargs(method.base, max_steps=max_steps), "eval_examples": stop_examples}
     start = time.perf_counter()
     records: list = []
     loss_fn_for = _objective_factory(method, lm, tasks, kwargs["steps"], seed, vectors, records)
     result = finetune_sequence(lm.model, lm.tokenizer, tasks, seed=seed, split=split, loss_fn_for=loss_fn_for,
-                               fmt=lm.fmt, **kwargs)
+                               baseline=baseline, fmt=lm.fmt, **kwargs)
     general_after = general_scores(lm.with_model(result.model), general, split, k)
     history = records if records else [stage.losses for stage in result.stages]
     return MethodRun(method.name, seed, tuple(result.tasks), result.R, result.baseline, general_after,

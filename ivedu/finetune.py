@@ -17,7 +17,7 @@ import copy
 import random
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -117,7 +117,7 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
              lora_alpha: float | None = None, target_modules: Sequence[str] | None = None,
              warmup_steps: int = 10, schedule: str = "linear", weight_decay: float = 0.0,
              split: str = "train", stop_at: float | None = None, eval_every: int = 25,
-             eval_split: str = "valid", loss_fn: LossFn | None = None,
+             eval_split: str = "valid", eval_examples: int | None = None, loss_fn: LossFn | None = None,
              on_step: Callable[[int, float], None] | None = None,
              fmt: PromptFormat) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on ``task``'s ``split`` (instructed prompts, answer-only loss).
@@ -133,7 +133,10 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
     instruction, :func:`ivedu.evaluation.exact_match_score`) on ``eval_split``
     every ``eval_every`` steps, and training stops at the first check that reaches
     ``stop_at`` -- "train until the new task is learnt", the least fine-tuning that does the
-    job. ``steps`` is then the most steps allowed.
+    job. ``steps`` is then the most steps allowed. ``eval_examples``: the check scores only the
+    first that many examples of ``eval_split`` (``None``: all of it) -- on a real model each
+    check is a generation pass, and a check every ten steps over a whole valid split can cost
+    more than the training it stops.
 
     ``loss_fn(model, batch, step)`` replaces the plain cross-entropy objective (see
     :data:`LossFn`): same batches, optimiser and stopping, another loss.
@@ -148,6 +151,10 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
     sequences = task_sequences(tokenizer, task, split, fmt=fmt)
     if not sequences:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
+    if eval_examples is not None and eval_examples < 1:
+        raise ValueError(f"eval_examples must be at least 1 (or None for the whole {eval_split!r} split), "
+                         f"got {eval_examples}")
+    checked = task if eval_examples is None else first_examples(task, eval_split, eval_examples)
     tuned = copy.deepcopy(model)
     if method == "lora":
         tuned = lora_model(tuned, lora_rank, lora_alpha, target_modules, seed)
@@ -187,7 +194,7 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
             on_step(step, result.losses[-1])
         if stop_at is not None and (step + 1) % eval_every == 0:
             tuned.eval()
-            score = exact_match_score(tuned, tokenizer, task, eval_split, fmt=fmt)
+            score = exact_match_score(tuned, tokenizer, checked, eval_split, fmt=fmt)
             tuned.train()
             result.checks.append((step + 1, score))
             if score >= stop_at:
@@ -195,6 +202,15 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
     tuned.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def first_examples(task: Task, split: str, n: int) -> Task:
+    """``task`` with its ``split`` cut to the first ``n`` examples (a fixed subset: the splits
+    are shuffled when a task is made); for ``"heldout"`` the first ``n`` of valid + test."""
+    if split == "heldout":
+        kept = task.split("heldout")[:n]
+        return replace(task, valid=kept, test=())
+    return replace(task, **{split: task.split(split)[:n]})
 
 
 def _upcast_half_precision(params: Sequence[nn.Parameter]) -> None:
@@ -243,12 +259,19 @@ class SequenceResult:
     model: nn.Module
 
 
+def sequence_scores(model: nn.Module, tokenizer, tasks: Sequence[Task], split: str = "test",
+                    *, fmt: PromptFormat) -> list[float]:
+    """Exact match of each of ``tasks`` on ``split`` under its instruction: a row of ``R``."""
+    return [exact_match_score(model, tokenizer, t, split, fmt=fmt) for t in tasks]
+
+
 def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, method: str = "full",
                       steps: int | Sequence[int] = 150, lr: float = 3e-4, batch_size: int = 16, seed: int = 0,
                       general_tasks: Sequence[Task] = (), split: str = "test", general_split: str = "heldout",
                       k: int = 4, progress: bool = False,
                       loss_fn_for: Callable[[nn.Module, int], LossFn | None] | None = None,
                       on_stage: Callable[[int, nn.Module, FinetuneResult], None] | None = None,
+                      baseline: Sequence[float] | None = None,
                       fmt: PromptFormat, **finetune_kwargs) -> SequenceResult:
     """Fine-tune a copy of ``model`` on ``tasks`` in order, scoring after every stage.
 
@@ -265,17 +288,21 @@ def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, met
     never trained -- which regularisers use as their teacher or anchor. ``on_stage(stage,
     model, result)`` is called after each stage with the model as it now is (LoRA merged)
     and the stage's training record, before the stage is scored: chapter 3 measures its
-    vectors there.
+    vectors there. ``baseline``: the new tasks' scores before training on ``split``
+    (:func:`sequence_scores` of ``model``), when the caller has them already -- chapter 4 runs
+    every method from the same model; ``None``: scored here.
     """
     steps_per_task = [steps] * len(tasks) if isinstance(steps, int) else list(steps)
     if len(steps_per_task) != len(tasks):
         raise ValueError(f"{len(steps_per_task)} step counts for {len(tasks)} tasks")
+    if baseline is not None and len(baseline) != len(tasks):
+        raise ValueError(f"{len(baseline)} baseline scores for {len(tasks)} tasks")
 
-    def score(m) -> tuple[list[float], list[AbilityScores]]:
-        new = [exact_match_score(m, tokenizer, t, split, fmt=fmt) for t in tasks]
+    def score(m, new: Sequence[float] | None = None) -> tuple[list[float], list[AbilityScores]]:
+        new = list(new) if new is not None else sequence_scores(m, tokenizer, tasks, split, fmt=fmt)
         return new, score_abilities(m, tokenizer, general_tasks, general_split, k, fmt=fmt) if general_tasks else []
 
-    baseline, general0 = score(model)
+    baseline, general0 = score(model, baseline)
     R = np.zeros((len(tasks), len(tasks)))
     general, stages = [general0], []
     current = model

@@ -83,7 +83,8 @@ def stale_settings(result: dict, current: dict, reads: Sequence[str] | None = No
     ``reads``: the settings the command reads, as names or dotted prefixes (``"finetune"``,
     ``"data.sequence"``; :func:`ivedu.experiments.settings_read`); a change elsewhere -- chapter
     3's restoration grid for chapter 2's command -- does not change what it runs. ``None``:
-    compare everything."""
+    compare everything. A setting added since the result was made and left at ``None`` (off)
+    is not a difference: the result ran as the code runs today."""
     saved, now = _flat(json.loads(json.dumps(result.get("settings", {})))), _flat(json.loads(json.dumps(current)))
     if not saved:
         return ["settings (none recorded)"]
@@ -91,8 +92,12 @@ def stale_settings(result: dict, current: dict, reads: Sequence[str] | None = No
     def read(key: str) -> bool:
         return reads is None or any(key == r or key.startswith(r + ".") for r in reads)
 
-    return sorted(k for k in saved.keys() | now.keys()
-                  if k != "chapter" and read(k) and saved.get(k, "<missing>") != now.get(k, "<missing>"))
+    def differs(key: str) -> bool:
+        if key not in saved:
+            return now[key] is not None
+        return saved[key] != now.get(key, "<missing>")
+
+    return sorted(k for k in saved.keys() | now.keys() if k != "chapter" and read(k) and differs(k))
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -89,6 +89,36 @@ def test_early_stopping_stops_at_the_first_check_that_reaches_the_target(setup):
     assert result.steps == 5 and len(result.losses) == 5 and result.checks[0][0] == 5
 
 
+def test_the_stop_rule_can_check_a_fixed_subset_of_the_valid_split(setup, monkeypatch):
+    import ivedu.finetune as ft
+
+    model, tokenizer, world = setup
+    task = world.task("first_french")
+    checked = []
+    real = ft.exact_match_score
+    monkeypatch.setattr(ft, "exact_match_score", lambda m, t, task, split, **k: checked.append(task.split(split))
+                        or real(m, t, task, split, **k))
+    finetune(model, tokenizer, task, steps=4, lr=1e-3, seed=0, stop_at=1.1, eval_every=2, eval_examples=5, fmt=FMT)
+    assert checked == [task.valid[:5]] * 2
+    assert ft.first_examples(task, "heldout", 3).split("heldout") == (task.valid + task.test)[:3]
+    with pytest.raises(ValueError, match="eval_examples"):
+        finetune(model, tokenizer, task, steps=2, stop_at=0.5, eval_examples=0, fmt=FMT)
+
+
+def test_a_sequence_takes_its_baseline_when_the_caller_has_measured_it(setup, monkeypatch):
+    import ivedu.finetune as ft
+
+    model, tokenizer, world = setup
+    tasks = [world.task("first_french"), world.task("middle")]
+    plain = finetune_sequence(model, tokenizer, tasks, method="lora", steps=1, lr=1e-3, seed=0, fmt=FMT)
+    assert plain.baseline.tolist() == ft.sequence_scores(model, tokenizer, tasks, "test", fmt=FMT)
+    given = finetune_sequence(model, tokenizer, tasks, method="lora", steps=1, lr=1e-3, seed=0, fmt=FMT,
+                              baseline=plain.baseline.tolist())
+    assert given.baseline.tolist() == plain.baseline.tolist() and (given.R == plain.R).all()
+    with pytest.raises(ValueError, match="baseline"):
+        finetune_sequence(model, tokenizer, tasks, steps=1, baseline=[0.0], fmt=FMT)
+
+
 def test_sequence_builds_r_and_ends_with_a_plain_model(setup):
     model, tokenizer, world = setup
     tasks = [world.task("first_french"), world.task("middle")]

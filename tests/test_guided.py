@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -219,6 +220,30 @@ def test_the_experiment_runs_end_to_end_on_a_short_budget():
     assert set(result["general_before"]["if"]) == {"sentiment"}
     assert [r["method"] for r in result["per_seed"]] == ["plain_lora", "iv_guided"]
     assert result["per_seed"][0]["steps"] == [2, 2] and len(result["per_seed"][0]["R"]) == 2
+
+
+def test_a_resumed_comparison_reuses_the_finished_runs_and_gives_the_same_result(tmp_path, monkeypatch):
+    import ivedu.experiments.guided as guided
+    from ivedu.experiments.checkpoints import Checkpoints
+
+    s = settings("ch4", "tiny")
+    short = dataclasses.replace(
+        s, finetune=dataclasses.replace(s.finetune, stop_at=None),
+        guided=dataclasses.replace(s.guided, max_steps=2, vector_prompts=8),
+        data=dataclasses.replace(s.data, k_shots=0, general_tasks=("sentiment",)))
+    names = ("plain_lora", "iv_guided")
+    first = guided.compare(short, [0], ("middle",), names, ablation=False,
+                           checkpoints=Checkpoints.for_run("guided", short, tmp_path))
+    assert first["resumed"] == []
+    again = Checkpoints.for_run("guided", short, tmp_path)
+    assert sorted(p.name for p in again.folder.iterdir()) == ["seed0-iv_guided.json", "seed0-plain_lora.json"]
+    monkeypatch.setattr(guided, "run_method", lambda *a, **k: pytest.fail("a kept run was trained again"))
+    second = guided.compare(short, [0], ("middle",), names, ablation=False, checkpoints=again)
+    assert second["resumed"] == ["seed0-plain_lora", "seed0-iv_guided"]
+    assert json.loads(json.dumps({**second, "resumed": []})) == json.loads(json.dumps(first))
+    other = dataclasses.replace(short, guided=dataclasses.replace(short.guided, max_steps=3))
+    assert Checkpoints.for_run("guided", other, tmp_path).folder != again.folder, \
+        "runs of other settings are never reused"
 
 
 def test_the_control_sequence_is_half_known_by_the_original_model_and_chapter_1s_is_not(tiny, world):

@@ -39,6 +39,10 @@ def test_stale_settings_names_what_changed():
     assert stale_settings(result, later.as_dict(), reads=("finetune", "data.sequence")) == [], \
         "a change the command does not read leaves its result up to date"
     assert stale_settings(result, later.as_dict(), reads=("extraction",)) == ["extraction.n_prompts"]
+    del result["settings"]["guided"]["stop_examples"]
+    assert stale_settings(result, now.as_dict()) == [], "a setting added since and left off changes nothing"
+    on = replace(now, guided=replace(now.guided, stop_examples=48))
+    assert stale_settings(result, on.as_dict()) == ["guided.stop_examples"]
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -1,13 +1,16 @@
-"""Command line: ``python -m ivedu.experiments NAME [--profile P] [--seeds N] [--json] [--save] [--progress]``."""
+"""Command line: ``python -m ivedu.experiments NAME [--profile P] [--seeds N] [--json] [--save] [--progress]
+[--resume]``."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
 
 from ivedu.experiments import EXPERIMENTS, experiment
+from ivedu.experiments.checkpoints import Checkpoints
 from ivedu.results import result_path, save_result, today, versions
 from ivedu.settings import PROFILES, settings
 
@@ -22,12 +25,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save", action="store_true", help="also write it to results/<profile>/<name>.json")
     parser.add_argument("--progress", action="store_true",
                         help="print progress lines on stderr (the default when stderr is a terminal)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep each finished run in the cache and reuse those an earlier, stopped run of the "
+                             "same settings kept (commands that train for hours: guided)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     chosen = settings(EXPERIMENTS[args.name][1], args.profile)
+    run = experiment(args.name)
+    extra = {}
+    if args.resume:
+        if "checkpoints" not in inspect.signature(run).parameters:
+            parser.error(f"{args.name} cannot resume: run it without --resume")
+        extra["checkpoints"] = Checkpoints.for_run(args.name, chosen)
     start = time.perf_counter()
-    result = experiment(args.name)(chosen, list(range(args.seeds)), progress=args.progress or sys.stderr.isatty())
+    result = run(chosen, list(range(args.seeds)), progress=args.progress or sys.stderr.isatty(), **extra)
     result.update(profile=args.profile, seconds=round(time.perf_counter() - start, 1), seeds=args.seeds,
                   settings=chosen.as_dict(), versions=versions(), date=today())
     if args.save:

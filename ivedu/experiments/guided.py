@@ -15,9 +15,11 @@ import statistics
 from dataclasses import asdict
 from typing import Sequence
 
-from ivedu.continual import (GeneralScores, MethodRun, MethodSummary, ablation_methods, criterion, general_scores,
-                             methods, run_method, summarise)
+from ivedu.continual import (GeneralScores, MethodRun, MethodScores, MethodSummary, ablation_methods, criterion,
+                             general_scores, methods, run_method, summarise)
+from ivedu.experiments.checkpoints import Checkpoints
 from ivedu.experiments.log import Log
+from ivedu.finetune import sequence_scores
 from ivedu.guided import VectorReport, new_task_vectors
 from ivedu.settings import Settings
 from ivedu.study import general_tasks, load_study, load_tasks
@@ -28,40 +30,57 @@ def reads(settings: Settings) -> tuple[str, ...]:
     return ("data.sequence", "finetune", "extraction", "guided")
 
 
-def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
+def run(settings: Settings, seeds: list[int], progress: bool = False, checkpoints: Checkpoints | None = None) -> dict:
     """Every method on ``settings.data.sequence``, and the ablation: see :func:`compare`."""
     return compare(settings, seeds, settings.data.sequence, settings.guided.methods, ablation=True,
-                   progress=progress)
+                   progress=progress, checkpoints=checkpoints)
 
 
 def compare(settings: Settings, seeds: list[int], sequence: Sequence[str], names: Sequence[str],
-            ablation: bool, progress: bool = False) -> dict:
+            ablation: bool, progress: bool = False, checkpoints: Checkpoints | None = None) -> dict:
     """The methods ``names`` on ``sequence``, one run per seed, as a JSON-ready dict.
 
     ``summary[method]``: GP, IP, AP, FP, forgetting, BWT and steps (means over seeds) with each
     one's ``*_std`` and ``n_seeds``; ``before``: GP and IP before training (``general_before``:
     per task); ``vectors[seed][task]``: what each new task's vector does; ``ablation``: the same
-    for each dropped term on the ablation seeds; ``criterion``: the claim's bars; ``per_seed``."""
+    for each dropped term on the ablation seeds; ``criterion``: the claim's bars; ``per_seed``.
+    Every method starts from the same model, so the sequence's scores before training are
+    measured once. ``checkpoints``: keep each finished (seed, method) run and reuse those kept
+    by an earlier, stopped run (``resumed`` lists them)."""
     log = Log(progress)
     lm = load_study(settings)
     world = load_tasks(settings, lm)
     tasks, general = [world.task(n) for n in sequence], general_tasks(settings, world)
     data, guided = settings.data, settings.guided
     before = general_scores(lm, general, data.split, data.k_shots)
+    baseline = sequence_scores(lm.model, lm.tokenizer, tasks, data.split, fmt=lm.fmt)
     registry = methods(guided.loss)
     per_seed, reports, scores, ablation_scores = [], {}, {n: [] for n in names}, {}
+    if checkpoints is not None:
+        log(f"keeping finished runs in {checkpoints.folder}")
     for i, seed in enumerate(seeds):
-        vectors, reports[seed] = new_task_vectors(lm, tasks, settings, seed)
         todo = {n: registry[n] for n in names}
         if ablation and i < guided.ablation_seeds:
             todo.update(ablation_methods(guided.loss))
+        vectors = None
         for name, method in todo.items():
-            result = run_method(lm, tasks, general, method, seed, settings.finetune, max_steps=guided.max_steps,
-                                vectors=vectors, split=data.split, k=data.k_shots)
-            per_seed.append(run_json(result))
-            (scores if name in scores else ablation_scores).setdefault(name, []).append(result.scores)
-            log(f"seed {seed} {name}: GP {result.gp:.2f} IP {result.ip:.2f} AP {result.metrics['AP']:.2f} "
-                f"({result.seconds:.0f} s)")
+            key = f"seed{seed}-{name}"
+            row = checkpoints.get(key) if checkpoints is not None else None
+            if row is None:
+                if vectors is None:
+                    vectors, made = new_task_vectors(lm, tasks, settings, seed)
+                    reports[seed] = {task: report_json(r) for task, r in made.items()}
+                result = run_method(lm, tasks, general, method, seed, settings.finetune, max_steps=guided.max_steps,
+                                    vectors=vectors, split=data.split, k=data.k_shots,
+                                    stop_examples=guided.stop_examples, baseline=baseline)
+                row = {**run_json(result), "vectors": reports[seed]}
+                if checkpoints is not None:
+                    checkpoints.put(key, row)
+            reports.setdefault(seed, row["vectors"])
+            per_seed.append({k: v for k, v in row.items() if k != "vectors"})
+            (scores if name in scores else ablation_scores).setdefault(name, []).append(scores_from_json(row))
+            log(f"seed {seed} {name}: GP {row['gp']:.2f} IP {row['ip']:.2f} AP {row['metrics']['AP']:.2f} "
+                f"({row['seconds']:.0f} s{', reused' if checkpoints and key in checkpoints.reused else ''})")
     summary = {name: summarise(s) for name, s in scores.items()}
     ablation_summary = {name: summarise(s) for name, s in ablation_scores.items()}
     if ablation_summary and "iv_guided" in scores:
@@ -70,9 +89,16 @@ def compare(settings: Settings, seeds: list[int], sequence: Sequence[str], names
     return {"summary": {n: summary_json(s) for n, s in summary.items()},
             "before": before_json(before), "ablation": {n: summary_json(s) for n, s in ablation_summary.items()},
             "criterion": {} if met is None else {**asdict(met), "met": met.met},
-            "vectors": {seed: {task: report_json(r) for task, r in by_task.items()}
-                        for seed, by_task in reports.items()},
-            "per_seed": per_seed, "general_before": {"if": before.zero_shot, "icl": before.in_context}}
+            "vectors": reports,
+            "per_seed": per_seed, "general_before": {"if": before.zero_shot, "icl": before.in_context},
+            **({"resumed": checkpoints.reused} if checkpoints is not None else {})}
+
+
+def scores_from_json(row: dict) -> MethodScores:
+    """The :class:`ivedu.continual.MethodScores` of one run's JSON (:func:`run_json`)."""
+    m = row["metrics"]
+    return MethodScores(gp=row["gp"], ip=row["ip"], ap=m["AP"], fp=m["FP"], forgetting=m["forgetting"],
+                        bwt=m["BWT_gem"], steps=sum(row["steps"]))
 
 
 def before_json(scores: GeneralScores) -> dict:
