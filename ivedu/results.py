@@ -90,7 +90,7 @@ def stale_settings(result: dict, current: dict, reads: Sequence[str] | None = No
         return ["settings (none recorded)"]
 
     def read(key: str) -> bool:
-        return reads is None or any(key == r or key.startswith(r + ".") for r in reads)
+        return _reads(key, reads)
 
     def differs(key: str) -> bool:
         if key not in saved:
@@ -98,6 +98,18 @@ def stale_settings(result: dict, current: dict, reads: Sequence[str] | None = No
         return saved[key] != now.get(key, "<missing>")
 
     return sorted(k for k in saved.keys() | now.keys() if k != "chapter" and read(k) and differs(k))
+
+
+def settings_that_count(current: dict, reads: Sequence[str]) -> dict[str, Any]:
+    """The settings of ``current`` (:meth:`ivedu.settings.Settings.as_dict`) that a command
+    reading ``reads`` depends on, flat (``step.field``) and as JSON; those left at ``None`` (off)
+    are dropped, as :func:`stale_settings` ignores them. Two runs with equal subsets ran alike."""
+    flat = _flat(json.loads(json.dumps(current)))
+    return {k: v for k, v in sorted(flat.items()) if k != "chapter" and _reads(k, reads) and v is not None}
+
+
+def _reads(key: str, reads: Sequence[str] | None) -> bool:
+    return reads is None or any(key == r or key.startswith(r + ".") for r in reads)
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -256,6 +256,20 @@ class GuidedTrainingSettings:
     stop_examples: int | None = None
 
 
+@dataclass(frozen=True)
+class LiveSettings:
+    """How much of a reproduction command a chapter runs live, where the command runs more.
+
+    On a 2-core CPU a real model cannot repeat a whole command inside a chapter's ten minutes:
+    the chapter then runs a shorter version live and shows the command's committed result
+    beside it. No command reads these. ``guided_methods``: the methods chapter 4 trains live;
+    ``guided_tasks``: how many tasks of the sequence it trains them on (``None``: all).
+    """
+
+    guided_methods: tuple[str, ...] = ("plain_lora", "kl", "iv_guided")
+    guided_tasks: int | None = None
+
+
 def check_layers(layers: tuple[int, ...] | None, n_layers: int) -> tuple[int, ...]:
     """``layers`` checked against a model of ``n_layers`` layers; ``None``: all of them."""
     if layers is None:
@@ -288,6 +302,7 @@ class Settings:
     extraction: ExtractionSettings = ExtractionSettings()
     dynamics: DynamicsSettings = DynamicsSettings()
     guided: GuidedTrainingSettings = GuidedTrainingSettings()
+    live: LiveSettings = LiveSettings()
     seeds: tuple[int, ...] = (0,)
     prompt_tokens: int = 16
     gpu: str | None = None
@@ -352,6 +367,9 @@ _SMOL = Settings(
                                   loss=GuidedSettings(kl_start=1.0, kl_all=0.1, head_mse=1.0, layer=10,
                                                       progressive_steps=30),
                                   methods=FINDING_METHODS, ablation_seeds=0),
+    # Live in chapter 4: plain LoRA and the guided loss on the sequence's first task (about 3 and
+    # 4 minutes); the four methods on the whole sequence take about 40 minutes a seed (the command).
+    live=LiveSettings(guided_methods=("plain_lora", "iv_guided"), guided_tasks=1),
     prompt_tokens=45)
 
 _COLAB = Settings(
@@ -386,12 +404,18 @@ _PAPER = Settings(
 
 _BASES = {"tiny": _TINY, "smol": _SMOL, "colab": _COLAB, "paper": _PAPER}
 
-# Per chapter, what differs from the profile's base: the seeds where a chapter repeats runs.
-_CHAPTER_SEEDS: dict[str, dict[str, tuple[int, ...]]] = {
-    "tiny": {"ch1": (0, 1, 2)},
-    "smol": {},
-    "colab": {"ch1": (0, 1)},
-    "paper": {"ch1": (0, 1, 2)},
+# Per chapter, what differs from the profile's base: the seeds where a chapter repeats runs, and
+# chapter 5's timing run, which times each step of the pipeline once on a known amount of work
+# (no reproduction command reads chapter 5's settings). On smol the whole sweep of chapter 2 (54
+# cells) and 100 steps of each fine-tuning took over 20 minutes: the timing sweeps the cells
+# around chapter 2's choice (16 heads, layers 10 and 12, scale 2) and trains 20 steps.
+_CHAPTER_OVERRIDES: dict[str, dict[str, dict]] = {
+    "tiny": {"ch1": {"seeds": (0, 1, 2)},
+             "ch5": {"finetune": replace(_TINY.finetune, max_steps=100)}},
+    "smol": {"ch5": {"finetune": replace(_SMOL.finetune, max_steps=20),
+                     "extraction": replace(_SMOL.extraction, head_counts=(16,), layers=(10, 12), scales=(2.0,))}},
+    "colab": {"ch1": {"seeds": (0, 1)}},
+    "paper": {"ch1": {"seeds": (0, 1, 2)}},
 }
 
 
@@ -414,5 +438,5 @@ def settings(chapter: str, profile: str | None = None, **overrides) -> Settings:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown settings {unknown}; the fields are {sorted(known)}")
-    seeds = _CHAPTER_SEEDS[profile].get(chapter, _BASES[profile].seeds)
-    return replace(_BASES[profile], chapter=chapter, seeds=seeds, **overrides)
+    chapter_values = _CHAPTER_OVERRIDES[profile].get(chapter, {})
+    return replace(_BASES[profile], chapter=chapter, **{**chapter_values, **overrides})

@@ -244,6 +244,9 @@ def test_a_resumed_comparison_reuses_the_finished_runs_and_gives_the_same_result
     other = dataclasses.replace(short, guided=dataclasses.replace(short.guided, max_steps=3))
     assert Checkpoints.for_run("guided", other, tmp_path).folder != again.folder, \
         "runs of other settings are never reused"
+    unread = dataclasses.replace(short, dynamics=dataclasses.replace(short.dynamics, heads=3))
+    assert Checkpoints.for_run("guided", unread, tmp_path).folder == again.folder, \
+        "a setting the command does not read does not matter"
 
 
 def test_the_control_sequence_is_half_known_by_the_original_model_and_chapter_1s_is_not(tiny, world):

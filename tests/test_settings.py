@@ -73,6 +73,18 @@ def test_real_profiles_fit_their_gpu_and_bound_the_sweep_inside_the_model():
         assert max(s.extraction.head_counts) < config.num_hidden_layers * config.num_attention_heads
 
 
+def test_chapter_5_times_a_known_amount_of_work_and_live_sizes_stay_out_of_the_commands():
+    assert settings("ch5", "tiny").finetune.max_steps == 100, "the tiny chapter's timing: 100 steps, as written"
+    smol = settings("ch5", "smol")
+    assert smol.finetune.max_steps == 20 and len(smol.extraction.layers) * len(smol.extraction.scales) == 2
+    assert settings("ch2", "smol").extraction.layers == (4, 6, 8, 10, 12, 14), "only chapter 5 times a smaller sweep"
+    for profile in S.PROFILES:
+        assert settings("ch4", profile).live.guided_methods, "chapter 4 trains at least one method live"
+    from ivedu.experiments import EXPERIMENTS, settings_read
+    for name, (_, chapter) in EXPERIMENTS.items():
+        assert chapter != "ch5" and not any(r.startswith("live") for r in settings_read(name, settings(chapter)))
+
+
 def test_overrides_replace_one_field_and_unknown_names_are_refused():
     s = settings("ch2", "colab", model="Qwen/Qwen2.5-1.5B-Instruct")
     assert s.model == "Qwen/Qwen2.5-1.5B-Instruct" and s.gpu == "T4"

@@ -3,9 +3,9 @@
 On a CPU one seed of chapter 4's comparison on a real model takes most of an hour; a session,
 a laptop lid or a Colab runtime can end first. With ``--resume`` the command keeps every
 finished (seed, method) run as one JSON file and, run again, reuses those instead of training
-them anew. The folder is named after a hash of the settings and the library versions, so a
-run is reused only by a command that would have made it the same way; after changing the code
-itself, delete the folder (the command prints it). Each file is written atomically: a run
+them anew. The folder is named after a hash of the settings the command reads and the library
+versions, so a run is reused only by a command that would have made it the same way; after
+changing the code itself, delete the folder (the command prints it). Each file is written atomically: a run
 stopped while writing leaves no half file behind.
 """
 
@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from ivedu.results import save_result, versions
+from ivedu.results import save_result, settings_that_count, versions
 from ivedu.settings import Settings
 
 
@@ -35,7 +35,10 @@ class Checkpoints:
     @classmethod
     def for_run(cls, name: str, settings: Settings, root: Path | None = None) -> "Checkpoints":
         """The checkpoints of experiment ``name`` under ``settings`` (with this machine's versions)."""
-        key = json.dumps({"settings": settings.as_dict(), "versions": versions()}, sort_keys=True, default=str)
+        from ivedu.experiments import settings_read
+
+        counted = settings_that_count(settings.as_dict(), settings_read(name, settings))
+        key = json.dumps({"settings": counted, "versions": versions()}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return cls(Path(root or default_root()) / f"{name}-{settings.profile}-{digest}")
 
