@@ -79,7 +79,12 @@ def test_chapter_5_times_a_known_amount_of_work_and_live_sizes_stay_out_of_the_c
     assert smol.finetune.max_steps == 20 and len(smol.extraction.layers) * len(smol.extraction.scales) == 2
     assert settings("ch2", "smol").extraction.layers == (4, 6, 8, 10, 12, 14), "only chapter 5 times a smaller sweep"
     for profile in S.PROFILES:
+        s = settings("ch3", profile)
         assert settings("ch4", profile).live.guided_methods, "chapter 4 trains at least one method live"
+        live = s.live.restoration(s.dynamics)
+        assert set(live.layers or ()) <= set(s.dynamics.layers or ()) and set(live.scales) <= set(s.dynamics.scales), \
+            "a chapter restores live within the command's grid"
+    assert settings("ch3", "tiny").live.restoration(settings("ch3", "tiny").dynamics) == settings("ch3", "tiny").dynamics
     from ivedu.experiments import EXPERIMENTS, settings_read
     for name, (_, chapter) in EXPERIMENTS.items():
         assert chapter != "ch5" and not any(r.startswith("live") for r in settings_read(name, settings(chapter)))
