@@ -39,7 +39,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Sequence
 
 import numpy as np
@@ -279,6 +279,17 @@ class MethodScores:
     bwt: float
     steps: float
 
+    @classmethod
+    def of_run(cls, gp: float, ip: float, metrics: dict[str, float], steps: Sequence[int]) -> "MethodScores":
+        """One run's scores from its GP, IP, :func:`ivedu.metrics.continual_metrics` and steps per stage."""
+        return cls(gp=gp, ip=ip, ap=metrics["AP"], fp=metrics["FP"], forgetting=metrics["forgetting"],
+                   bwt=metrics["BWT_gem"], steps=sum(steps))
+
+    @classmethod
+    def from_run_json(cls, row: dict) -> "MethodScores":
+        """One run's scores from its JSON (:meth:`MethodRun.as_json`), e.g. a kept run."""
+        return cls.of_run(row["gp"], row["ip"], row["metrics"], row["steps"])
+
 
 @dataclass(frozen=True)
 class MethodRun:
@@ -314,9 +325,14 @@ class MethodRun:
     @property
     def scores(self) -> MethodScores:
         """The run's :class:`MethodScores`."""
-        m = self.metrics
-        return MethodScores(gp=self.gp, ip=self.ip, ap=m["AP"], fp=m["FP"], forgetting=m["forgetting"],
-                            bwt=m["BWT_gem"], steps=sum(self.steps))
+        return MethodScores.of_run(self.gp, self.ip, self.metrics, self.steps)
+
+    def as_json(self) -> dict:
+        """Scores, metrics, steps per stage, the ``R`` matrix and the time (no loss history)."""
+        return {"method": self.method, "seed": self.seed, "tasks": list(self.tasks), "gp": self.gp, "ip": self.ip,
+                "general_if": self.general.zero_shot, "general_icl": self.general.in_context,
+                "metrics": self.metrics, "steps": list(self.steps), "seconds": self.seconds,
+                "R": self.R.tolist(), "baseline": self.baseline.tolist()}
 
 
 def _objective_factory(method: Method, lm: ModelUnderStudy, tasks: Sequence[Task], steps: int, seed: int,
@@ -403,6 +419,10 @@ class MethodSummary:
     mean: MethodScores
     std: MethodScores
     n_seeds: int
+
+    def as_json(self) -> dict:
+        """The means, each field's ``<field>_std`` and ``n_seeds``, flat."""
+        return {**asdict(self.mean), **{f"{k}_std": v for k, v in asdict(self.std).items()}, "n_seeds": self.n_seeds}
 
 
 def summarise(scores: Sequence[MethodScores]) -> MethodSummary:

@@ -35,7 +35,7 @@ method, guided or not, and its scoring are in :mod:`ivedu.continual`.
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
@@ -214,6 +214,10 @@ class VectorReport:
     max_effect: float
     bare_accuracy: float
     with_vector_accuracy: float
+
+    def as_json(self) -> dict:
+        """Every field but the task's name, heads as ``[layer, head]`` lists."""
+        return {**{k: v for k, v in asdict(self).items() if k != "task"}, "heads": [list(h) for h in self.heads]}
 
 
 def new_task_vectors(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Settings, seed: int = 0,

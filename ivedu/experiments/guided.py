@@ -15,12 +15,12 @@ import statistics
 from dataclasses import asdict
 from typing import Sequence
 
-from ivedu.continual import (GeneralScores, MethodRun, MethodScores, MethodSummary, ablation_methods, criterion,
-                             general_scores, methods, run_method, summarise)
+from ivedu.continual import (GeneralScores, MethodScores, ablation_methods, criterion, general_scores, methods,
+                             run_method, summarise)
 from ivedu.experiments.checkpoints import Checkpoints
 from ivedu.experiments.log import Log
 from ivedu.finetune import sequence_scores
-from ivedu.guided import VectorReport, new_task_vectors
+from ivedu.guided import new_task_vectors
 from ivedu.settings import Settings
 from ivedu.study import general_tasks, load_study, load_tasks
 
@@ -44,9 +44,8 @@ def compare(settings: Settings, seeds: list[int], sequence: Sequence[str], names
     one's ``*_std`` and ``n_seeds``; ``before``: GP and IP before training (``general_before``:
     per task); ``vectors[seed][task]``: what each new task's vector does; ``ablation``: the same
     for each dropped term on the ablation seeds; ``criterion``: the claim's bars; ``per_seed``.
-    Every method starts from the same model, so the sequence's scores before training are
-    measured once. ``checkpoints``: keep each finished (seed, method) run and reuse those kept
-    by an earlier, stopped run (``resumed`` lists them)."""
+    The sequence's scores before training are measured once (every method starts from the same
+    model). ``checkpoints``: keep each finished run and reuse those kept before (``resumed``)."""
     log = Log(progress)
     lm = load_study(settings)
     world = load_tasks(settings, lm)
@@ -69,16 +68,16 @@ def compare(settings: Settings, seeds: list[int], sequence: Sequence[str], names
             if row is None:
                 if vectors is None:
                     vectors, made = new_task_vectors(lm, tasks, settings, seed)
-                    reports[seed] = {task: report_json(r) for task, r in made.items()}
+                    reports[seed] = {task: r.as_json() for task, r in made.items()}
                 result = run_method(lm, tasks, general, method, seed, settings.finetune, max_steps=guided.max_steps,
                                     vectors=vectors, split=data.split, k=data.k_shots,
                                     stop_examples=guided.stop_examples, baseline=baseline)
-                row = {**run_json(result), "vectors": reports[seed]}
+                row = {**result.as_json(), "vectors": reports[seed]}
                 if checkpoints is not None:
                     checkpoints.put(key, row)
             reports.setdefault(seed, row["vectors"])
             per_seed.append({k: v for k, v in row.items() if k != "vectors"})
-            (scores if name in scores else ablation_scores).setdefault(name, []).append(scores_from_json(row))
+            (scores if name in scores else ablation_scores).setdefault(name, []).append(MethodScores.from_run_json(row))
             log(f"seed {seed} {name}: GP {row['gp']:.2f} IP {row['ip']:.2f} AP {row['metrics']['AP']:.2f} "
                 f"({row['seconds']:.0f} s{', reused' if checkpoints and key in checkpoints.reused else ''})")
     summary = {name: summarise(s) for name, s in scores.items()}
@@ -86,19 +85,12 @@ def compare(settings: Settings, seeds: list[int], sequence: Sequence[str], names
     if ablation_summary and "iv_guided" in scores:
         ablation_summary["iv_guided"] = summarise(scores["iv_guided"][:guided.ablation_seeds])
     met = criterion(summary)
-    return {"summary": {n: summary_json(s) for n, s in summary.items()},
-            "before": before_json(before), "ablation": {n: summary_json(s) for n, s in ablation_summary.items()},
+    return {"summary": {n: s.as_json() for n, s in summary.items()},
+            "before": before_json(before), "ablation": {n: s.as_json() for n, s in ablation_summary.items()},
             "criterion": {} if met is None else {**asdict(met), "met": met.met},
             "vectors": reports,
             "per_seed": per_seed, "general_before": {"if": before.zero_shot, "icl": before.in_context},
             **({"resumed": checkpoints.reused} if checkpoints is not None else {})}
-
-
-def scores_from_json(row: dict) -> MethodScores:
-    """The :class:`ivedu.continual.MethodScores` of one run's JSON (:func:`run_json`)."""
-    m = row["metrics"]
-    return MethodScores(gp=row["gp"], ip=row["ip"], ap=m["AP"], fp=m["FP"], forgetting=m["forgetting"],
-                        bwt=m["BWT_gem"], steps=sum(row["steps"]))
 
 
 def before_json(scores: GeneralScores) -> dict:
@@ -106,20 +98,3 @@ def before_json(scores: GeneralScores) -> dict:
     which can differ in the last bit) as the published results were."""
     return {"gp": statistics.mean(scores.zero_shot.values()),
             "ip": statistics.mean(scores.in_context.values()) if scores.in_context else float("nan")}
-
-
-def run_json(result: MethodRun) -> dict:
-    """One run: scores, metrics, steps per stage and the ``R`` matrix (no loss history)."""
-    return {"method": result.method, "seed": result.seed, "tasks": list(result.tasks), "gp": result.gp,
-            "ip": result.ip, "general_if": result.general.zero_shot, "general_icl": result.general.in_context,
-            "metrics": result.metrics, "steps": list(result.steps), "seconds": result.seconds,
-            "R": result.R.tolist(), "baseline": result.baseline.tolist()}
-
-
-def summary_json(summary: MethodSummary) -> dict:
-    std = {f"{k}_std": v for k, v in asdict(summary.std).items()}
-    return {**asdict(summary.mean), **std, "n_seeds": summary.n_seeds}
-
-
-def report_json(report: VectorReport) -> dict:
-    return {**{k: v for k, v in asdict(report).items() if k != "task"}, "heads": [list(h) for h in report.heads]}
