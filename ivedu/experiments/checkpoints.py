@@ -5,24 +5,24 @@ a laptop lid or a Colab runtime can end first. With ``--resume`` the command kee
 finished (seed, method) run as one JSON file and, run again, reuses those instead of training
 them anew. The folder is named after a hash of the settings the command reads and the library
 versions, so a run is reused only by a command that would have made it the same way; after
-changing the code itself, delete the folder (the command prints it). Each file is written atomically: a run
-stopped while writing leaves no half file behind.
+changing the code itself, delete the folder (the command prints it). Each file is written
+atomically: a run stopped while writing leaves no half file behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from ivedu.results import save_result, settings_that_count, versions
 from ivedu.settings import Settings
+from ivedu.study import cache_home
 
 
 def default_root() -> Path:
     """``$IVEDU_CACHE/runs``, or ``~/.cache/ivedu/runs``."""
-    return Path(os.environ.get("IVEDU_CACHE") or Path.home() / ".cache" / "ivedu") / "runs"
+    return cache_home() / "runs"
 
 
 class Checkpoints:
