@@ -9,7 +9,9 @@ that diagnosis with the profile's settings:
   then score every general task under its instruction, in context and as knowledge;
 - :func:`run_sequence`: fine-tune on a sequence of new tasks and keep the ``R`` matrix of the
   continual-learning metrics (:mod:`ivedu.metrics`) and the general tasks after each stage;
-- :func:`summarise`: means over seeds of a method's runs, before and after, with the spread.
+- :func:`summarise`: means over seeds of a method's runs, before and after, with the spread;
+- :func:`recorded_runs`: a method's runs as the diagnosis command recorded them, for a chapter
+  that cannot train every method live on a CPU.
 
 Why the stopping rule: training stops as soon as the new task reaches ``stop_at`` exact
 match on its valid split -- the least fine-tuning that does the job, so whatever is lost is
@@ -25,8 +27,9 @@ from typing import Sequence
 from ivedu.evaluation import AbilityScores, exact_match_score, mean_abilities, score_abilities
 from ivedu.finetune import FinetuneResult, finetune, finetune_sequence
 from ivedu.metrics import continual_metrics
+from ivedu.results import load_result, stale_settings
 from ivedu.settings import Settings
-from ivedu.study import ModelUnderStudy
+from ivedu.study import STUDY_READS, ModelUnderStudy
 from ivedu.world import Task
 
 # Short names of the summary, from :class:`ivedu.evaluation.AbilityScores` fields.
@@ -51,6 +54,12 @@ class DiagnosisRun:
     trainable_params: int
     losses: tuple[float, ...]
     general_after: tuple[AbilityScores, ...]
+
+    @classmethod
+    def from_json(cls, row: dict) -> DiagnosisRun:
+        """The run a command wrote as JSON (:func:`dataclasses.asdict`)."""
+        return cls(**{**row, "losses": tuple(row["losses"]),
+                      "general_after": tuple(AbilityScores(**a) for a in row["general_after"])})
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,35 @@ def diagnose(lm: ModelUnderStudy, task: Task, general: Sequence[Task], method: s
     new = exact_match_score(result.model, lm.tokenizer, task, data.split, fmt=lm.fmt)
     return DiagnosisRun(seed, method, new, result.steps, round(result.seconds, 2), result.trainable_params,
                         tuple(result.losses), tuple(after))
+
+
+def settings_read(settings: Settings) -> tuple[str, ...]:
+    """The settings a diagnosis reads beyond the model and the tasks' examples
+    (:data:`ivedu.study.STUDY_READS`): the new task and the fine-tuning, and the sequence where
+    the profile trains one in chapter 1."""
+    return ("data.new_task", "finetune") + (("data.sequence",) if settings.finetune.sequence_methods else ())
+
+
+def recorded_runs(settings: Settings, method: str, seeds: Sequence[int]) -> list[DiagnosisRun]:
+    """``method``'s runs of ``seeds`` from the diagnosis command's committed result
+    (``results/<profile>/diagnosis.json``), checked to have run with the settings of ``settings``
+    that the command reads.
+
+    Why: on a CPU a real model cannot fine-tune and score every method inside a chapter's ten
+    minutes; the chapter trains ``settings.live.diagnosis_methods`` and reads the others, which
+    the command trained with the same code and settings."""
+    command = f"python -m ivedu.experiments diagnosis --profile {settings.profile} --seeds 3 --json --save"
+    result = load_result(settings.profile, "diagnosis")
+    if result is None:
+        raise FileNotFoundError(f"no diagnosis result for the {settings.profile} profile: run `{command}`")
+    stale = stale_settings(result, settings.as_dict(), STUDY_READS + settings_read(settings))
+    if stale:
+        raise ValueError(f"the recorded diagnosis ran with other settings ({', '.join(stale)}): run `{command}`")
+    rows = {(row["method"], row["seed"]): row for row in result["per_seed"]}
+    missing = [seed for seed in seeds if (method, seed) not in rows]
+    if missing:
+        raise ValueError(f"the recorded diagnosis has no {method} run for seeds {missing}: run `{command}`")
+    return [DiagnosisRun.from_json(rows[method, seed]) for seed in seeds]
 
 
 def run_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], general: Sequence[Task], method: str, seed: int,

@@ -262,13 +262,16 @@ class LiveSettings:
 
     On a 2-core CPU a real model cannot repeat a whole command inside a chapter's ten minutes:
     the chapter then runs a shorter version live and shows the command's committed result
-    beside it. No command reads these. ``guided_methods``: the methods chapter 4 trains live;
+    beside it. No command reads these. ``diagnosis_methods``: the methods chapter 1 fine-tunes
+    live (``None``: all of :data:`ivedu.finetune.METHODS`; the others are read from the diagnosis
+    command's result); ``guided_methods``: the methods chapter 4 trains live;
     ``guided_tasks``: how many tasks of the sequence it trains them on (``None``: all).
     ``dynamics_stages``: how many stages of the sequence chapter 3 trains live (``None``: all);
     ``restoration_layers`` / ``restoration_scales``: the restoration grid it tries live
     (``None``: the command's, :class:`DynamicsSettings`).
     """
 
+    diagnosis_methods: tuple[str, ...] | None = None
     guided_methods: tuple[str, ...] = ("plain_lora", "kl", "iv_guided")
     guided_tasks: int | None = None
     dynamics_stages: int | None = None
@@ -380,10 +383,13 @@ _SMOL = Settings(
                                   methods=FINDING_METHODS, ablation_seeds=0),
     # Live in chapter 4: plain LoRA and the guided loss on the sequence's first task (about 3 and
     # 4 minutes); the four methods on the whole sequence take about 48 minutes a seed (the command).
+    # Live in chapter 1: full fine-tuning; LoRA (about 3 minutes to train and score) is read from
+    # the diagnosis command's result, which trained it with these settings.
     # Live in chapter 3: the first stage, restored at chapter 2's layer and scale on this model
     # (12 and 2, on two seeds of three); the command's seed, three stages and a 3 x 2 grid after
     # the first and the last, takes about 20 minutes.
-    live=LiveSettings(guided_methods=("plain_lora", "iv_guided"), guided_tasks=1, dynamics_stages=1,
+    live=LiveSettings(diagnosis_methods=("full",), guided_methods=("plain_lora", "iv_guided"), guided_tasks=1,
+                      dynamics_stages=1,
                       restoration_layers=(12,), restoration_scales=(2.0,)),
     prompt_tokens=45)
 

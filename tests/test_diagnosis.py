@@ -1,11 +1,13 @@
 """Chapter 1's diagnosis (ivedu.diagnosis) and its reproduction command, on a cut-down setting."""
 
+import dataclasses
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from ivedu.diagnosis import MethodSummary, diagnose, format_summary, run_sequence
+from ivedu.diagnosis import DiagnosisRun, MethodSummary, diagnose, format_summary, recorded_runs, run_sequence
 from ivedu.experiments import experiment
 from ivedu.experiments.diagnosis import run
 from ivedu.settings import DataSettings, FinetuneSettings, settings
@@ -34,6 +36,21 @@ def test_a_diagnosis_trains_the_new_task_and_scores_every_general_task(lm):
     assert [row.task for row in result.general_after] == ["continent", "capital"]
     sequence = run_sequence(lm, [world.task("first_french"), world.task("last_french")], general, "full", 0, QUICK)
     assert len(sequence.R) == 2 and len(sequence.general_if) == 3 and sequence.steps == (3, 3)
+
+
+def test_a_chapter_reads_the_runs_it_does_not_train_from_the_commands_result():
+    smol = settings("ch1", "smol")
+    committed = json.loads((Path(__file__).parents[1] / "results/smol/diagnosis.json").read_text())
+    row = next(r for r in committed["per_seed"] if (r["method"], r["seed"]) == ("lora", 0))
+    [run_] = recorded_runs(smol, "lora", [0])
+    assert isinstance(run_, DiagnosisRun)
+    assert dataclasses.asdict(run_) == {**row, "losses": tuple(row["losses"]), "general_after": tuple(row["general_after"])}
+    with pytest.raises(ValueError, match="no lora run for seeds \\[7\\].*--profile smol"):
+        recorded_runs(smol, "lora", [7])
+    with pytest.raises(ValueError, match="other settings \\(finetune.max_steps\\)"):
+        recorded_runs(replace(smol, finetune=replace(smol.finetune, max_steps=7)), "lora", [0])
+    with pytest.raises(FileNotFoundError, match="ivedu.experiments diagnosis --profile colab"):
+        recorded_runs(settings("ch1", "colab"), "lora", [0])
 
 
 def test_summary_has_the_promised_fields_in_range():

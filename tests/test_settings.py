@@ -81,6 +81,8 @@ def test_chapter_5_times_a_known_amount_of_work_and_live_sizes_stay_out_of_the_c
     for profile in S.PROFILES:
         s = settings("ch3", profile)
         assert settings("ch4", profile).live.guided_methods, "chapter 4 trains at least one method live"
+        live_diagnosis = settings("ch1", profile).live.diagnosis_methods
+        assert live_diagnosis is None or "full" in live_diagnosis, "chapter 1's worked fine-tuning is scored live"
         live = s.live.restoration(s.dynamics)
         assert set(live.layers or ()) <= set(s.dynamics.layers or ()) and set(live.scales) <= set(s.dynamics.scales), \
             "a chapter restores live within the command's grid"

@@ -14,6 +14,7 @@ import importlib
 from typing import Callable
 
 from ivedu.settings import Settings
+from ivedu.study import STUDY_READS
 
 # name -> (module, the chapter whose settings it runs with)
 EXPERIMENTS: dict[str, tuple[str, str]] = {
@@ -28,8 +29,7 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
 
 
 # The settings every command reads: the model, and which examples of which tasks it scores.
-READS_ALWAYS = ("model", "data.world", "data.world_seed", "data.general_tasks", "data.max_examples", "data.split",
-                "data.k_shots", "data.known_only")
+READS_ALWAYS = STUDY_READS
 
 
 def settings_read(name: str, settings: Settings) -> tuple[str, ...]:

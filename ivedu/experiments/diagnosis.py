@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 
-from ivedu.diagnosis import diagnose, run_sequence, summarise
+from ivedu.diagnosis import diagnose, run_sequence, settings_read, summarise
 from ivedu.evaluation import instruction_following_score, score_abilities
 from ivedu.finetune import METHODS
 from ivedu.settings import Settings
@@ -22,9 +22,7 @@ from ivedu.study import general_tasks, load_study, load_tasks
 from ivedu.experiments.log import Log
 
 
-def reads(settings: Settings) -> tuple[str, ...]:
-    """Chapter 1's new task and fine-tuning, and the sequence where the profile trains one here."""
-    return ("data.new_task", "finetune") + (("data.sequence",) if settings.finetune.sequence_methods else ())
+reads = settings_read  # chapter 1's new task and fine-tuning, and the sequence where trained here
 
 
 def run(settings: Settings, seeds: list[int], progress: bool = False, with_sequence: bool = True) -> dict:
