@@ -39,7 +39,7 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:randomly book
 
 # Chapters 1 and 2 on the real chat model (SmolLM2-135M-Instruct, the smol profile), as CI runs
-# them: about 14 and 9 minutes on a 2-core CPU (results/smol/chapter_times.json).
+# them: each under ten minutes on a 2-core CPU, as measured in results/smol/chapter_times.json.
 smol-chapters: $(VENV)/.installed
 	IVEDU_PROFILE=smol $(BIN)/python -m pytest --nbmake --nbmake-timeout=1800 -p no:randomly \
 		book/01_diagnosis.ipynb book/02_instruction_vectors.ipynb
