@@ -389,8 +389,7 @@ _SMOL = Settings(
     # (12 and 2, on two seeds of three); the command's seed, three stages and a 3 x 2 grid after
     # the first and the last, takes about 20 minutes.
     live=LiveSettings(diagnosis_methods=("full",), guided_methods=("plain_lora", "iv_guided"), guided_tasks=1,
-                      dynamics_stages=1,
-                      restoration_layers=(12,), restoration_scales=(2.0,)),
+                      dynamics_stages=1, restoration_layers=(12,), restoration_scales=(2.0,)),
     prompt_tokens=45)
 
 _COLAB = Settings(

@@ -86,12 +86,13 @@ def load_tasks(settings: Settings, lm: ModelUnderStudy | None = None, cache_dir=
     return world
 
 
-# What :func:`known_task` caches depends on this rule; change it with the rule of
-# :func:`ivedu.evaluation.known_examples` and every cached list is recomputed.
 # The settings every study reads: the model, and which examples of which tasks it scores. A
 # committed result is stale where these (or the settings its step reads) changed.
 STUDY_READS = ("model", "data.world", "data.world_seed", "data.general_tasks", "data.max_examples", "data.split",
                "data.k_shots", "data.known_only")
+
+# What :func:`known_task` caches depends on this rule; change it with the rule of
+# :func:`ivedu.evaluation.known_examples` and every cached list is recomputed.
 KNOWN_RULE = "greedy exact match of the normalised answer under instruction phrasing 0"
 
 
