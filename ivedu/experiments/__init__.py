@@ -28,17 +28,14 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
 }
 
 
-# The settings every command reads: the model, and which examples of which tasks it scores.
-READS_ALWAYS = STUDY_READS
-
-
 def settings_read(name: str, settings: Settings) -> tuple[str, ...]:
     """The settings (names or dotted prefixes) that experiment ``name`` reads when it runs with
-    ``settings``: its module's ``reads(settings)`` and :data:`READS_ALWAYS`. A committed result is
-    stale only where these differ (:func:`ivedu.results.stale_settings`)."""
+    ``settings``: its module's ``reads(settings)`` and :data:`ivedu.study.STUDY_READS` (the model,
+    and which examples of which tasks it scores). A committed result is stale only where these
+    differ (:func:`ivedu.results.stale_settings`)."""
     if name not in EXPERIMENTS:
         raise SystemExit(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
-    return READS_ALWAYS + tuple(importlib.import_module(EXPERIMENTS[name][0]).reads(settings))
+    return STUDY_READS + tuple(importlib.import_module(EXPERIMENTS[name][0]).reads(settings))
 
 
 def experiment(name: str) -> Callable[..., dict]:

@@ -23,7 +23,7 @@ N_EXAMPLES = 24
 
 
 def reads(settings: Settings) -> tuple[str, ...]:
-    """Only the model and the examples (:data:`ivedu.experiments.READS_ALWAYS`)."""
+    """Only the model and the examples (:data:`ivedu.study.STUDY_READS`)."""
     return ()
 
 
