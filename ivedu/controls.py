@@ -1,0 +1,164 @@
+"""Shortcut controls: what an intervention must beat before it counts as carrying a task.
+
+A vector that pushes one label can score well on a task whose answers are mostly that label:
+on a sentiment test set that is 82% positive, answering "positive" to every review scores
+0.82 without reading any review. So an effect is judged against the cheapest ways to score:
+
+- the **constant answer** (:func:`constant_answer`): always answering the train split's most
+  frequent gold answer; its score (:func:`constant_score`) is the floor of any predictor that
+  ignores the input;
+- **balanced accuracy** (:func:`balanced_accuracy`): the mean per-answer recall, on which the
+  constant predictor scores ``1 / n_answers`` however skewed the answers are;
+- the **starts-right share** (:func:`starts_right_share`): answers whose first token is right
+  but whose whole answer is not, the gap between the first-token metric and exact match;
+- **bootstrap intervals** (:func:`bootstrap_interval`, :func:`paired_bootstrap_interval`,
+  :func:`grouped_bootstrap_interval`): how far an effect measured on a few dozen examples per
+  task could move on other draws of them.
+
+Everything here is plain arithmetic on answers and flags: no model, so the controls can be
+tested by hand.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ivedu.evaluation import normalise_answer
+from ivedu.world import Task
+
+FEW_ANSWERS = 10  # above this many distinct gold answers, balanced accuracy means nothing
+
+
+@dataclass(frozen=True)
+class Effect:
+    """An effect with its percentile-bootstrap interval: ``value`` the point estimate,
+    ``interval`` ``(low, high)`` at ``level`` (e.g. 0.95)."""
+
+    value: float
+    interval: tuple[float, float]
+    level: float = 0.95
+
+
+def constant_answer(task: Task) -> str:
+    """The task's most frequent gold answer on its train split, normalised
+    (:func:`ivedu.evaluation.normalise_answer`); ties go to the first in sorted order.
+
+    Chosen on train, so that scoring it on valid or test is a fair control, not a peek."""
+    golds = [normalise_answer(ex.output) for ex in task.split("train")]
+    if not golds:
+        raise ValueError(f"task {task.name!r} has no train examples to read its constant answer from")
+    counts = Counter(golds)
+    top = max(counts.values())
+    return min(answer for answer, n in counts.items() if n == top)
+
+
+def constant_score(task: Task, split: str) -> float:
+    """Exact match of always answering :func:`constant_answer` on ``split`` of ``task``."""
+    golds = [ex.output for ex in task.split(split)]
+    if not golds:
+        raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
+    return constant_exact_match(constant_answer(task), golds)
+
+
+def constant_exact_match(answer: str, golds: Sequence[str]) -> float:
+    """Exact match of answering ``answer`` to every one of ``golds`` (both normalised)."""
+    if not golds:
+        raise ValueError("no gold answers given")
+    return sum(normalise_answer(g) == normalise_answer(answer) for g in golds) / len(golds)
+
+
+def balanced_accuracy(predictions: Sequence[str], golds: Sequence[str]) -> float | None:
+    """Mean over the distinct gold answers of each answer's exact-match recall, in [0, 1].
+
+    A predictor that always gives one of the gold answers scores ``1 / n_answers``, however
+    skewed the golds are. ``None`` when there are more than :data:`FEW_ANSWERS` distinct
+    golds: on an open-ended task (a country's capital) each answer has one or two examples
+    and the mean of their recalls is just exact match, noisier."""
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions for {len(golds)} gold answers")
+    if not golds:
+        raise ValueError("no gold answers given")
+    hits: dict[str, list[bool]] = {}
+    for p, g in zip(predictions, golds):
+        gold = normalise_answer(g)
+        hits.setdefault(gold, []).append(normalise_answer(p) == gold)
+    if len(hits) > FEW_ANSWERS:
+        return None
+    return sum(sum(h) / len(h) for h in hits.values()) / len(hits)
+
+
+def starts_right_share(first_token_right: Sequence[bool], exact: Sequence[bool]) -> float:
+    """Share of answers whose first token is right but whose whole answer is not: what the
+    first-token metric credits and exact match does not."""
+    if len(first_token_right) != len(exact):
+        raise ValueError(f"{len(first_token_right)} first-token flags for {len(exact)} exact-match flags")
+    if not exact:
+        raise ValueError("no answers given")
+    return sum(bool(f) and not bool(e) for f, e in zip(first_token_right, exact)) / len(exact)
+
+
+def _values(values: Sequence[float], what: str = "values") -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"no {what} to bootstrap: give a non-empty flat sequence of numbers")
+    if np.isnan(array).any():
+        raise ValueError(f"{what} contain NaN: drop or fill them before bootstrapping")
+    return array
+
+
+def _check_level(level: float, n: int) -> None:
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), not {level}")
+    if n < 1:
+        raise ValueError(f"n (bootstrap resamples) must be at least 1, not {n}")
+
+
+def _resampled_means(array: np.ndarray, n: int, rng: np.random.Generator, chunk: int = 256) -> np.ndarray:
+    """``[n]`` means of ``array`` resampled with replacement (in chunks, to bound memory)."""
+    out = np.empty(n)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        out[start:stop] = array[rng.integers(0, array.size, size=(stop - start, array.size))].mean(1)
+    return out
+
+
+def _percentiles(means: np.ndarray, level: float) -> tuple[float, float]:
+    low, high = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(low), float(high)
+
+
+def bootstrap_interval(values: Sequence[float], n: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``values``: ``(low, high)`` at ``level``.
+
+    ``n`` resamples with replacement, drawn with numpy's generator seeded by ``seed``, so the
+    interval repeats exactly."""
+    _check_level(level, n)
+    array = _values(values)
+    return _percentiles(_resampled_means(array, n, np.random.default_rng(seed)), level)
+
+
+def paired_bootstrap_interval(a: Sequence[float], b: Sequence[float], n: int = 2000, seed: int = 0,
+                              level: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap interval of ``mean(a - b)``, resampling the pairs ``(a[i], b[i])``
+    together (two scores of the same example are not independent)."""
+    first, second = _values(a, "a"), _values(b, "b")
+    if first.size != second.size:
+        raise ValueError(f"paired samples differ in length: {first.size} and {second.size}")
+    return bootstrap_interval(first - second, n, seed, level)
+
+
+def grouped_bootstrap_interval(groups: Sequence[Sequence[float]], n: int = 2000, seed: int = 0,
+                               level: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of the groups' means, each group resampled
+    within itself: a mean over tasks, each task weighted equally whatever its test size."""
+    _check_level(level, n)
+    if not groups:
+        raise ValueError("no groups to bootstrap")
+    rng = np.random.default_rng(seed)
+    means = np.mean([_resampled_means(_values(g, "group values"), n, rng) for g in groups], axis=0)
+    return _percentiles(means, level)
