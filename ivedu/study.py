@@ -54,20 +54,38 @@ def prompt_format(settings: Settings, tokenizer) -> PromptFormat:
     return TINY_FORMAT if settings.data.world == "tiny" else chat_format(tokenizer, QA_FORMAT)
 
 
-def load_study(settings: Settings) -> ModelUnderStudy:
-    """The profile's model (:func:`ivedu.models.load_model`) with its tokenizer and prompt format."""
+def load_original(settings: Settings) -> ModelUnderStudy:
+    """The profile's model as loaded (:func:`ivedu.models.load_model`), before any
+    instruction-tuning stage, with its tokenizer and prompt format."""
     from ivedu.models import load_model
 
     model, tokenizer = load_model(settings.model)
     return ModelUnderStudy(model, tokenizer, prompt_format(settings, tokenizer), settings.model)
 
 
+def load_study(settings: Settings) -> ModelUnderStudy:
+    """The model the profile studies, with its tokenizer and prompt format: :func:`load_original`,
+    plus the profile's instruction-tuning stage merged into its weights where it has one
+    (``settings.teaching``, :mod:`ivedu.teaching`); its ``name`` then carries the stage's hash,
+    so nothing cached for one model is read for the other."""
+    lm = load_original(settings)
+    if settings.teaching is None:
+        return lm
+    from ivedu.teaching import apply_teaching, read_manifest, stage_folder
+
+    folder = stage_folder(settings.profile)
+    digest = read_manifest(folder, settings.teaching)["adapter_sha256"]
+    return replace(lm, model=apply_teaching(lm.model, folder, settings.teaching),
+                   name=f"{settings.model}+taught-{digest[:12]}")
+
+
 def load_tasks(settings: Settings, lm: ModelUnderStudy | None = None, cache_dir=None) -> World:
     """The profile's tasks: the tiny world, or a world of function-vector datasets.
 
     With ``settings.data.known_only`` the general tasks are cut to the examples ``lm`` answers
-    right under their instruction (:func:`known_task`); the new tasks stay
-    whole.
+    right under their instruction (:func:`known_task`), and with ``settings.data.max_known`` to
+    the first that many of each valid and test split (the splits are shuffled when a task is
+    made); the new tasks stay whole.
     """
     data = settings.data
     if data.world == "tiny":
@@ -83,13 +101,17 @@ def load_tasks(settings: Settings, lm: ModelUnderStudy | None = None, cache_dir=
         if lm is None:
             raise ValueError("these settings score only the examples the model knows: pass the model under study")
         world = replace(world, tasks=tuple(t if t.is_new else known_task(lm, t) for t in world.tasks))
+    if data.max_known is not None:
+        world = replace(world, tasks=tuple(t if t.is_new else replace(t, valid=t.valid[:data.max_known],
+                                                                     test=t.test[:data.max_known])
+                                           for t in world.tasks))
     return world
 
 
 # The settings every study reads: the model, and which examples of which tasks it scores. A
 # committed result is stale where these (or the settings its step reads) changed.
-STUDY_READS = ("model", "data.world", "data.world_seed", "data.general_tasks", "data.max_examples", "data.split",
-               "data.k_shots", "data.known_only")
+STUDY_READS = ("model", "teaching", "data.world", "data.world_seed", "data.general_tasks", "data.max_examples",
+               "data.split", "data.k_shots", "data.known_only", "data.max_known")
 
 # What :func:`known_task` caches depends on this rule; change it with the rule of
 # :func:`ivedu.evaluation.known_examples` and every cached list is recomputed.

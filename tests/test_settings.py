@@ -133,3 +133,26 @@ def test_describe_names_every_step():
     for key in ("model", "data.general_tasks", "finetune.lr_lora", "extraction.layers", "dynamics.heads",
                 "guided.loss"):
         assert key in text
+
+
+def test_no_profile_trains_a_task_related_to_one_of_its_general_tasks():
+    from ivedu.settings import FV_RELATED, PROFILES, related_pairs
+
+    for profile in PROFILES:
+        s = settings("ch1", profile)
+        new = (s.data.new_task,) + s.data.sequence + s.data.control_sequence
+        assert related_pairs(s.data.general_tasks or (), new, FV_RELATED) == [], profile
+
+
+def test_a_sequence_task_related_to_a_general_task_is_refused_when_the_settings_are_made():
+    from dataclasses import replace
+
+    from ivedu.settings import FV_RELATED, related_pairs
+
+    data = settings("ch1", "smol").data
+    with pytest.raises(ValueError, match="lowercase_first_letter ~ capitalize"):
+        replace(data, new_task="lowercase_first_letter", sequence=("lowercase_first_letter", "next_item"))
+    with pytest.raises(ValueError, match="prev_item ~ next_item"):
+        replace(data, general_tasks=("next_item",), new_task="prev_item", sequence=("prev_item",))
+    assert related_pairs(("antonym",), ("synonym", "word_length"), FV_RELATED) == [("synonym", "antonym")]
+    assert related_pairs(("antonym",), ("antonym",), ()) == [("antonym", "antonym")]
