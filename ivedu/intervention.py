@@ -72,36 +72,58 @@ def random_vector_like(vector: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return r / r.norm() * vector.norm()
 
 
+def _steering(model, vector: torch.Tensor | None, layer: int, scale: float, site: str):
+    """A factory of the steering context: ``scale * vector`` added at the last prompt token."""
+    def steer():
+        return (nullcontext() if vector is None
+                else add_to_residual(model, layer, vector, positions="last", scale=scale, site=site))
+    return steer
+
+
+def steered_first_token_hits(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+                             vector: torch.Tensor | None, layer: int, scale: float = 1.0,
+                             site: str = "attention") -> list[bool]:
+    """Per prompt, whether its most likely next token is the answer's first token, with
+    ``scale * vector`` added in ``layer`` at the last prompt token (``None``: no vector).
+    ``site``: see :func:`ivedu.hooks.add_to_residual`."""
+    with _steering(model, vector, layer, scale, site)():
+        return first_token_accuracy(model, tokenizer, prompts, answers)
+
+
 def steered_first_token_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
                                  vector: torch.Tensor | None, layer: int, scale: float = 1.0,
                                  site: str = "attention") -> float:
     """Share of prompts whose most likely next token is the answer's first token, with
     ``scale * vector`` added in ``layer`` at the last prompt token (``None``: no vector).
     ``site``: see :func:`ivedu.hooks.add_to_residual`."""
-    steering = (nullcontext() if vector is None
-                else add_to_residual(model, layer, vector, positions="last", scale=scale, site=site))
-    with steering:
-        hits = first_token_accuracy(model, tokenizer, prompts, answers)
+    hits = steered_first_token_hits(model, tokenizer, prompts, answers, vector, layer, scale, site)
     return sum(hits) / len(hits)
+
+
+def steered_answers(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+                    vector: torch.Tensor | None, layer: int, scale: float = 1.0,
+                    site: str = "attention", on_generated: bool = False, batch_size: int = 64) -> list[str]:
+    """The greedy answers to ``prompts`` with ``scale * vector`` added in ``layer`` at the last
+    prompt token: what :func:`steered_exact_match` scores, kept so that a reader can count them
+    (a vector that makes every answer "positive" shows as one answer, not as a score).
+
+    ``answers``: the gold answers, read only to size the generation (the longest, plus one
+    token). ``on_generated=True`` also adds the vector at every generated token, as the
+    reference code's KV-cached ``generate`` does; the default adds it once, where the
+    first-token metric adds it, and lets the answer's later tokens read it through attention
+    (the prompt's cached keys and values carry it)."""
+    if not prompts:
+        raise ValueError("no prompts given")
+    max_new = max(len(answer_ids(tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
+    steer = _steering(model, vector, layer, scale, site)
+    return greedy_generate(model, tokenizer, list(prompts), max_new_tokens=max_new, batch_size=batch_size,
+                           prompt_context=steer, step_context=steer if on_generated else nullcontext)
 
 
 def steered_exact_match(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
                         vector: torch.Tensor | None, layer: int, scale: float = 1.0,
                         site: str = "attention", on_generated: bool = False, batch_size: int = 64) -> float:
-    """Greedy exact match with ``scale * vector`` added in ``layer`` at the last prompt token.
-
-    ``on_generated=True`` also adds it at every generated token, as the reference code's
-    KV-cached ``generate`` does; the default adds it once, where the first-token metric
-    adds it, and lets the answer's later tokens read it through attention (the prompt's
-    cached keys and values carry it)."""
-    if not prompts:
-        raise ValueError("no prompts given")
-    max_new = max(len(answer_ids(tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
-
-    def steer():
-        return (nullcontext() if vector is None
-                else add_to_residual(model, layer, vector, positions="last", scale=scale, site=site))
-
-    predictions = greedy_generate(model, tokenizer, list(prompts), max_new_tokens=max_new, batch_size=batch_size,
-                                  prompt_context=steer, step_context=steer if on_generated else nullcontext)
+    """Greedy exact match of :func:`steered_answers` against ``answers``, in [0, 1]."""
+    predictions = steered_answers(model, tokenizer, prompts, answers, vector, layer, scale, site,
+                                  on_generated, batch_size)
     return sum(exact_match(predictions, answers)) / len(answers)

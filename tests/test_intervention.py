@@ -5,8 +5,9 @@ import torch
 
 from ivedu.architectures import model_layout, project_heads
 from ivedu.extraction import corrupted_prompts
-from ivedu.intervention import (instruction_vector, random_vector_like, steered_exact_match,
-                                steered_first_token_accuracy)
+from ivedu.evaluation import exact_match
+from ivedu.intervention import (instruction_vector, random_vector_like, steered_answers, steered_exact_match,
+                                steered_first_token_accuracy, steered_first_token_hits)
 from ivedu.prompts import TINY_FORMAT
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
@@ -52,3 +53,20 @@ def test_a_zero_vector_changes_nothing(tiny, world):
             steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, None, 1)
         assert steered_exact_match(model, tok, bare.prompts, bare.answers, zero, 1, site=site) == \
             steered_exact_match(model, tok, bare.prompts, bare.answers, None, 1)
+
+
+def test_steered_answers_are_what_the_exact_match_scores(tiny, world):
+    model, tok = tiny
+    bare = corrupted_prompts(world.task("sentiment"), "test", n=None, fmt=FMT)
+    vector = random_vector_like(torch.ones(128), seed=1) * 4
+    for vec in (None, vector):
+        answers = steered_answers(model, tok, bare.prompts, bare.answers, vec, 1, 2.0)
+        assert len(answers) == len(bare.prompts) and all(isinstance(a, str) for a in answers)
+        assert steered_exact_match(model, tok, bare.prompts, bare.answers, vec, 1, 2.0) == \
+            sum(exact_match(answers, bare.answers)) / len(answers)
+        hits = steered_first_token_hits(model, tok, bare.prompts, bare.answers, vec, 1, 2.0)
+        assert sum(hits) / len(hits) == steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, vec, 1, 2.0)
+    assert steered_answers(model, tok, bare.prompts, bare.answers, vector, 1, 2.0) != \
+        steered_answers(model, tok, bare.prompts, bare.answers, None, 1, 2.0), "the vector changes some answer"
+    with pytest.raises(ValueError, match="no prompts"):
+        steered_answers(model, tok, [], [], None, 1)
