@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ivedu.controls import paired_bootstrap_interval
 from ivedu.corpus import TrainingSequence, collate
 from ivedu.evaluation import exact_match_score, in_context_score
 from ivedu.finetune import LossFn, finetune_sequence, task_sequences
@@ -461,6 +462,44 @@ def criterion(summary: dict[str, MethodSummary]) -> Criterion | None:
         return None
     g, p, r = summary["iv_guided"].mean, summary["plain_lora"].mean, summary["random_vector"].mean
     return Criterion(g.gp - p.gp, g.ap - p.ap, g.fp - p.fp, g.gp - r.gp)
+
+
+# Chapter 4's controls: what the guided loss must beat to count as the vector's doing. The random
+# vector (same loss, a random direction of equal norm) and the KL terms alone (no vector at all).
+CONTROLS = ("random_vector", "kl")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """Claim 5's effect: ``iv_guided``'s general performance minus its strongest control's.
+
+    ``control``: the control of :data:`CONTROLS` with the higher mean GP over seeds;
+    ``gp_gain``: the mean over (seed, general task) pairs of ``iv_guided``'s zero-shot exact
+    match minus the control's (the same seeds and tasks); ``interval``: its percentile-bootstrap
+    95% interval over those pairs; ``n_pairs``: how many pairs (seeds x general tasks).
+    """
+
+    control: str
+    gp_gain: float
+    interval: tuple[float, float]
+    n_pairs: int
+
+
+def headline(rows: Sequence[dict]) -> Headline | None:
+    """:class:`Headline` of a comparison's per-seed rows (:meth:`MethodRun.as_json`), or ``None``
+    when ``iv_guided`` or every control is missing. Only seeds where both ran are paired."""
+    runs = {(r["method"], r["seed"]): r["general_if"] for r in rows}
+    seeds = sorted({seed for method, seed in runs if method == "iv_guided"})
+    controls = [c for c in CONTROLS if seeds and all((c, s) in runs for s in seeds)]
+    if not controls:
+        return None
+    gp = {c: statistics.mean(statistics.mean(runs[c, s].values()) for s in seeds) for c in controls}
+    control = max(controls, key=lambda c: gp[c])
+    tasks = sorted(runs["iv_guided", seeds[0]])
+    guided = [runs["iv_guided", s][t] for s in seeds for t in tasks]
+    other = [runs[control, s][t] for s in seeds for t in tasks]
+    return Headline(control, statistics.mean(g - o for g, o in zip(guided, other)),
+                    paired_bootstrap_interval(guided, other), len(guided))
 
 
 def format_summary(summary: dict[str, MethodSummary], names: Sequence[str] | None = None,

@@ -225,3 +225,19 @@ def test_the_summary_and_the_criterion():
     assert criterion({"iv_guided": s}) is None
     table = format_summary({"iv_guided": s}, before=GeneralScores({"a": 0.97}, {"a": 0.58}))
     assert "iv_guided" in table and "0.60 ± 0.14" in table and "0.97" in table and "0.58" in table
+
+
+def test_the_headline_pairs_iv_guided_with_its_strongest_control_per_seed_and_task():
+    from ivedu.continual import headline
+
+    def row(method, seed, a, b):
+        return {"method": method, "seed": seed, "general_if": {"a": a, "b": b}}
+
+    rows = [row("iv_guided", 0, 0.5, 0.5), row("iv_guided", 1, 0.6, 0.4),
+            row("random_vector", 0, 0.7, 0.5), row("random_vector", 1, 0.6, 0.6),
+            row("kl", 0, 0.1, 0.1), row("kl", 1, 0.2, 0.2), row("plain_lora", 0, 0.0, 0.0)]
+    top = headline(rows)
+    assert top.control == "random_vector" and top.n_pairs == 4
+    assert top.gp_gain == pytest.approx((-0.2 + 0.0 + 0.0 - 0.2) / 4)
+    assert top.interval[0] <= top.gp_gain <= top.interval[1] and top.interval[1] <= 0.0
+    assert headline([r for r in rows if r["method"] != "iv_guided"]) is None

@@ -15,8 +15,8 @@ import statistics
 from dataclasses import asdict
 from typing import Sequence
 
-from ivedu.continual import (GeneralScores, MethodScores, ablation_methods, criterion, general_scores, methods,
-                             run_method, summarise)
+from ivedu.continual import (GeneralScores, MethodScores, ablation_methods, criterion, general_scores, headline,
+                             methods, run_method, summarise)
 from ivedu.experiments.checkpoints import Checkpoints
 from ivedu.experiments.log import Log
 from ivedu.finetune import sequence_scores
@@ -84,11 +84,11 @@ def compare(settings: Settings, seeds: list[int], sequence: Sequence[str], names
     ablation_summary = {name: summarise(s) for name, s in ablation_scores.items()}
     if ablation_summary and "iv_guided" in scores:
         ablation_summary["iv_guided"] = summarise(scores["iv_guided"][:guided.ablation_seeds])
-    met = criterion(summary)
+    met, top = criterion(summary), headline(per_seed)
     return {"summary": {n: s.as_json() for n, s in summary.items()},
             "before": before_json(before), "ablation": {n: s.as_json() for n, s in ablation_summary.items()},
             "criterion": {} if met is None else {**asdict(met), "met": met.met},
-            "vectors": reports,
+            "headline": {} if top is None else asdict(top), "vectors": reports,
             "per_seed": per_seed, "general_before": {"if": before.zero_shot, "icl": before.in_context},
             **({"resumed": checkpoints.reused} if checkpoints is not None else {})}
 
