@@ -12,33 +12,42 @@ from the single measurements to a whole run over a sequence of new tasks:
   states (:func:`hidden_state_similarity`) and the weights (:func:`parameter_distance`);
   :func:`compare_stage` measures them all for every task at one stage;
 - **R²** of a straight-line fit of retained instruction following on each similarity
-  (:func:`r_squared`, over tasks x stages: :func:`fit_r2`);
+  (:func:`r_squared`, over (task, stage end or checkpoint along training) points: :func:`fit_r2`,
+  :class:`Checkpoint`);
 - **restoration** (:func:`restoration`, built on :func:`choose_steering` and
   :func:`steered_scores`): the *original* model's vector added to the fine-tuned model, with
-  the layer and scale chosen on valid prompts; and the converse, the newest task's vector
-  subtracted; :func:`analyse_stage` does re-extraction, comparison and both;
+  the layer and scale chosen on valid prompts among the cells where a random vector of its
+  norm does not break the original model (the scale rule, :func:`random_costs`); and the
+  converse, the newest task's vector subtracted; :func:`analyse_stage` does re-extraction,
+  comparison and both;
 - **overlay** (:func:`projections`, :func:`overlay`): the last-token hidden state projected
   on the old tasks' and the new task's vector directions, step by step during training
   (:func:`watch_training` records it without changing the training);
 - **the whole run** (:func:`run_seed`): :func:`ivedu.finetune.finetune_sequence` along the
-  sequence with every stage analysed, and :func:`summarise` over seeds.
+  sequence with every stage analysed (and checkpoints along it), and :func:`summarise` over
+  seeds, with bootstrap intervals of claim 3's effect (:func:`fits_interval`) and claim 4's
+  (:func:`restoration_lead`).
 
 Results are frozen dataclasses: a task at a stage (:class:`TaskAtStage`), a stage
-(:class:`Stage`), a seed's run (:class:`SeedRun`) and the summary (:class:`DynamicsSummary`).
+(:class:`Stage`), a point along training (:class:`Checkpoint`), a seed's run
+(:class:`SeedRun`) and the summary (:class:`DynamicsSummary`).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
+import math
 import statistics
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from ivedu.architectures import model_layout
+from ivedu.controls import Effect, constant_score, paired_bootstrap_interval
 from ivedu.evaluation import instructed_prompts
 from ivedu.extraction import PromptSet, build_vectors, scan_tasks
 from ivedu.finetune import FinetuneResult, finetune_sequence
@@ -174,22 +183,47 @@ class Steering:
     valid_accuracy: float
 
 
+Cell = tuple[int, float]  # (layer, scale) of the restoration grid
+
+
 def choose_steering(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, layers: Sequence[int],
-                    scales: Sequence[float], site: str = "attention") -> Steering:
+                    scales: Sequence[float], site: str = "attention", allowed: Collection[Cell] | None = None) -> Steering:
     """The (layer, scale) whose steering gives the best first-token accuracy on ``prompts``.
 
     ``prompts`` are valid-split prompts (never the test prompts the result is reported on).
     A negative scale subtracts the vector. Ties go to the first setting in the grid.
+    ``allowed``: the only cells that may be chosen (the scale rule, :func:`random_costs`);
+    ``None``: every cell.
     """
     best: Steering | None = None
     for layer, scale in itertools.product(layers, scales):
+        if allowed is not None and (layer, scale) not in allowed:
+            continue
         accuracy = steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers,
                                                 vector, layer, scale, site)
         if best is None or accuracy > best.valid_accuracy:
             best = Steering(layer, scale, accuracy)
     if best is None:
-        raise ValueError("give at least one layer and one scale")
+        raise ValueError("give at least one layer and one scale" if allowed is None
+                         else "no cell of the grid is allowed: give at least one allowed (layer, scale)")
     return best
+
+
+def random_costs(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, layers: Sequence[int],
+                 scales: Sequence[float], seed: int = 0, site: str = "attention") -> dict[Cell, float]:
+    """Per (layer, scale): first-token accuracy on ``prompts`` without steering minus with a random
+    vector of ``vector``'s norm (:func:`ivedu.intervention.random_vector_like` with ``seed``, the
+    restoration's control) added there.
+
+    Measured on the *original* model, where the task is done: a cell where noise of the vector's
+    size already breaks instructed prompts is one where adding anything is destructive, and a
+    restoration there could not be told from its control (the scale rule of :func:`restoration`).
+    """
+    random = random_vector_like(vector, seed)
+    plain = steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers, None, 0)
+    return {(layer, scale): plain - steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers,
+                                                                 random, layer, scale, site)
+            for layer, scale in itertools.product(layers, scales)}
 
 
 def steered_scores(model, tokenizer, prompts: PromptSet, vector: torch.Tensor | None, steering: Steering | None,
@@ -207,37 +241,67 @@ class Restoration:
     ``layer``, ``scale``: the steering chosen on the valid split (a negative scale subtracts);
     ``exact_match``, ``first_token``: test scores under the instruction with the vector;
     ``random_exact_match``, ``random_first_token``: the same with a random vector of the same
-    norm at the same layer and scale, the control the vector must beat.
+    norm at the same layer and scale, the control the vector must beat; ``random_cost``: what
+    that random vector costs the original model's instructed valid accuracy at the chosen cell
+    (:func:`random_costs`); ``constant_em``: exact match of always giving the task's most
+    frequent train answer on test (:func:`ivedu.controls.constant_score`), the floor of any
+    answer that ignores the input.
+
+    ``skipped``: why nothing was added, ``None`` when something was. When no cell of the grid
+    passes the scale rule, ``layer`` and ``scale`` are ``None`` and every score is the model's
+    own, unsteered: the vector restores nothing it could safely be credited with, and a mean
+    over tasks counts it so (``random_cost`` is then the cheapest cell's cost).
     """
 
-    layer: int
-    scale: float
+    layer: int | None
+    scale: float | None
     exact_match: float
     first_token: float
     random_exact_match: float
     random_first_token: float
+    random_cost: float | None = None
+    constant_em: float | None = None
+    skipped: str | None = None
 
 
-def restoration(lm: ModelUnderStudy, tasks: Sequence[Task], vectors: dict[str, torch.Tensor],
+def restoration(original: nn.Module, lm: ModelUnderStudy, tasks: Sequence[Task], vectors: dict[str, torch.Tensor],
                 settings: DynamicsSettings, sign: float = 1.0, seed: int = 0) -> dict[str, Restoration]:
     """Per task: ``vectors[task]`` added to ``lm.model``, steering chosen on valid, scored on test.
 
     The grid is ``settings.restore_layers(n_layers)`` x ``settings.scales`` (every layer when
     ``settings.layers`` is ``None``), at ``settings.site``; ``sign=-1`` subtracts the vectors
     (the scales are negated). ``seed`` draws the random control vector.
+
+    The scale rule: only cells where the random control costs ``original`` (the model before
+    fine-tuning) at most ``settings.max_random_cost`` of its instructed valid accuracy
+    (:func:`random_costs`) may be chosen -- at a destructive scale any vector, random or not,
+    drives instruction following down, and the control cannot fail. A task with no such cell is
+    left unsteered, with ``skipped`` saying so (:class:`Restoration`).
     """
     layers = settings.restore_layers(lm.layout.n_layers)
+    scales = [sign * s for s in settings.scales]
     out = {}
     for task in tasks:
         vector = vectors[task.name]
-        steering = choose_steering(lm.model, lm.tokenizer, instructed_set(task, "valid", fmt=lm.fmt), vector, layers,
-                                   [sign * s for s in settings.scales], settings.site)
-        test = instructed_set(task, "test", fmt=lm.fmt)
+        valid, test = instructed_set(task, "valid", fmt=lm.fmt), instructed_set(task, "test", fmt=lm.fmt)
+        costs = random_costs(original, lm.tokenizer, valid, vector, layers, scales, seed, settings.site)
+        allowed = {cell for cell, cost in costs.items() if cost <= settings.max_random_cost}
+        constant = constant_score(task, "test")
+        if not allowed:
+            plain = steered_scores(lm.model, lm.tokenizer, test, None, None)
+            cheapest = min(costs.values())
+            out[task.name] = Restoration(None, None, plain["exact_match"], plain["first_token"], plain["exact_match"],
+                                         plain["first_token"], cheapest, constant,
+                                         f"no safe scale: a random vector costs at least {cheapest:.2f} "
+                                         f"> max_random_cost {settings.max_random_cost}")
+            continue
+        steering = choose_steering(lm.model, lm.tokenizer, valid, vector, layers, scales, settings.site, allowed)
         scores = steered_scores(lm.model, lm.tokenizer, test, vector, steering, settings.site)
         random = steered_scores(lm.model, lm.tokenizer, test, random_vector_like(vector, seed), steering,
                                 settings.site)
         out[task.name] = Restoration(steering.layer, steering.scale, scores["exact_match"], scores["first_token"],
-                                     random["exact_match"], random["first_token"])
+                                     random["exact_match"], random["first_token"],
+                                     costs[(steering.layer, steering.scale)], constant)
     return out
 
 
@@ -393,8 +457,9 @@ def analyse_stage(original: nn.Module, lm: ModelUnderStudy, tasks: Sequence[Task
     now = extract_vectors(lm, list(tasks) + [new_task], settings.heads, settings.n_prompts, seed, extraction)
     rows = compare_stage(original, lm, tasks, start, now)
     if restore:
-        plus = restoration(lm, tasks, {t.name: start.vectors[t.name].vector for t in tasks}, settings, seed=seed)
-        minus = restoration(lm, tasks, {t.name: now.vectors[new_task.name].vector for t in tasks}, settings,
+        plus = restoration(original, lm, tasks, {t.name: start.vectors[t.name].vector for t in tasks}, settings,
+                           seed=seed)
+        minus = restoration(original, lm, tasks, {t.name: now.vectors[new_task.name].vector for t in tasks}, settings,
                             sign=-1.0, seed=seed)
         rows = {name: replace(row, restored=plus[name], subtracted=minus[name]) for name, row in rows.items()}
     return rows, now
@@ -420,37 +485,92 @@ class Stage:
         return statistics.mean(field_value(row, field) for row in self.rows.values())
 
 
+# ----------------------------------------------------------------------------- along training
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The model part-way through stage ``stage``'s training, after ``step`` steps of it:
+    ``rows``, general task -> :class:`TaskAtStage` against the original (no restoration)."""
+
+    stage: int
+    step: int
+    rows: dict[str, TaskAtStage]
+
+
+def checkpoint(original: nn.Module, lm: ModelUnderStudy, general: Sequence[Task], start: StageVectors, stage: int,
+               step: int, seed: int, settings: DynamicsSettings,
+               extraction: ExtractionSettings = ExtractionSettings()) -> Checkpoint:
+    """A :class:`Checkpoint` of ``lm.model`` as it trains: a copy (LoRA merged into it, the
+    model in training untouched) re-extracted as the stage ends are (``settings.heads`` heads,
+    ``settings.n_prompts`` prompts drawn with ``seed``) and compared with ``original``."""
+    merged = copy.deepcopy(lm.model)
+    if hasattr(merged, "merge_and_unload"):  # a peft model: its adapters into the weights
+        merged = merged.merge_and_unload()
+    now = lm.with_model(merged)
+    vectors = extract_vectors(now, general, settings.heads, settings.n_prompts, seed, extraction)
+    return Checkpoint(stage, step, compare_stage(original, now, general, start, vectors))
+
+
+def watch_all(watchers: Sequence[tuple[int, Callable[[int, nn.Module], None]]]):
+    """One :func:`watch_training` loss for several observers, each ``(every, observe)`` called
+    at the steps due to it (``None`` when there are none: plain cross-entropy)."""
+    if not watchers:
+        return None
+
+    def observe(step: int, model: nn.Module) -> None:
+        for every, watcher in watchers:
+            if step % every == 0:
+                watcher(step, model)
+
+    return watch_training(math.gcd(*(every for every, _ in watchers)), observe)
+
+
 # ----------------------------------------------------------------------------- the whole run
 
 
 @dataclass(frozen=True)
 class Fits:
-    """R² of instruction following (exact match) on each similarity, over tasks x fine-tuned
-    stages: the vector's cosine (``r2_iv``), the last-layer hidden state's (``r2_hidden``) and
-    the weight distance (``r2_params``)."""
+    """R² of instruction following (exact match) on each similarity, over the (task, checkpoint)
+    points of the fine-tuned stages' ends and of the checkpoints along training: the vector's
+    cosine (``r2_iv``), the last-layer hidden state's (``r2_hidden``) and the weight distance
+    (``r2_params``); ``n_points``: how many points were fitted."""
 
     r2_iv: float
     r2_hidden: float
     r2_params: float
+    n_points: int
 
 
-def fit_r2(stages: Sequence[Stage]) -> Fits:
-    """:class:`Fits` over every (task, stage) of ``stages`` (leave out the original model: it is
-    similar to itself by construction)."""
-    rows = [row for stage in stages for row in stage.rows.values()]
-    y = [row.if_exact_match for row in rows]
-    return Fits(r_squared([r.iv_cosine for r in rows], y), r_squared([r.hidden_cosine for r in rows], y),
-                r_squared([r.param_distance for r in rows], y))
+# The similarity of each fit, in Fits' order: the vector's cosine, then the two baselines.
+FIT_MEASURES = ("iv_cosine", "hidden_cosine", "param_distance")
+
+
+def fit_points(stages: Sequence[Stage], checkpoints: Sequence[Checkpoint] = ()) -> np.ndarray:
+    """``[points, 4]``: per (task, stage end or checkpoint), the :data:`FIT_MEASURES` and
+    instruction following (exact match), the columns :func:`fit_r2` fits."""
+    rows = [row for part in (*stages, *checkpoints) for row in part.rows.values()]
+    return np.array([[getattr(row, m) for m in FIT_MEASURES] + [row.if_exact_match] for row in rows], float)
+
+
+def fit_r2(stages: Sequence[Stage], checkpoints: Sequence[Checkpoint] = ()) -> Fits:
+    """:class:`Fits` over every (task, stage) of ``stages`` and every (task, checkpoint) of
+    ``checkpoints`` (leave out the original model: it is similar to itself by construction)."""
+    points = fit_points(stages, checkpoints)
+    y = points[:, -1]
+    return Fits(*(r_squared(points[:, i], y) for i in range(len(FIT_MEASURES))), n_points=len(points))
 
 
 @dataclass(frozen=True)
 class SeedRun:
     """One seed's run: ``stages[0]`` the original model, then one :class:`Stage` per new task
-    (the first with the overlay); ``fits``: R² over the fine-tuned stages."""
+    (the first with the overlay); ``fits``: R² over the fine-tuned stages and the checkpoints;
+    ``checkpoints``: the model along training, in order (empty without ``checkpoint_every``)."""
 
     seed: int
     stages: tuple[Stage, ...]
     fits: Fits
+    checkpoints: tuple[Checkpoint, ...] = ()
 
 
 def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Task], seed: int,
@@ -461,7 +581,8 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
     ``general`` tasks, with the restoration after the first and the last stage (the two the
     summary reads: on a real model it is the costliest part); in the first stage, watch the states of
     ``settings.watch_prompts`` valid prompts per general task every ``settings.watch_every``
-    steps (the overlay).
+    steps (the overlay); with ``settings.checkpoint_every``, a :class:`Checkpoint` every that many
+    steps of every stage.
 
     Training is :func:`ivedu.finetune.finetune_sequence` with ``training``'s settings for
     ``settings.method`` (LoRA merged after each stage; stage ``t`` seeded with
@@ -471,10 +592,24 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
     stages = [Stage(0, None, None, compare_stage(lm.model, lm, general, start, start))]
     prompts, owners = watch_prompts(general, settings.watch_prompts, fmt=lm.fmt)
     snapshots: list[tuple[int, torch.Tensor]] = []
+    checkpoints: list[Checkpoint] = []
 
     def watch(previous: nn.Module, stage: int):
-        record = lambda step, model: snapshots.append((step, residual_states(model, lm.tokenizer, prompts)))
-        return watch_training(settings.watch_every, record) if stage == 0 else None
+        def record(step: int, model: nn.Module) -> None:
+            snapshots.append((step, residual_states(model, lm.tokenizer, prompts)))
+
+        def keep(step: int, model: nn.Module) -> None:
+            if step > 0:  # step 0 is the previous stage's end, analysed already
+                checkpoints.append(checkpoint(lm.model, lm.with_model(model), general, start, stage + 1, step, seed,
+                                              settings, extraction))
+                if log is not None:
+                    log(f"seed {seed} stage {stage + 1} step {step}: IF "
+                        f"{statistics.mean(r.if_exact_match for r in checkpoints[-1].rows.values()):.2f}")
+
+        watchers = [(settings.watch_every, record)] if stage == 0 else []
+        if settings.checkpoint_every is not None:
+            watchers.append((settings.checkpoint_every, keep))
+        return watch_all(watchers)
 
     def analyse(t: int, model: nn.Module, result: FinetuneResult) -> None:
         task, restore = sequence[t], t in (0, len(sequence) - 1)
@@ -496,7 +631,7 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
 
     finetune_sequence(lm.model, lm.tokenizer, sequence, seed=seed, loss_fn_for=watch, on_stage=analyse, fmt=lm.fmt,
                       **training.kwargs(settings.method))
-    return SeedRun(seed, tuple(stages), fit_r2(stages[1:]))
+    return SeedRun(seed, tuple(stages), fit_r2(stages[1:], checkpoints), tuple(checkpoints))
 
 
 @dataclass(frozen=True)
@@ -526,6 +661,55 @@ SUMMARY_FIELDS = {"if_finetuned": "if_exact_match", "if_restored": "restored.exa
                   "iv_cosine": "iv_cosine", "heads_jaccard": "heads_jaccard", "hidden_cosine": "hidden_cosine"}
 
 
+def _r2_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`r_squared` of each row pair of ``x`` and ``y`` (``[replicates, points]``) at once."""
+    xc, yc = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
+    sxx, syy, sxy = (xc * xc).sum(1), (yc * yc).sum(1), (xc * yc).sum(1)
+    flat = (np.ptp(x, axis=1) == 0) | (np.ptp(y, axis=1) == 0)
+    return np.where(flat, 0.0, sxy ** 2 / np.where(flat, 1.0, sxx * syy))
+
+
+def tracking_lead(points: np.ndarray) -> np.ndarray:
+    """``r2_iv - max(r2_hidden, r2_params)`` of :func:`fit_points` ``points`` (``[points, 4]``),
+    or of each replicate of ``[replicates, points, 4]``: how far the vector's similarity tracks
+    instruction following better than the stronger of the two baselines."""
+    batch = points[None] if points.ndim == 2 else points
+    y = batch[..., -1]
+    r2 = [_r2_rows(batch[..., i], y) for i in range(len(FIT_MEASURES))]
+    lead = r2[0] - np.maximum(r2[1], r2[2])
+    return lead[0] if points.ndim == 2 else lead
+
+
+def fits_interval(per_seed: Sequence[np.ndarray], n: int = 2000, seed: int = 0, level: float = 0.95) -> Effect:
+    """Claim 3's effect with its percentile-bootstrap interval: the mean over seeds of
+    :func:`tracking_lead`, each replicate resampling every seed's (task, checkpoint) points
+    (``per_seed``: one :func:`fit_points` array per seed) with replacement, within the seed,
+    drawn with numpy's generator seeded by ``seed``."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), not {level}")
+    if not per_seed or any(len(points) < 3 for points in per_seed):
+        raise ValueError("need at least one seed, each with at least 3 (task, checkpoint) points")
+    rng = np.random.default_rng(seed)
+    replicates = np.mean([tracking_lead(points[rng.integers(0, len(points), size=(n, len(points)))])
+                          for points in per_seed], axis=0)
+    low, high = np.quantile(replicates, [(1 - level) / 2, 1 - (1 - level) / 2])
+    value = float(np.mean([tracking_lead(points) for points in per_seed]))
+    return Effect(value, (float(low), float(high)), level)
+
+
+def restoration_lead(runs: Sequence[SeedRun], index: int, n: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> Effect:
+    """Claim 4's effect at stage ``index``: the mean over (task, seed) of the original vector's
+    exact match minus the random control's, with a paired percentile-bootstrap interval
+    (:func:`ivedu.controls.paired_bootstrap_interval`). A task skipped by the scale rule counts
+    as 0: nothing was added."""
+    rows = [row for run in runs for row in run.stages[index].rows.values()]
+    restored = [field_value(row, "restored.exact_match") for row in rows]
+    random = [field_value(row, "restored.random_exact_match") for row in rows]
+    return Effect(statistics.mean(restored) - statistics.mean(random),
+                  paired_bootstrap_interval(restored, random, n, seed, level), level)
+
+
 @dataclass(frozen=True)
 class DynamicsSummary:
     """Chapter 3's numbers over seeds.
@@ -534,7 +718,14 @@ class DynamicsSummary:
     stage (chapter 1's fine-tuning, one new task), ``final``: after the whole sequence;
     ``overlay_layer``: the residual layer the overlay is read at, ``overlay_old_start`` ..
     ``overlay_new_end``: its projections at the first and the last snapshot of the first stage;
-    ``fits``: the mean R² values.
+    ``fits``: the mean R² values (``n_points``: the fewest points of a seed).
+
+    The claims' effects, each an :class:`ivedu.controls.Effect` with its 95% bootstrap
+    interval: ``tracking`` (claim 3: :func:`fits_interval`), ``restored_lead`` /
+    ``restored_lead_final`` (claim 4: :func:`restoration_lead` after the first stage and the
+    sequence); ``skipped`` / ``skipped_final``: (task, seed) restorations the scale rule left
+    unsteered; ``random_cost``: the largest random cost of a chosen cell (both stages);
+    ``if_constant``: the mean over tasks of the constant answer's exact match on test.
     """
 
     if_original: float
@@ -546,6 +737,25 @@ class DynamicsSummary:
     overlay_new_start: float
     overlay_new_end: float
     fits: Fits
+    tracking: Effect
+    restored_lead: Effect
+    restored_lead_final: Effect
+    skipped: int
+    skipped_final: int
+    random_cost: float | None
+    if_constant: float | None
+
+    def claims(self) -> dict:
+        """Claims 3 and 4 as the scorecard reads them: ``{"claim3": ..., "claim4": ...}``."""
+        def effect(e: Effect) -> dict:
+            return {"effect": e.value, "interval": list(e.interval), "level": e.level}
+
+        return {"claim3": {**effect(self.tracking), "n_points": self.fits.n_points},
+                "claim4": {**effect(self.restored_lead), "final": effect(self.restored_lead_final),
+                           "restored_share": self.first.restored_share,
+                           "restored_share_final": self.final.restored_share, "skipped": self.skipped,
+                           "skipped_final": self.skipped_final, "random_cost": self.random_cost,
+                           "if_constant": self.if_constant}}
 
 
 def restored_share(if_original: float, if_finetuned: float, if_restored: float) -> float:
@@ -555,9 +765,9 @@ def restored_share(if_original: float, if_finetuned: float, if_restored: float) 
     return (if_restored - if_finetuned) / lost if lost > 0 else float("nan")
 
 
-def summarise(runs: Sequence[SeedRun], overlay_layer: int) -> DynamicsSummary:
+def summarise(runs: Sequence[SeedRun], overlay_layer: int, n_boot: int = 2000) -> DynamicsSummary:
     """Means over seeds of the first stage, the final stage, the overlay at ``overlay_layer``
-    and the R² values."""
+    and the R² values; the claims' effects with ``n_boot``-replicate bootstrap intervals (seed 0)."""
     if_original = statistics.mean(run.stages[0].mean("if_exact_match") for run in runs)
 
     def at(index: int) -> StageSummary:
@@ -569,6 +779,18 @@ def summarise(runs: Sequence[SeedRun], overlay_layer: int) -> DynamicsSummary:
     def projection(point: int, which: str) -> float:
         return statistics.mean(getattr(run.stages[1].overlay[point], which)[overlay_layer] for run in runs)
 
-    fits = Fits(*(statistics.mean(getattr(run.fits, f) for run in runs) for f in ("r2_iv", "r2_hidden", "r2_params")))
+    restored = [row.restored for run in runs for i in (1, -1) for row in run.stages[i].rows.values()]
+    costs = [r.random_cost for r in restored if r.skipped is None and r.random_cost is not None]
+    constants = [r.constant_em for r in restored if r.constant_em is not None]
+
+    def skipped(index: int) -> int:
+        return sum(row.restored.skipped is not None for run in runs for row in run.stages[index].rows.values())
+
+    fits = Fits(*(statistics.mean(getattr(run.fits, f) for run in runs) for f in ("r2_iv", "r2_hidden", "r2_params")),
+                n_points=min(run.fits.n_points for run in runs))
     return DynamicsSummary(if_original, at(1), at(-1), overlay_layer, projection(0, "old"), projection(-1, "old"),
-                           projection(0, "new"), projection(-1, "new"), fits)
+                           projection(0, "new"), projection(-1, "new"), fits,
+                           fits_interval([fit_points(run.stages[1:], run.checkpoints) for run in runs], n_boot),
+                           restoration_lead(runs, 1, n_boot), restoration_lead(runs, -1, n_boot), skipped(1),
+                           skipped(-1), max(costs) if costs else None,
+                           statistics.mean(constants) if constants else None)

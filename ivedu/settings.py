@@ -227,6 +227,17 @@ class DynamicsSettings:
     grid, chosen on the fine-tuned model's valid prompts (``layers=None``: every layer);
     ``watch_every`` / ``watch_prompts``: hidden-state snapshots during the first stage;
     ``overlay_layer``: the residual stream the summary reads the overlay from.
+
+    ``checkpoint_every``: every that many training steps of every stage (not step 0), a merged
+    copy of the model in training has its vectors re-extracted and compared with the original
+    (:class:`ivedu.dynamics.Checkpoint`); the R² fit takes those (task, checkpoint) points as
+    well as the stage ends', so that it rests on more than tasks x stages. ``None``: stage ends
+    only. Observing never changes the training.
+
+    ``max_random_cost``: the restoration's scale rule -- a (layer, scale) cell may be chosen only
+    where a random vector of the vector's norm costs the original model at most this much of its
+    instructed valid first-token accuracy (:func:`ivedu.dynamics.random_costs`); a task with no
+    such cell is left unsteered and marked skipped.
     """
 
     method: str = "lora"
@@ -238,6 +249,8 @@ class DynamicsSettings:
     watch_every: int = 10
     watch_prompts: int = 8
     overlay_layer: int = 0
+    checkpoint_every: int | None = None
+    max_random_cost: float = 0.10
 
     def restore_layers(self, n_layers: int) -> tuple[int, ...]:
         """The layers restoration tries: ``layers``, or every layer of the model."""
@@ -466,7 +479,7 @@ _SMOL = Settings(
     # scale 2 on two seeds of three, 14 and 4 on the third): each (layer, scale) costs a pass over
     # the valid prompts per task and direction, and the chapter has 10 minutes.
     dynamics=DynamicsSettings(heads=16, n_prompts=24, scales=(1.0, 2.0), layers=(10, 12, 14),
-                              watch_every=10, watch_prompts=8, overlay_layer=10),
+                              watch_every=10, watch_prompts=8, overlay_layer=10, checkpoint_every=10),
     # Chapter 4 on smol compares the four methods the fifth finding's bars name and skips the
     # ablation: each method is a LoRA run over the whole sequence, about 2.6 s a step here. Its
     # stop rule checks 48 valid examples: a check of a whole valid split (163 examples, two

@@ -3,14 +3,18 @@
 import copy
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
-from ivedu.dynamics import (Fits, OverlayPoint, Restoration, SeedRun, Stage, TaskAtStage, analyse_stage,
-                            choose_steering, compare_stage, cosine, effects_correlation, extract_vectors, field_value,
-                            fit_r2, hidden_state_similarity, instructed_set, jaccard, overlay, parameter_distance,
-                            projections, r_squared, residual_states, restoration, restored_share, run_seed, summarise,
-                            watch_prompts, watch_training)
+import ivedu.dynamics
+from ivedu.controls import constant_score, paired_bootstrap_interval
+from ivedu.dynamics import (Checkpoint, Fits, OverlayPoint, Restoration, SeedRun, Stage, TaskAtStage, analyse_stage,
+                            checkpoint, choose_steering, compare_stage, cosine, effects_correlation, extract_vectors,
+                            field_value, fit_points, fit_r2, fits_interval, hidden_state_similarity, instructed_set,
+                            jaccard, overlay, parameter_distance, projections, r_squared, random_costs,
+                            residual_states, restoration, restoration_lead, restored_share, run_seed, summarise,
+                            tracking_lead, watch_all, watch_prompts, watch_training)
 from ivedu.finetune import finetune, lora_model
 from ivedu.intervention import steered_first_token_accuracy
 from ivedu.prompts import TINY_FORMAT
@@ -133,28 +137,30 @@ def test_restoration_reports_the_vector_and_its_random_control(lm, world):
     task = world.task("plural")
     vector = extract_vectors(lm, [task], k=2, n_prompts=16).vectors["plural"].vector
     every_layer = DynamicsSettings(scales=(1.0,), layers=None)
-    row = restoration(lm, [task], {"plural": vector}, every_layer)["plural"]
+    row = restoration(lm.model, lm, [task], {"plural": vector}, every_layer)["plural"]
     assert isinstance(row, Restoration)
     assert row.scale == 1.0 and 0 <= row.layer < lm.layout.n_layers
     assert all(0.0 <= x <= 1.0 for x in (row.exact_match, row.first_token, row.random_exact_match,
                                          row.random_first_token))
     one_layer = DynamicsSettings(scales=(0.5, 1.0), layers=(2,))
-    minus = restoration(lm, [task], {"plural": vector}, one_layer, sign=-1.0)["plural"]
+    minus = restoration(lm.model, lm, [task], {"plural": vector}, one_layer, sign=-1.0)["plural"]
     assert minus.layer == 2 and minus.scale in (-0.5, -1.0)
     with pytest.raises(ValueError, match="subset"):
-        restoration(lm, [task], {"plural": vector}, DynamicsSettings(layers=(9,)))
+        restoration(lm.model, lm, [task], {"plural": vector}, DynamicsSettings(layers=(9,)))
 
 
 def test_analyse_stage_restores_and_subtracts(lm, world):
     tasks = [world.task("plural"), world.task("first")]
-    settings = DynamicsSettings(heads=2, n_prompts=16, scales=(1.0,), layers=(0,))
+    settings = DynamicsSettings(heads=2, n_prompts=16, scales=(1.0,), layers=(1,))
     start = extract_vectors(lm, tasks, settings.heads, settings.n_prompts)
     rows, now = analyse_stage(lm.model, lm, tasks, start, world.task("first_french"), 0, settings)
     assert set(now.vectors) == {"plural", "first", "first_french"}  # the new task's vector is the one subtracted
-    for row in rows.values():
+    for name, row in rows.items():
         assert row.iv_cosine == pytest.approx(1.0)  # same model, same prompts: the same vector
-        assert (row.restored.layer, row.restored.scale) == (0, 1.0)
-        assert (row.subtracted.layer, row.subtracted.scale) == (0, -1.0)
+        assert (row.restored.layer, row.restored.scale) == (1, 1.0)
+        assert (row.subtracted.layer, row.subtracted.scale) == (1, -1.0)
+        assert row.restored.random_cost <= settings.max_random_cost and row.restored.skipped is None
+        assert row.restored.constant_em == constant_score(world.task(name), "test")
     plain, _ = analyse_stage(lm.model, lm, tasks, start, world.task("first_french"), 0, settings, restore=False)
     assert all(row.restored is None for row in plain.values())
     assert plain["plural"] == replace(rows["plural"], restored=None, subtracted=None)
@@ -188,6 +194,13 @@ def test_summary_restored_share_and_r2():
     assert summary.fits.r2_iv == pytest.approx(1.0)  # IF equals the cosine here, point for point
     assert 0.0 <= summary.fits.r2_hidden < 0.5
     assert summary.overlay_old_end == 0.5 and summary.overlay_new_end == 1.0
+    assert summary.fits.n_points == 6
+    assert summary.restored_lead.value == pytest.approx(0.3)  # restored 0.8 against the random control's 0.5
+    assert summary.tracking.value == pytest.approx(tracking_lead(fit_points([first, last])))
+    assert summary.skipped == summary.skipped_final == 0
+    claims = summary.claims()
+    assert claims["claim3"]["n_points"] == 6 and len(claims["claim3"]["interval"]) == 2
+    assert claims["claim4"]["restored_share"] == pytest.approx(0.6) and claims["claim4"]["skipped"] == 0
     assert restored_share(0.5, 0.5, 0.7) != restored_share(0.5, 0.5, 0.7)  # nothing lost: NaN
 
 
@@ -236,3 +249,147 @@ def test_run_seed_trains_as_finetune_sequence_and_watches_the_first_stage(lm, wo
     first = overlay([(0, residual_states(lm.model, lm.tokenizer, prompts))], owners, start,
                     start.vectors["plural"].vector)[0]
     assert run.stages[1].overlay[0].old == pytest.approx(first.old)
+
+
+# ----------------------------------------------------------------------------- the scale rule
+
+
+def test_restoration_never_chooses_a_cell_a_random_vector_breaks(lm, world, monkeypatch):
+    task = world.task("plural")
+    vector = extract_vectors(lm, [task], k=2, n_prompts=16).vectors["plural"].vector
+    settings = DynamicsSettings(scales=(0.5, 1.0), layers=(1, 2))
+    valid = instructed_set(task, "valid", fmt=lm.fmt)
+    best = choose_steering(lm.model, lm.tokenizer, valid, vector, [1, 2], [0.5, 1.0])  # without the rule
+    # A cost grid where the cell the valid prompts prefer is the one a random vector breaks.
+    grid = {(layer, scale): 0.5 if (layer, scale) == (best.layer, best.scale) else 0.0
+            for layer in (1, 2) for scale in (0.5, 1.0)}
+    monkeypatch.setattr(ivedu.dynamics, "random_costs", lambda *args: grid)
+    row = restoration(lm.model, lm, [task], {"plural": vector}, settings)["plural"]
+    assert (row.layer, row.scale) != (best.layer, best.scale)
+    assert row.random_cost == 0.0 and row.skipped is None
+    # Every cell too costly: nothing is added, and the scores are the model's own.
+    monkeypatch.setattr(ivedu.dynamics, "random_costs", lambda *args: {cell: 0.3 + 0.1 * i for i, cell in enumerate(grid)})
+    skipped = restoration(lm.model, lm, [task], {"plural": vector}, settings)["plural"]
+    test = instructed_set(task, "test", fmt=lm.fmt)
+    plain = ivedu.dynamics.steered_scores(lm.model, lm.tokenizer, test, None, None)
+    assert skipped.layer is None and skipped.scale is None and "no safe scale" in skipped.skipped
+    assert skipped.random_cost == pytest.approx(0.3)  # the cheapest cell's cost
+    assert (skipped.exact_match, skipped.random_exact_match) == (plain["exact_match"], plain["exact_match"])
+    with pytest.raises(ValueError, match="no cell of the grid is allowed"):
+        choose_steering(lm.model, lm.tokenizer, valid, vector, [1], [1.0], allowed=set())
+
+
+def test_a_destructive_scale_is_never_chosen(lm, world):
+    task = world.task("plural")
+    vector = extract_vectors(lm, [task], k=2, n_prompts=16).vectors["plural"].vector
+    valid = instructed_set(task, "valid", fmt=lm.fmt)
+    costs = random_costs(lm.model, lm.tokenizer, valid, vector, [1], [0.5, 1000.0])
+    settings = DynamicsSettings(scales=(0.5, 1000.0), layers=(1,))
+    assert costs[(1, 1000.0)] > settings.max_random_cost >= costs[(1, 0.5)]  # the case is what it should be
+    row = restoration(lm.model, lm, [task], {"plural": vector}, settings)["plural"]
+    assert row.scale == 0.5 and row.random_cost == costs[(1, 0.5)]
+    only_huge = restoration(lm.model, lm, [task], {"plural": vector}, replace(settings, scales=(1000.0,)))["plural"]
+    assert only_huge.skipped is not None and only_huge.scale is None
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def test_a_checkpoint_of_an_unchanged_model_is_the_original(lm, world):
+    general = [_small(world.task("plural")), _small(world.task("first"))]
+    settings = DynamicsSettings(heads=2, n_prompts=8)
+    start = extract_vectors(lm, general, 2, 8, 0)
+    original = compare_stage(lm.model, lm, general, start, start)
+    # A fresh LoRA adapter changes nothing: merged, it is the original model (and is merged, not compared as is).
+    point = checkpoint(lm.model, lm.with_model(lora_model(copy.deepcopy(lm.model))), general, start, 1, 7, 0, settings)
+    assert (point.stage, point.step) == (1, 7)
+    assert point.rows == original
+
+
+def test_checkpoints_along_training_leave_the_training_unchanged(lm, world, monkeypatch):
+    general = [_small(world.task("plural")), _small(world.task("first"))]
+    sequence = [_small(world.task("first_french")), _small(world.task("last_french"))]
+    training = FinetuneSettings(max_steps=5, stop_at=None, warmup_steps=1)
+    trained = []
+    real = ivedu.dynamics.finetune_sequence
+    monkeypatch.setattr(ivedu.dynamics, "finetune_sequence", lambda *a, **k: trained.append(real(*a, **k)))
+    settings = DynamicsSettings(heads=2, n_prompts=8, scales=(1.0,), layers=(1,), watch_every=3, watch_prompts=2)
+    plain = run_seed(lm, general, sequence, 3, settings, training)
+    watched = run_seed(lm, general, sequence, 3, replace(settings, checkpoint_every=2), training)
+    assert plain.checkpoints == ()
+    # Every 2 steps of every stage, not step 0 (the stage before's end) nor the stage's end (its own analysis).
+    assert [(c.stage, c.step) for c in watched.checkpoints] == [(1, 2), (1, 4), (2, 2), (2, 4)]
+    assert [p.step for p in watched.stages[1].overlay] == [0, 3, 5]  # the overlay watcher still runs on its own steps
+    assert [s.losses for s in trained[1].stages] == [s.losses for s in trained[0].stages]
+    assert watched.stages == plain.stages
+    assert all(set(c.rows) == {"plural", "first"} and all(r.restored is None for r in c.rows.values())
+               for c in watched.checkpoints)
+    assert watched.checkpoints[0].rows["plural"].param_distance > 0
+    assert (plain.fits.n_points, watched.fits.n_points) == (2 * 2, 2 * (2 + 4))
+    assert watched.fits == fit_r2(watched.stages[1:], watched.checkpoints)
+
+
+def test_watch_all_calls_each_observer_on_its_own_steps():
+    seen = []
+    loss_fn = watch_all([(2, lambda step, m: seen.append(("a", step))), (3, lambda step, m: seen.append(("b", step)))])
+
+    class Model(torch.nn.Module):
+        def forward(self, **batch):
+            return type("Out", (), {"loss": torch.tensor(0.0)})()
+
+    for step in range(7):
+        loss_fn(Model(), {}, step)
+    assert seen == [("a", 0), ("b", 0), ("a", 2), ("b", 3), ("a", 4), ("a", 6), ("b", 6)]
+    assert watch_all([]) is None
+
+
+def test_fit_r2_takes_every_checkpoints_points():
+    first = _stage(1, [0.4, 0.6, 0.5], [0.4, 0.6, 0.5], [0.9, 0.9, 0.8], 2.0)
+    later = _stage(1, [0.9, 0.8, 0.7], [0.9, 0.8, 0.7], [0.1, 0.5, 0.3], 1.0)
+    point = Checkpoint(1, 5, later.rows)
+    fits = fit_r2([first], [point])
+    assert fits.n_points == 6 and fit_r2([first, later]).n_points == 6
+    assert fits == fit_r2([first, later])  # a checkpoint is a point like a stage's end
+    assert fits.r2_iv == pytest.approx(1.0)
+    assert fits.r2_hidden == pytest.approx(r_squared([0.9, 0.9, 0.8, 0.1, 0.5, 0.3], [0.4, 0.6, 0.5, 0.9, 0.8, 0.7]))
+    assert fit_points([first], [point]).shape == (6, 4)
+
+
+# ----------------------------------------------------------------------------- intervals
+
+
+def _points(iv, hidden, params, y):
+    return np.column_stack([iv, hidden, params, y]).astype(float)
+
+
+def test_tracking_lead_and_its_interval():
+    rng = np.random.default_rng(1)
+    y = rng.uniform(size=40)
+    noise = [rng.uniform(size=40) for _ in range(3)]
+    tracks = _points(y + 0.05 * noise[0], noise[1], noise[2], y)  # the vector's similarity follows y
+    lead = tracking_lead(tracks)
+    r2 = [r_squared(tracks[:, i], y) for i in range(3)]
+    assert lead == pytest.approx(r2[0] - max(r2[1], r2[2]))
+    effect = fits_interval([tracks, tracks[::-1]], n=500)
+    assert effect.value == pytest.approx(lead)
+    assert 0 < effect.interval[0] <= effect.value <= effect.interval[1]
+    assert fits_interval([tracks, tracks[::-1]], n=500) == effect  # seeded: the same interval again
+    baseline_wins = _points(noise[0], y + 0.05 * noise[1], noise[2], y)
+    assert fits_interval([baseline_wins], n=500).interval[1] < 0
+    # A resample where a similarity does not vary explains nothing, as r_squared says.
+    flat = _points(np.ones(5), np.arange(5), np.arange(5), np.arange(5))
+    assert tracking_lead(flat) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="at least 3"):
+        fits_interval([tracks[:2]])
+
+
+def test_restoration_lead_pairs_tasks_and_seeds():
+    original = _stage(0, [1.0, 1.0, 1.0], [1, 1, 1], [1, 1, 1], 0.0)
+    first = _stage(1, [0.4, 0.6, 0.5], [0.4, 0.6, 0.5], [0.9, 0.9, 0.9], 2.0, restored={0: 0.8, 1: 0.8, 2: 0.8})
+    last = _stage(2, [0.2, 0.1, 0.3], [0.2, 0.1, 0.3], [0.5, 0.8, 0.1], 4.0)  # restored = random here
+    runs = [SeedRun(s, (original, first, last), fit_r2([first, last])) for s in (0, 1)]
+    lead = restoration_lead(runs, 1, n=500)
+    assert lead.value == pytest.approx(0.3)  # (0.4 + 0.2 + 0.3) / 3, the random control scoring as fine-tuned
+    assert lead.interval == paired_bootstrap_interval([0.8] * 6, [0.4, 0.6, 0.5] * 2, n=500)
+    assert restoration_lead(runs, -1, n=500).interval == (0.0, 0.0)
+

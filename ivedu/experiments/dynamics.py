@@ -6,8 +6,10 @@ its vector and compare it with the original model's, score instruction following
 with the original vector and subtract the newest task's (:func:`ivedu.dynamics.run_seed`); in
 the first stage, record the overlay. The summary (:func:`ivedu.dynamics.summarise`): the
 fields without a suffix are after the first stage, those with ``_final`` after the whole
-sequence. The seed draws the batch order, the LoRA initialisation and the extraction prompts;
-the model and the test prompts are the same for every seed.
+sequence; ``claim3`` / ``claim4``: the claims' effects with their bootstrap intervals. Per seed,
+``checkpoints``: the model along training (``settings.dynamics.checkpoint_every``). The seed
+draws the batch order, the LoRA initialisation and the extraction prompts; the model and the
+test prompts are the same for every seed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from ivedu.study import general_tasks, load_study, load_tasks
 def reads(settings: Settings) -> tuple[str, ...]:
     """The sequence, its fine-tuning, and chapter 3's extraction and restoration settings."""
     return ("data.sequence", "finetune", "extraction", "dynamics")
+
+
+CHECKPOINT_FIELDS = ("iv_cosine", "hidden_cosine", "param_distance", "if_exact_match")
 
 
 def restoration_json(prefix: str, restored: Restoration | None) -> dict:
@@ -49,7 +54,10 @@ def stage_json(stage: Stage) -> dict:
 
 
 def seed_json(run: SeedRun) -> dict:
-    return {"seed": run.seed, "stages": [stage_json(s) for s in run.stages], "r2": asdict(run.fits)}
+    checkpoints = [{"stage": c.stage, "step": c.step, "tasks": {name: {k: getattr(row, k) for k in CHECKPOINT_FIELDS}
+                                                              for name, row in c.rows.items()}} for c in run.checkpoints]
+    return {"seed": run.seed, "stages": [stage_json(s) for s in run.stages], "checkpoints": checkpoints,
+            "r2": asdict(run.fits)}
 
 
 def summary_json(runs: list[SeedRun], overlay_layer: int) -> dict:
@@ -62,6 +70,7 @@ def summary_json(runs: list[SeedRun], overlay_layer: int) -> dict:
     out.update({key: getattr(summary, key) for key in ("overlay_old_start", "overlay_old_end", "overlay_new_start",
                                                        "overlay_new_end")})
     out.update(asdict(summary.fits))
+    out.update(summary.claims())
     out["per_seed"] = [{"seed": run.seed, **asdict(run.fits), "if_finetuned": run.stages[1].mean("if_exact_match"),
                         "if_restored": run.stages[1].mean("restored.exact_match")} for run in runs]
     return out
