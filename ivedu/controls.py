@@ -27,11 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ivedu.evaluation import normalise_answer
+from ivedu.evaluation import FEW_ANSWERS, balanced_accuracy, normalise_answer, starts_right_share  # noqa: F401
 from ivedu.world import Task
-
-FEW_ANSWERS = 10  # above this many distinct gold answers, balanced accuracy means nothing
-
 
 @dataclass(frozen=True)
 class Effect:
@@ -69,36 +66,6 @@ def constant_exact_match(answer: str, golds: Sequence[str]) -> float:
     if not golds:
         raise ValueError("no gold answers given")
     return sum(normalise_answer(g) == normalise_answer(answer) for g in golds) / len(golds)
-
-
-def balanced_accuracy(predictions: Sequence[str], golds: Sequence[str]) -> float | None:
-    """Mean over the distinct gold answers of each answer's exact-match recall, in [0, 1].
-
-    A predictor that always gives one of the gold answers scores ``1 / n_answers``, however
-    skewed the golds are. ``None`` when there are more than :data:`FEW_ANSWERS` distinct
-    golds: on an open-ended task (a country's capital) each answer has one or two examples
-    and the mean of their recalls is just exact match, noisier."""
-    if len(predictions) != len(golds):
-        raise ValueError(f"{len(predictions)} predictions for {len(golds)} gold answers")
-    if not golds:
-        raise ValueError("no gold answers given")
-    hits: dict[str, list[bool]] = {}
-    for p, g in zip(predictions, golds):
-        gold = normalise_answer(g)
-        hits.setdefault(gold, []).append(normalise_answer(p) == gold)
-    if len(hits) > FEW_ANSWERS:
-        return None
-    return sum(sum(h) / len(h) for h in hits.values()) / len(hits)
-
-
-def starts_right_share(first_token_right: Sequence[bool], exact: Sequence[bool]) -> float:
-    """Share of answers whose first token is right but whose whole answer is not: what the
-    first-token metric credits and exact match does not."""
-    if len(first_token_right) != len(exact):
-        raise ValueError(f"{len(first_token_right)} first-token flags for {len(exact)} exact-match flags")
-    if not exact:
-        raise ValueError("no answers given")
-    return sum(bool(f) and not bool(e) for f, e in zip(first_token_right, exact)) / len(exact)
 
 
 def _values(values: Sequence[float], what: str = "values") -> np.ndarray:

@@ -24,6 +24,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
+from ivedu.controls import bootstrap_interval, constant_score
 from ivedu.evaluation import AbilityScores, exact_match_score, mean_abilities, score_abilities
 from ivedu.finetune import FinetuneResult, finetune, finetune_sequence
 from ivedu.metrics import continual_metrics
@@ -193,6 +194,85 @@ def summarise(before: Sequence[AbilityScores], new_task_before: float, runs: Seq
                          steps=statistics.mean(r.steps for r in runs),
                          if_drop=values["if_before"] - values["if_after"],
                          kn_drop=values["kn_before"] - values["kn_after"], sd_over_seeds=spread)
+
+
+# Claim 1's knowledge side is judged only on tasks whose knowledge probe ranks the gold answer
+# first at least this often before fine-tuning: where the model knows little, "knowledge
+# holds" would hold vacuously.
+KNOWLEDGE_MIN = 0.6
+
+
+@dataclass(frozen=True)
+class TaskDiagnosis:
+    """One general task before and after one method's fine-tuning, means over seeds, with the
+    shortcut controls beside instruction following: ``constant``, the exact match of always
+    answering the task's most frequent train answer (:func:`ivedu.controls.constant_score`);
+    ``if_*`` zero-shot exact match, ``ft_*`` first-token accuracy, ``balanced_*`` balanced
+    accuracy (``None`` for tasks with many answers), ``starts_right_after`` answers that only
+    start right; ``kn_*`` knowledge ranking, ``knowledge_judged`` whether ``kn_before`` reaches
+    :data:`KNOWLEDGE_MIN`; ``taught``: taught by the profile's instruction-tuning stage."""
+
+    task: str
+    taught: bool
+    constant: float
+    if_before: float
+    if_after: float
+    ft_before: float
+    ft_after: float
+    balanced_before: float | None
+    balanced_after: float | None
+    starts_right_after: float
+    kn_before: float
+    kn_after: float
+    knowledge_judged: bool
+
+
+@dataclass(frozen=True)
+class ClaimOne:
+    """Claim 1 for one method, with intervals: instruction following's drop over (seed, task)
+    pairs of every general task, and knowledge's over the tasks whose knowledge is judged;
+    each a mean and its percentile-bootstrap 95% interval. ``if_drop_native`` /
+    ``if_drop_taught``: the drop on the original model's own tasks and on the taught ones
+    (NaN where a profile has none); ``tasks``: the per-task rows."""
+
+    if_drop: float
+    if_drop_interval: tuple[float, float]
+    kn_drop: float
+    kn_drop_interval: tuple[float, float] | None
+    knowledge_tasks: tuple[str, ...]
+    if_drop_native: float
+    if_drop_taught: float
+    tasks: tuple[TaskDiagnosis, ...]
+
+
+def claim_one(before: Sequence[AbilityScores], runs: Sequence[DiagnosisRun], tasks: Sequence[Task],
+              settings: Settings) -> ClaimOne:
+    """:class:`ClaimOne` of one method's ``runs`` against the general tasks' scores ``before``."""
+    taught = set(settings.teaching.taught) if settings.teaching else set()
+    rows = []
+    for i, task in enumerate(tasks):
+        b, afters = before[i], [r.general_after[i] for r in runs]
+
+        def mean(field: str):
+            values = [getattr(a, field) for a in afters]
+            return None if any(v is None for v in values) else statistics.mean(values)
+
+        rows.append(TaskDiagnosis(task.name, task.name in taught, constant_score(task, settings.data.split),
+                                  b.if_exact_match, mean("if_exact_match"), b.if_first_token, mean("if_first_token"),
+                                  b.if_balanced, mean("if_balanced"), mean("if_starts_right"), b.kn_ranking,
+                                  mean("kn_ranking"), b.kn_ranking >= KNOWLEDGE_MIN))
+    if_drops = [before[i].if_exact_match - r.general_after[i].if_exact_match for r in runs for i in range(len(tasks))]
+    judged = [i for i, row in enumerate(rows) if row.knowledge_judged]
+    kn_drops = [before[i].kn_ranking - r.general_after[i].kn_ranking for r in runs for i in judged]
+
+    def drop(keep) -> float:
+        values = [row.if_before - row.if_after for row in rows if keep(row)]
+        return statistics.mean(values) if values else float("nan")
+
+    return ClaimOne(statistics.mean(if_drops), bootstrap_interval(if_drops),
+                    statistics.mean(kn_drops) if kn_drops else float("nan"),
+                    bootstrap_interval(kn_drops) if kn_drops else None, tuple(rows[i].task for i in judged),
+                    drop(lambda row: not row.taught), drop(lambda row: row.taught), tuple(rows))
 
 
 def format_summary(summaries: dict[str, MethodSummary]) -> str:

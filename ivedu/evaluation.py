@@ -25,13 +25,20 @@ from ivedu.world import SPLITS, Example, Task
 
 @dataclass(frozen=True)
 class InstructionScore:
-    """Instruction following on one task: means over examples and instruction phrasings."""
+    """Instruction following on one task: means over examples and instruction phrasings.
+
+    ``starts_right``: the share of answers whose first token is right but whose whole answer is
+    not (what first-token accuracy credits beyond exact match); ``balanced``: exact match
+    averaged over the distinct gold answers (:func:`balanced_accuracy`; ``None`` for tasks with
+    many), on which answering one label to everything scores ``1 / n_labels``."""
 
     task: str
     n: int
     exact_match: float
     first_token_accuracy: float
     answer_prob: float
+    starts_right: float = float("nan")
+    balanced: float | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,40 @@ def normalise_answer(text: str) -> str:
 def exact_match(predictions: Sequence[str], golds: Sequence[str]) -> list[bool]:
     """Equality of the normalised answers (:func:`normalise_answer`), one flag per prediction."""
     return [normalise_answer(p) == normalise_answer(g) for p, g in zip(predictions, golds)]
+
+
+# Above this many distinct gold answers, balanced accuracy means nothing (:func:`balanced_accuracy`).
+FEW_ANSWERS = 10
+
+
+def balanced_accuracy(predictions: Sequence[str], golds: Sequence[str]) -> float | None:
+    """Mean over the distinct gold answers of each answer's exact-match recall, in [0, 1].
+
+    A predictor that always gives one of the gold answers scores ``1 / n_answers``, however
+    skewed the golds are. ``None`` when there are more than :data:`FEW_ANSWERS` distinct
+    golds: on an open-ended task (a country's capital) each answer has one or two examples
+    and the mean of their recalls is just exact match, noisier."""
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions for {len(golds)} gold answers")
+    if not golds:
+        raise ValueError("no gold answers given")
+    hits: dict[str, list[bool]] = {}
+    for p, g in zip(predictions, golds):
+        gold = normalise_answer(g)
+        hits.setdefault(gold, []).append(normalise_answer(p) == gold)
+    if len(hits) > FEW_ANSWERS:
+        return None
+    return sum(sum(h) / len(h) for h in hits.values()) / len(hits)
+
+
+def starts_right_share(first_token_right: Sequence[bool], exact: Sequence[bool]) -> float:
+    """Share of answers whose first token is right but whose whole answer is not: what the
+    first-token metric credits and exact match does not."""
+    if len(first_token_right) != len(exact):
+        raise ValueError(f"{len(first_token_right)} first-token flags for {len(exact)} exact-match flags")
+    if not exact:
+        raise ValueError("no answers given")
+    return sum(bool(f) and not bool(e) for f, e in zip(first_token_right, exact)) / len(exact)
 
 
 def first_token_accuracy(model, tokenizer, prompts: Sequence[str], golds: Sequence[str]) -> list[bool]:
@@ -191,10 +232,12 @@ def _greedy_exact_match(model, tokenizer, prompts: Sequence[str], golds: Sequenc
 
 def _generation_score(model, tokenizer, name: str, prompts: Sequence[str], golds: Sequence[str]) -> InstructionScore:
     """Exact match of greedy answers, first-token accuracy and teacher-forced answer probability."""
-    em = _greedy_exact_match(model, tokenizer, prompts, golds)
+    predictions = greedy_answers(model, tokenizer, prompts, golds)
+    em = exact_match(predictions, golds)
     ft = first_token_accuracy(model, tokenizer, prompts, golds)
     prob = answer_logprobs(model, tokenizer, prompts, golds).exp()
-    return InstructionScore(name, len(prompts), _mean(em), _mean(ft), float(prob.mean()))
+    return InstructionScore(name, len(prompts), _mean(em), _mean(ft), float(prob.mean()),
+                            starts_right_share(ft, em), balanced_accuracy(predictions, golds))
 
 
 def demonstrations(task: Task, query: Example, k: int, seed: int = 0) -> list[Example]:
@@ -296,7 +339,10 @@ class AbilityScores:
 
     ``if_*``: zero-shot under the instruction; ``icl_*``: in-context, ``k`` demonstrations;
     ``kn_*``: knowledge in statement form. ``*_exact_match`` and ``kn_ranking`` are accuracies,
-    ``*_prob`` mean probabilities of the gold answer (teacher forced).
+    ``*_prob`` mean probabilities of the gold answer (teacher forced). The shortcut controls of
+    the zero-shot score: ``if_first_token`` (first-token accuracy, beside exact match),
+    ``if_starts_right`` (answers that only start right) and ``if_balanced`` (balanced accuracy,
+    ``None`` for tasks with many distinct answers); NaN or ``None`` in results made before them.
     """
 
     task: str
@@ -306,6 +352,9 @@ class AbilityScores:
     icl_answer_prob: float
     kn_ranking: float
     kn_gold_prob: float
+    if_first_token: float = float("nan")
+    if_starts_right: float = float("nan")
+    if_balanced: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -332,7 +381,8 @@ def score_abilities(model, tokenizer, tasks: Sequence[Task], split: str = "heldo
         kn = knowledge_score(model, tokenizer, task, split)
         rows.append(AbilityScores(task.name, zero.exact_match, zero.answer_prob,
                                   icl.exact_match if icl else nan, icl.answer_prob if icl else nan,
-                                  kn.ranking_accuracy, kn.gold_prob))
+                                  kn.ranking_accuracy, kn.gold_prob, zero.first_token_accuracy, zero.starts_right,
+                                  zero.balanced))
     return rows
 
 

@@ -21,6 +21,7 @@ KN_DROP_MAX = 0.10  # ... while knowledge drops by at most this much
 GAIN_MIN = 0.30  # claim 2: the vector's gain on instruction-less prompts
 RANDOM_GAIN_MAX = 0.05  # claim 2: a random vector's gain at most this
 RESTORED_MIN = 0.5  # claim 4: share of the lost accuracy the original vector gives back
+MIN_POINTS = 30  # claim 3: (task, checkpoint) points per seed before an R² is judged
 GP_GAIN_MIN = 0.15  # claim 5: general performance over plain LoRA
 AP_DROP_MAX = 0.05  # claim 5: the sequence's average performance at most this much lower
 
@@ -28,31 +29,54 @@ AP_DROP_MAX = 0.05  # claim 5: the sequence's average performance at most this m
 BARS = f"""1. *Instruction following breaks while knowledge holds* (`diagnosis`): for full fine-tuning
    and LoRA, instruction following (exact match) drops by at least {IF_DROP_MIN}, knowledge (ranking)
    by at most {KN_DROP_MAX:.2f}, and the new task is learnt (valid exact match at the stop rule's bar).
-2. *The vector restores instruction-less prompts* (`extraction`): the vector adds at least
-   {GAIN_MIN:.2f} (first-token accuracy) to prompts without the instruction, a random vector of equal
-   norm at most {RANDOM_GAIN_MAX}, and another task's vector less than the task's own -- on every seed.
+2. *The vector restores instruction-less prompts* (`extraction`): by exact match, the vector beats
+   the stronger of two shortcuts -- always giving the task's most frequent answer, and a random vector
+   of equal norm -- with the 95% bootstrap interval of its lead (over seeds and test examples) above 0;
+   the setting was chosen where a random vector of its norm costs instructed accuracy at most the
+   profile's `max_random_cost` (the scale rule); another task's vector scores less than the task's own
+   on every seed. A result recorded before these controls is judged by the first bars: the vector adds
+   at least {GAIN_MIN:.2f} (first-token accuracy) to prompts without the instruction, a random vector of
+   equal norm at most {RANDOM_GAIN_MAX}, and another task's vector less than the task's own -- on every seed.
 3. *Vector similarity tracks retained performance* (`dynamics`): the R² of instruction-vector
-   similarity against retained performance exceeds that of hidden-state similarity and of
-   parameter distance.
-4. *The original vector restores the fine-tuned model* (`dynamics`): adding it back recovers
-   at least a share of {RESTORED_MIN} of the lost accuracy, and a random vector less than it.
+   similarity against retained performance exceeds the stronger of hidden-state similarity's and
+   parameter distance's, with the 95% bootstrap interval of the lead (over seeds and (task,
+   checkpoint) points) above 0; at least {MIN_POINTS} (task, checkpoint) points per seed, taken along
+   training, else the claim is *not measured enough*. A result recorded before the checkpoints is
+   judged by the first bars: the R² exceeds each of the two.
+4. *The original vector restores the fine-tuned model* (`dynamics`): after the first stage, adding
+   it back beats a random vector of its norm by exact match, with the 95% bootstrap interval of its
+   lead (over tasks and seeds) above 0, and recovers at least a share of {RESTORED_MIN} of the lost
+   accuracy; the layer and scale were chosen where the random vector costs the original model at most
+   the profile's `max_random_cost` (the scale rule). A result recorded before these controls is judged
+   by the first bars: the share at least {RESTORED_MIN}, and a random vector's share less than it.
 5. *IV-guided training forgets less* (`guided`): general performance at least {GP_GAIN_MIN} above plain
    LoRA, the sequence's average performance at most {AP_DROP_MAX} below it, and general performance
    above the random-vector and KL-only controls.
 
 Verdict: **holds** when every check passes; **does not** when the first (the claim's own
-effect) fails; **partly** otherwise; **not measured** without a committed result.
+effect) fails; **partly** otherwise; **not measured** without a committed result; **not measured
+enough** when the result has too few points to judge (a failed prerequisite check).
 """
 
 
 @dataclass(frozen=True)
 class Check:
-    """One bar of a claim: what is measured, its value, the bar in words, and whether it is met."""
+    """One bar of a claim: what is measured, its value, the bar in words, and whether it is met;
+    ``interval``: the value's bootstrap interval ``(low, high)`` where one was measured;
+    ``prerequisite``: a bar on the measurement itself -- failed, the claim is not measured enough."""
 
     what: str
     value: float
     bar: str
     met: bool
+    interval: tuple[float, float] | None = None
+    prerequisite: bool = False
+
+    def value_text(self) -> str:
+        """The value to two decimals, with its interval in brackets when it has one."""
+        if self.interval is None:
+            return f"{self.value:.2f}"
+        return f"{self.value:.2f} [{self.interval[0]:.2f}, {self.interval[1]:.2f}]"
 
 
 @dataclass(frozen=True)
@@ -75,8 +99,15 @@ class Verdict:
     def headline(self) -> float | None:
         return self.checks[0].value if self.checks else None
 
+    @property
+    def headline_interval(self) -> tuple[float, float] | None:
+        """The headline's bootstrap interval, where the claim's first check has one."""
+        return self.checks[0].interval if self.checks else None
+
 
 def _diagnosis(r: dict) -> list[Check]:
+    if "claim" in r["summary"]:
+        return _diagnosis_controlled(r)
     methods = [r["summary"][m] for m in ("full", "lora")]
     stop_at = r["settings"]["finetune"]["stop_at"]
     if_drop = min(m["if_drop"] for m in methods)
@@ -87,7 +118,32 @@ def _diagnosis(r: dict) -> list[Check]:
             Check("new task's exact match (lower of full and LoRA)", learnt, f">= {stop_at}", learnt >= stop_at)]
 
 
+def _diagnosis_controlled(r: dict) -> list[Check]:
+    """Claim 1 with intervals: instruction following's drop (the method that drops less) clear of
+    knowledge's (the method that drops more), knowledge judged only on tasks the model knows."""
+    claims = r["summary"]["claim"]
+    stop_at = r["settings"]["finetune"]["stop_at"]
+    soft = min(claims, key=lambda m: claims[m]["if_drop"])
+    hard = max(claims, key=lambda m: -1 if claims[m]["kn_drop_interval"] is None else claims[m]["kn_drop"])
+    if_c, kn_c = claims[soft], claims[hard]
+    judged = len(kn_c["knowledge_tasks"])
+    kn_high = kn_c["kn_drop_interval"][1] if kn_c["kn_drop_interval"] else float("nan")
+    learnt = min(r["summary"][m]["new_task"] for m in claims)
+    return [Check(f"instruction following drop ({soft}, the method that drops less; mean over general tasks and "
+                  "seeds)", if_c["if_drop"], f">= {IF_DROP_MIN}, its interval above knowledge's",
+                  if_c["if_drop"] >= IF_DROP_MIN and tuple(if_c["if_drop_interval"])[0] > kn_high,
+                  tuple(if_c["if_drop_interval"])),
+            Check(f"knowledge drop ({hard}; on the {judged} tasks whose probe ranks the gold first in >= 0.6 "
+                  "before fine-tuning)", kn_c["kn_drop"], f"<= {KN_DROP_MAX:.2f}", kn_c["kn_drop"] <= KN_DROP_MAX,
+                  None if kn_c["kn_drop_interval"] is None else tuple(kn_c["kn_drop_interval"])),
+            Check("general tasks whose knowledge can be judged", judged, ">= 1 to judge", judged >= 1,
+                  prerequisite=True),
+            Check("new task's exact match (lower of full and LoRA)", learnt, f">= {stop_at}", learnt >= stop_at)]
+
+
 def _extraction(r: dict) -> list[Check]:
+    if "claim2" in r["summary"]:
+        return _extraction_controlled(r)
     rows = r["summary"]["per_seed"]
     gains = [row["with_iv"] - row["corrupted"] for row in rows]
     randoms = [row["with_random"] - row["corrupted"] for row in rows]
@@ -98,8 +154,34 @@ def _extraction(r: dict) -> list[Check]:
             Check("own vector minus another task's (lowest seed)", min(others), "> 0", min(others) > 0)]
 
 
+def _extraction_controlled(r: dict) -> list[Check]:
+    """Claim 2 against its shortcuts: exact match over the constant answer and a random vector,
+    with an interval; the scale rule; another task's vector."""
+    c = r["summary"]["claim2"]
+    low, high = c["interval"]
+    level = round(100 * c.get("level", 0.95))
+    carried = f"{len(c['tasks_carried'])} of {c['n_tasks']}"
+    rule = c.get("random_cost")
+    others = [row["with_iv_em"] - row["with_other_task_em"] for row in r["summary"]["per_seed"]]
+    return [Check(f"tasks where the vector beats the constant answer and a random vector by exact match: {carried}; "
+                  "its lead over the stronger of the two (mean over tasks)", c["effect"],
+                  f"{level}% interval above 0", low > 0, (low, high)),
+            Check("random vector's cost to instructed accuracy at the chosen setting (highest seed; the scale rule)",
+                  float("nan") if rule is None else rule,
+                  "not applied" if rule is None else f"<= {c['max_random_cost']:.2f}", bool(c.get("scale_rule_met"))),
+            Check("own vector minus another task's, exact match (lowest seed)", min(others), "> 0", min(others) > 0)]
+
+
 def _tracking(r: dict) -> list[Check]:
     s = r["summary"]
+    if "claim3" in s:
+        c = s["claim3"]
+        low, high = c["interval"]
+        return [Check(f"R² of vector similarity minus the stronger of hidden states' ({s['r2_hidden']:.2f}) and "
+                      f"parameter distance's ({s['r2_params']:.2f}), mean over seeds", c["effect"],
+                      f"{round(100 * c['level'])}% interval above 0", low > 0, (low, high)),
+                Check("(task, checkpoint) points per seed (fewest)", c["n_points"], f">= {MIN_POINTS} to judge",
+                      c["n_points"] >= MIN_POINTS, prerequisite=True)]
     return [Check("R² of vector similarity", s["r2_iv"], f"> hidden states' {s['r2_hidden']:.2f}",
                   s["r2_iv"] > s["r2_hidden"]),
             Check("R² of vector similarity minus parameter distance's", s["r2_iv"] - s["r2_params"], "> 0",
@@ -108,6 +190,18 @@ def _tracking(r: dict) -> list[Check]:
 
 def _restoration(r: dict) -> list[Check]:
     s = r["summary"]
+    if "claim4" in s:
+        c = s["claim4"]
+        low, high = c["interval"]
+        skipped = f"; {c['skipped']} with no safe scale count 0" if c["skipped"] else ""
+        cost, bar = c["random_cost"], r["settings"]["dynamics"]["max_random_cost"]
+        return [Check(f"original vector minus a random one of its norm, exact match after the first stage (mean over "
+                      f"tasks and seeds{skipped})", c["effect"], f"{round(100 * c['level'])}% interval above 0",
+                      low > 0, (low, high)),
+                Check("share of the lost accuracy restored", c["restored_share"], f">= {RESTORED_MIN}",
+                      c["restored_share"] >= RESTORED_MIN),
+                Check("random vector's cost to the original model at the chosen settings (highest; the scale rule)",
+                      float("nan") if cost is None else cost, f"<= {bar:.2f}", cost is None or cost <= bar)]
     lost = s["if_original"] - s["if_finetuned"]
     random_share = (s["if_random"] - s["if_finetuned"]) / lost if lost > 0 else float("nan")
     return [Check("share of the lost accuracy restored", s["restored_share"], f">= {RESTORED_MIN}", s["restored_share"] >= RESTORED_MIN),
@@ -117,7 +211,10 @@ def _restoration(r: dict) -> list[Check]:
 def _guided(r: dict) -> list[Check]:
     s = r["summary"]
     guided, plain = s["iv_guided"], s["plain_lora"]
-    return [Check("general performance over plain LoRA", guided["gp"] - plain["gp"], f">= {GP_GAIN_MIN}",
+    top = r.get("headline") or {}
+    first = [Check(f"general performance over the strongest control ({top['control']}), per seed and general task",
+                   top["gp_gain"], "95% interval above 0", top["interval"][0] > 0, tuple(top["interval"]))] if top else []
+    return first + [Check("general performance over plain LoRA", guided["gp"] - plain["gp"], f">= {GP_GAIN_MIN}",
                   guided["gp"] - plain["gp"] >= GP_GAIN_MIN),
             Check("sequence's average performance vs plain LoRA", guided["ap"] - plain["ap"], f">= -{AP_DROP_MAX}",
                   guided["ap"] - plain["ap"] >= -AP_DROP_MAX),
@@ -148,6 +245,8 @@ def judge(claim: int, profile: str, root: Path | None = None) -> Verdict:
         return Verdict(claim, profile, (), "not measured", source)
     checks = tuple(checks_of(result))
     verdict = "holds" if all(c.met for c in checks) else "does not" if not checks[0].met else "partly"
+    if any(c.prerequisite and not c.met for c in checks):
+        verdict = "not measured enough"
     return Verdict(claim, profile, checks, verdict, source, result.get("seeds"))
 
 
@@ -160,12 +259,13 @@ def _cell(v: Verdict) -> str:
     if v.headline is None:
         return v.verdict
     few = f"; {v.seeds} seed{'s' if v.seeds != 1 else ''}" if v.seeds is not None and v.seeds < 3 else ""
-    return f"{v.verdict} ({v.headline:.2f}{few})"
+    return f"{v.verdict} ({v.checks[0].value_text()}{few})"
 
 
 def scorecard_markdown(card: dict[int, dict[str, Verdict]], claims: tuple[int, ...] | None = None) -> str:
     """The card as a markdown table: a row per claim, a column per profile, each cell the
-    verdict and the headline number (the first check's value)."""
+    verdict and the headline number (the first check's value, with its interval in brackets
+    where it has one)."""
     profiles = list(next(iter(card.values())))
     rows = ["| claim | " + " | ".join(f"`{p}`" for p in profiles) + " |", "|---" * (len(profiles) + 1) + "|"]
     for claim in claims or tuple(card):
@@ -178,7 +278,7 @@ def checks_markdown(verdict: Verdict) -> str:
     if not verdict.checks:
         return f"Claim {verdict.claim} is not measured on `{verdict.profile}` ({verdict.source} does not exist)."
     rows = ["| check | value | bar | met |", "|---|---|---|---|"]
-    rows += [f"| {c.what} | {c.value:.2f} | {c.bar} | {'yes' if c.met else 'no'} |" for c in verdict.checks]
+    rows += [f"| {c.what} | {c.value_text()} | {c.bar} | {'yes' if c.met else 'no'} |" for c in verdict.checks]
     return "\n".join(rows)
 
 

@@ -66,6 +66,15 @@ def test_summary_has_the_promised_fields_in_range():
     sequence = result["sequences"][0]
     assert len(sequence["R"]) == 2 and len(sequence["general_if"]) == 3
     assert set(result["summary"]["sequence"]["full"]) >= {"BWT_gem", "BWT_trace", "OP"}
+    claim = result["summary"]["claim"]["full"]
+    assert claim["if_drop"] == pytest.approx(result["summary"]["full"]["if_drop"])
+    low, high = claim["if_drop_interval"]
+    assert low <= claim["if_drop"] <= high
+    before = {row["task"]: row for row in result["general_before"]}
+    assert list(claim["knowledge_tasks"]) == [t for t in ("continent", "capital") if before[t]["kn_ranking"] >= 0.6]
+    for row in claim["tasks"]:
+        assert 0.0 <= row["constant"] <= 1.0 and 0.0 <= row["starts_right_after"] <= 1.0
+        assert row["if_before"] == before[row["task"]]["if_exact_match"] and not row["taught"]
 
 
 def test_the_summary_table_shows_each_method():

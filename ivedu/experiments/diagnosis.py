@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 
-from ivedu.diagnosis import diagnose, run_sequence, settings_read, summarise
+from ivedu.diagnosis import claim_one, diagnose, run_sequence, settings_read, summarise
 from ivedu.evaluation import instruction_following_score, score_abilities
 from ivedu.finetune import METHODS
 from ivedu.settings import Settings
@@ -26,7 +26,8 @@ reads = settings_read  # chapter 1's new task and fine-tuning, and the sequence 
 
 
 def run(settings: Settings, seeds: list[int], progress: bool = False, with_sequence: bool = True) -> dict:
-    """``summary[method]``: :class:`ivedu.diagnosis.MethodSummary` fields; ``summary["sequence"]
+    """``summary[method]``: :class:`ivedu.diagnosis.MethodSummary` fields; ``summary["claim"][method]``:
+    :class:`ivedu.diagnosis.ClaimOne`, the claim with its controls and intervals; ``summary["sequence"]
     [method]``: the sequence's continual-learning metrics, averaged over seeds; ``per_seed``
     and ``sequences``: every run; ``general_before``: the general tasks before fine-tuning."""
     log = Log(progress)
@@ -51,6 +52,8 @@ def run(settings: Settings, seeds: list[int], progress: bool = False, with_seque
                     f"{[round(x, 2) for x in seq.general_if]}")
     summary: dict = {m: dataclasses.asdict(summarise(before, new_before, [r for r in runs if r.method == m]))
                      for m in METHODS}
+    summary["claim"] = {m: dataclasses.asdict(claim_one(before, [r for r in runs if r.method == m], general, settings))
+                        for m in METHODS}
     if sequences:
         summary["sequence"] = {m: {key: statistics.mean(s.metrics[key] for s in sequences if s.method == m)
                                    for key in sequences[0].metrics}
