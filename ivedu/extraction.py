@@ -9,15 +9,18 @@ extract the vector and which test it, and how the layer and scale are chosen (on
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from ivedu.evaluation import demonstrations
+from ivedu.controls import (balanced_accuracy, bootstrap_interval, constant_answer, grouped_bootstrap_interval,
+                            starts_right_share)
+from ivedu.evaluation import demonstrations, exact_match, normalise_answer
 from ivedu.generation import last_token_logits
-from ivedu.intervention import (InstructionVector, instruction_vector, random_vector_like,
-                                steered_exact_match, steered_first_token_accuracy)
+from ivedu.intervention import (InstructionVector, instruction_vector, random_vector_like, steered_answers,
+                                steered_first_token_accuracy, steered_first_token_hits)
 from ivedu.mediation import HeadScan, first_answer_tokens, gold_probs, indirect_effects, mean_head_activations
 from ivedu.prompts import (PromptFormat, bare_prompt, fewshot_prompt, instructed_prompt,
                            neutral_prompt, shuffled_fewshot_prompt)
@@ -30,10 +33,12 @@ CORRUPTED_STYLES = ("removed", "shuffled", "neutral")
 
 @dataclass(frozen=True)
 class PromptSet:
-    """Prompts and the answer each should produce."""
+    """Prompts and the answer each should produce; ``inputs``: each prompt's example input
+    (empty for a prompt set built by hand)."""
 
     prompts: tuple[str, ...]
     answers: tuple[str, ...]
+    inputs: tuple[str, ...] = ()
 
 
 def _examples(task: Task, split: str, n: int | None, rng: random.Random):
@@ -56,7 +61,7 @@ def clean_prompts(task: Task, split: str = "train", style: str = "instructed", n
         prompts = [instructed_prompt(task, ex.input, i, fmt) for i, ex in enumerate(examples)]
     else:
         prompts = [fewshot_prompt(demonstrations(task, ex, n_demos, seed), ex.input, fmt) for ex in examples]
-    return PromptSet(tuple(prompts), tuple(ex.output for ex in examples))
+    return PromptSet(tuple(prompts), tuple(ex.output for ex in examples), tuple(ex.input for ex in examples))
 
 
 def corrupted_prompts(task: Task, split: str = "train", style: str = "removed", n: int | None = 48,
@@ -79,7 +84,7 @@ def corrupted_prompts(task: Task, split: str = "train", style: str = "removed", 
     else:
         prompts = [shuffled_fewshot_prompt(demonstrations(task, ex, n_demos, seed), ex.input, rng, fmt)
                    for ex in examples]
-    return PromptSet(tuple(prompts), tuple(ex.output for ex in examples))
+    return PromptSet(tuple(prompts), tuple(ex.output for ex in examples), tuple(ex.input for ex in examples))
 
 
 def mean_answer_prob(model, tokenizer, prompt_set: PromptSet) -> float:
@@ -141,6 +146,16 @@ class InterventionScores:
     ``clean`` with the instruction; ``corrupted`` without it; ``with_iv`` without it plus the
     task's vector; ``with_random`` plus a random vector of equal norm (mean over several
     random directions); ``with_other_task`` plus another task's vector.
+
+    The shortcut controls (:mod:`ivedu.controls`; ``None`` or empty when not measured): a
+    vector that makes the model give one label to every prompt must not count as carrying a
+    task whose answers are mostly that label. ``constant_answer``: the train split's most
+    frequent answer; ``constant_em``: its exact match on these test examples;
+    ``with_iv_balanced`` / ``corrupted_balanced``: balanced accuracy with the vector and bare
+    (``None`` for tasks with many distinct answers); ``with_iv_starts_right``: share of answers
+    with the vector whose first token is right and whole answer not. Per test example, in
+    order: ``inputs``, ``golds``, ``answers_with_iv`` (the greedy answers with the vector) and
+    ``random_hits`` (exact match with a random vector, mean over the random directions).
     """
 
     task: str
@@ -154,29 +169,67 @@ class InterventionScores:
     with_iv_em: float
     with_random_em: float
     with_other_task_em: float
+    constant_answer: str = ""
+    constant_em: float | None = None
+    with_iv_balanced: float | None = None
+    corrupted_balanced: float | None = None
+    with_iv_starts_right: float | None = None
+    answers_with_iv: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    golds: tuple[str, ...] = ()
+    random_hits: tuple[float, ...] = ()
+
+    @property
+    def carries_task(self) -> bool | None:
+        """Whether the vector beats both the constant answer and a random vector of equal norm by
+        exact match; ``None`` when the constant answer was not measured."""
+        if self.constant_em is None:
+            return None
+        return self.with_iv_em > self.constant_em and self.with_iv_em > self.with_random_em
+
+    def per_example(self) -> dict[str, list[float]]:
+        """Per test example (in order): exact match with the vector (``with_iv``), of the constant
+        answer (``constant``) and with a random vector (``random``, mean over directions)."""
+        constant = normalise_answer(self.constant_answer)
+        return {"with_iv": [float(h) for h in exact_match(self.answers_with_iv, self.golds)],
+                "constant": [float(normalise_answer(g) == constant) for g in self.golds],
+                "random": list(self.random_hits)}
 
 
 def evaluate_intervention(model, tokenizer, task: Task, vector: InstructionVector, other: InstructionVector,
                           layer: int, scale: float, split: str = "test", n_random: int = 5, seed: int = 0,
                           site: str = "attention", *, fmt: PromptFormat) -> InterventionScores:
-    """Score ``task`` on ``split`` without its instruction: bare, with its vector, with controls."""
+    """Score ``task`` on ``split`` without its instruction: bare, with its vector, with controls
+    (a random vector of equal norm, another task's vector, the constant answer)."""
     clean = clean_prompts(task, split, "instructed", n=None, seed=seed, fmt=fmt)
     bare = corrupted_prompts(task, split, "removed", n=None, seed=seed, fmt=fmt)
 
-    def both(prompt_set: PromptSet, vec: torch.Tensor | None) -> tuple[float, float]:
-        ft = steered_first_token_accuracy(model, tokenizer, prompt_set.prompts, prompt_set.answers,
+    def run(prompt_set: PromptSet, vec: torch.Tensor | None) -> tuple[list[bool], list[str], list[bool]]:
+        firsts = steered_first_token_hits(model, tokenizer, prompt_set.prompts, prompt_set.answers,
                                           vec, layer, scale, site)
-        em = steered_exact_match(model, tokenizer, prompt_set.prompts, prompt_set.answers, vec, layer, scale, site)
-        return ft, em
+        answers = steered_answers(model, tokenizer, prompt_set.prompts, prompt_set.answers, vec, layer, scale, site)
+        return firsts, answers, exact_match(answers, prompt_set.answers)
 
-    randoms = [both(bare, random_vector_like(vector.vector, sub_seed(seed, r))) for r in range(n_random)]
-    scores = dict(zip(("clean", "clean_em"), both(clean, None)))
-    scores.update(zip(("corrupted", "corrupted_em"), both(bare, None)))
-    scores.update(zip(("with_iv", "with_iv_em"), both(bare, vector.vector)))
-    scores.update(zip(("with_other_task", "with_other_task_em"), both(bare, other.vector)))
-    scores["with_random"] = sum(ft for ft, _ in randoms) / n_random
-    scores["with_random_em"] = sum(em for _, em in randoms) / n_random
-    return InterventionScores(task=task.name, **scores)
+    def mean(flags: Sequence[bool | float]) -> float:
+        return sum(flags) / len(flags)
+
+    clean_ft, _, clean_ex = run(clean, None)
+    bare_ft, bare_answers, bare_ex = run(bare, None)
+    iv_ft, iv_answers, iv_ex = run(bare, vector.vector)
+    other_ft, _, other_ex = run(bare, other.vector)
+    randoms = [run(bare, random_vector_like(vector.vector, sub_seed(seed, r))) for r in range(n_random)]
+    random_hits = tuple(sum(ex[i] for _, _, ex in randoms) / n_random for i in range(len(bare.prompts)))
+    constant = constant_answer(task)
+    return InterventionScores(
+        task=task.name, clean=mean(clean_ft), corrupted=mean(bare_ft), with_iv=mean(iv_ft),
+        with_random=sum(mean(ft) for ft, _, _ in randoms) / n_random, with_other_task=mean(other_ft),
+        clean_em=mean(clean_ex), corrupted_em=mean(bare_ex), with_iv_em=mean(iv_ex),
+        with_random_em=sum(mean(ex) for _, _, ex in randoms) / n_random, with_other_task_em=mean(other_ex),
+        constant_answer=constant, constant_em=mean(exact_match([constant] * len(bare.answers), bare.answers)),
+        with_iv_balanced=balanced_accuracy(iv_answers, bare.answers),
+        corrupted_balanced=balanced_accuracy(bare_answers, bare.answers),
+        with_iv_starts_right=starts_right_share(iv_ft, iv_ex),
+        answers_with_iv=tuple(iv_answers), inputs=bare.inputs, golds=bare.answers, random_hits=random_hits)
 
 
 def build_vectors(model, scans: dict[str, HeadScan], k: int) -> dict[str, InstructionVector]:
@@ -193,7 +246,9 @@ class Extraction:
     valid first-token accuracy with the vectors, over the layers
     ``settings.sweep_layers(n_layers)``; ``k``, ``layer``, ``scale``: the setting chosen on
     valid (``layer`` is a layer of the model, not an index into the sweep); ``vectors``:
-    task -> vector at that ``k``; ``scores``: test results.
+    task -> vector at that ``k``; ``scores``: test results; ``random_cost``: ``[head counts,
+    layers, scales]`` what a random vector of each cell's norm costs the model's instructed
+    valid accuracy (:func:`random_vector_cost`; ``None`` when the scale rule is off).
     """
 
     scans: dict[str, HeadScan]
@@ -204,10 +259,21 @@ class Extraction:
     vectors: dict[str, InstructionVector]
     scores: list[InterventionScores]
     settings: ExtractionSettings
+    random_cost: torch.Tensor | None = None
 
     def mean(self, field: str) -> float:
         """Mean of one :class:`InterventionScores` field over tasks."""
         return sum(getattr(s, field) for s in self.scores) / len(self.scores)
+
+    @property
+    def chosen_random_cost(self) -> float | None:
+        """The random-vector cost of the chosen cell (``None`` when the scale rule is off)."""
+        if self.random_cost is None:
+            return None
+        n_layers = next(iter(self.scans.values())).effects.shape[0]
+        layers = self.settings.sweep_layers(n_layers)
+        return float(self.random_cost[self.settings.head_counts.index(self.k), layers.index(self.layer),
+                                      self.settings.scales.index(self.scale)])
 
 
 def sweep(model, tokenizer, scans: dict[str, HeadScan], tasks: Sequence[Task], seed: int = 0, *, fmt: PromptFormat,
@@ -222,10 +288,56 @@ def sweep(model, tokenizer, scans: dict[str, HeadScan], tasks: Sequence[Task], s
                         for k in settings.head_counts])
 
 
-def best_setting(grid: torch.Tensor, settings: ExtractionSettings, n_layers: int) -> tuple[int, int, float]:
+def random_vector_cost(model, tokenizer, scans: dict[str, HeadScan], tasks: Sequence[Task], seed: int = 0, *,
+                       fmt: PromptFormat, settings: ExtractionSettings = ExtractionSettings()) -> torch.Tensor:
+    """What a random vector costs the model where it does the task: ``[head counts, layers,
+    scales]``, the mean over tasks of the instructed valid prompts' first-token accuracy
+    without steering minus with a random vector added at that layer and scale.
+
+    Each task's random direction is fixed (seeded by ``seed`` and the task's place) and takes
+    the norm of the task's ``k``-head vector in that cell, as the random control of
+    :func:`evaluate_intervention` does. A cell where noise of the vector's size already breaks
+    instructed prompts is one where adding anything is destructive, and a gain there says
+    little (:func:`scale_allowed`)."""
+    instructed = {t.name: clean_prompts(t, "valid", "instructed", n=None, seed=seed, fmt=fmt) for t in tasks}
+    layers = settings.sweep_layers(next(iter(scans.values())).effects.shape[0])
+    base = {name: steered_first_token_accuracy(model, tokenizer, ps.prompts, ps.answers, None, 0)
+            for name, ps in instructed.items()}
+    grid = torch.zeros(len(settings.head_counts), len(layers), len(settings.scales))
+    for a, k in enumerate(settings.head_counts):
+        vectors = build_vectors(model, scans, k)
+        randoms = {name: random_vector_like(vectors[name].vector, sub_seed(seed, i)) for i, name in enumerate(instructed)}
+        for b, layer in enumerate(layers):
+            for c, scale in enumerate(settings.scales):
+                grid[a, b, c] = sum(base[name] - steered_first_token_accuracy(model, tokenizer, ps.prompts, ps.answers,
+                                                                              randoms[name], layer, scale, settings.site)
+                                    for name, ps in instructed.items()) / len(instructed)
+    return grid
+
+
+def scale_allowed(cost_grid: torch.Tensor, max_cost: float) -> torch.Tensor:
+    """The scale rule: the cells (boolean, shaped like ``cost_grid``) where a random vector of the
+    vector's norm costs instructed accuracy at most ``max_cost`` (:func:`random_vector_cost`)."""
+    return cost_grid <= max_cost
+
+
+def best_setting(grid: torch.Tensor, settings: ExtractionSettings, n_layers: int,
+                 allowed: torch.Tensor | None = None) -> tuple[int, int, float]:
     """``(k, layer, scale)`` of the best cell of a :func:`sweep` grid; ties go to the first cell
-    (fewest heads, lowest layer, smallest scale). ``layer`` is a layer of the model."""
+    (fewest heads, lowest layer, smallest scale). ``layer`` is a layer of the model.
+
+    ``allowed``: a boolean mask shaped like ``grid`` (:func:`scale_allowed`); a cell outside it
+    is never chosen, however well it scores."""
     layers = settings.sweep_layers(n_layers)
+    if allowed is not None:
+        if allowed.shape != grid.shape:
+            raise ValueError(f"the allowed mask has shape {tuple(allowed.shape)}, the grid {tuple(grid.shape)}")
+        if not allowed.any():
+            raise ValueError("no cell of the sweep passes the scale rule (a random vector of the vector's norm "
+                             f"costs instructed accuracy more than max_random_cost={settings.max_random_cost} "
+                             "everywhere): add smaller ExtractionSettings.scales, fewer head_counts or other "
+                             "layers, or raise max_random_cost")
+        grid = torch.where(allowed, grid, torch.tensor(float("-inf"), dtype=grid.dtype))
     k_index, rest = divmod(int(grid.flatten().argmax()), len(layers) * len(settings.scales))
     layer_index, scale_index = divmod(rest, len(settings.scales))
     return settings.head_counts[k_index], layers[layer_index], settings.scales[scale_index]
@@ -249,14 +361,76 @@ def extract_and_test(model, tokenizer, tasks: Sequence[Task], seed: int = 0,
 
     :func:`scan_tasks`, then :func:`sweep` and :func:`best_setting` on the valid split, then
     :func:`score_vectors` on the test split. The layers tried are ``settings.layers``
-    (``None``: every layer of the model).
+    (``None``: every layer of the model). The scale rule: only cells where a random vector of
+    the vector's norm costs instructed valid accuracy at most ``settings.max_random_cost`` may
+    be chosen (:func:`random_vector_cost`; ``None``: no rule).
     """
     if len(tasks) < 2:
         raise ValueError("give at least two tasks: each task's vector is controlled by another task's")
     scans = scan_tasks(model, tokenizer, tasks, settings.n_prompts, seed, fmt=fmt, settings=settings,
                        progress=progress)
     grid = sweep(model, tokenizer, scans, tasks, seed, fmt=fmt, settings=settings)
-    k, layer, scale = best_setting(grid, settings, scans[tasks[0].name].effects.shape[0])
+    cost, allowed = None, None
+    if settings.max_random_cost is not None:
+        cost = random_vector_cost(model, tokenizer, scans, tasks, seed, fmt=fmt, settings=settings)
+        allowed = scale_allowed(cost, settings.max_random_cost)
+    k, layer, scale = best_setting(grid, settings, scans[tasks[0].name].effects.shape[0], allowed)
     vectors = build_vectors(model, scans, k)
     scores = score_vectors(model, tokenizer, tasks, vectors, layer, scale, seed, fmt=fmt, settings=settings)
-    return Extraction(scans, grid, k, layer, scale, vectors, scores, settings)
+    return Extraction(scans, grid, k, layer, scale, vectors, scores, settings, cost)
+
+
+def controls_row(scores: InterventionScores, n_top: int = 5) -> dict:
+    """One task's shortcut controls for a result file, kept small: exact match with the vector,
+    bare, with a random vector and of the constant answer, balanced accuracies, the
+    starts-right share, ``carries_task``, the ``n_top`` most frequent answers with the vector
+    (``[answer, count]``) and ``n_top`` example rows (input, gold, answer with the vector)."""
+    fields = ("corrupted_em", "with_iv_em", "with_random_em", "constant_answer", "constant_em",
+              "with_iv_balanced", "corrupted_balanced", "with_iv_starts_right", "carries_task")
+    out = {f: getattr(scores, f) for f in fields}
+    out["top_answers_with_iv"] = [list(pair) for pair in Counter(scores.answers_with_iv).most_common(n_top)]
+    out["examples"] = [{"input": x, "gold": g, "answer": a}
+                       for x, g, a in list(zip(scores.inputs, scores.golds, scores.answers_with_iv))[:n_top]]
+    return out
+
+
+def claim2_summary(results: Sequence[Extraction], n_boot: int = 2000, level: float = 0.95) -> dict:
+    """Chapter 2's claim judged against its shortcuts, over seeds and test examples.
+
+    Per task, the strongest control is the constant answer or the random vector, whichever has
+    the higher exact match over all seeds; the effect is the vector's exact match minus that
+    control's, with a paired percentile-bootstrap interval over (seed, example). Overall: the
+    mean of the tasks' effects, each task resampled within itself. ``tasks_carried``: tasks
+    whose vector beats both controls by exact match on every seed (:attr:`InterventionScores.carries_task`).
+    ``random_cost``: the largest random-vector cost of a chosen cell over seeds, against
+    ``max_random_cost`` (the scale rule; ``None`` when it is off).
+    """
+    if not results:
+        raise ValueError("no extractions to summarise")
+    names = [s.task for s in results[0].scores]
+    items: dict[str, dict[str, list[float]]] = {n: {"with_iv": [], "constant": [], "random": []} for n in names}
+    carried = {n: True for n in names}
+    for result in results:
+        for s in result.scores:
+            if s.constant_em is None or not s.answers_with_iv:
+                raise ValueError(f"task {s.task!r} has no shortcut controls: score it with evaluate_intervention")
+            for key, values in s.per_example().items():
+                items[s.task][key] += values
+            carried[s.task] = carried[s.task] and bool(s.carries_task)
+    per_task, diffs = {}, []
+    for i, name in enumerate(names):
+        it = items[name]
+        control = "constant" if sum(it["constant"]) >= sum(it["random"]) else "random"
+        diff = [a - b for a, b in zip(it["with_iv"], it[control])]
+        diffs.append(diff)
+        per_task[name] = {"effect": sum(diff) / len(diff), "interval": list(bootstrap_interval(diff, n_boot, i, level)),
+                          "strongest_control": control}
+    costs = [r.chosen_random_cost for r in results]
+    max_cost = results[0].settings.max_random_cost
+    rule_off = max_cost is None or any(c is None for c in costs)
+    return {"tasks_carried": [n for n in names if carried[n]], "n_tasks": len(names),
+            "effect": sum(p["effect"] for p in per_task.values()) / len(per_task),
+            "interval": list(grouped_bootstrap_interval(diffs, n_boot, 0, level)), "level": level,
+            "strongest_control": {n: p["strongest_control"] for n, p in per_task.items()}, "per_task": per_task,
+            "random_cost": None if rule_off else max(costs), "max_random_cost": max_cost,
+            "scale_rule_met": None if rule_off else max(costs) <= max_cost}

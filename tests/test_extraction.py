@@ -3,8 +3,11 @@
 import pytest
 import torch
 
-from ivedu.extraction import (ExtractionSettings, best_setting, build_vectors, clean_prompts, corrupted_prompts,
-                              extract_and_test, scan_task, scan_tasks, score_vectors)
+from ivedu.controls import constant_answer
+from ivedu.evaluation import exact_match
+from ivedu.extraction import (ExtractionSettings, InterventionScores, best_setting, build_vectors, claim2_summary,
+                              clean_prompts, controls_row, corrupted_prompts, extract_and_test, random_vector_cost,
+                              scale_allowed, scan_task, scan_tasks, score_vectors)
 from ivedu.prompts import TINY_FORMAT
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
@@ -30,6 +33,28 @@ def test_best_setting_reads_the_grid_in_head_layer_scale_order_and_breaks_ties_t
     assert best_setting(torch.zeros(2, 2, 3), settings, n_layers=8) == (1, 2, 1.0)
 
 
+def test_a_masked_cell_is_never_chosen_even_when_it_scores_best():
+    settings = ExtractionSettings(head_counts=(1, 4), scales=(1.0, 2.0, 3.0), layers=(2, 5))
+    grid = torch.zeros(2, 2, 3)
+    grid[1, 1, 2], grid[0, 1, 0] = 0.9, 0.5
+    allowed = torch.ones(2, 2, 3, dtype=torch.bool)
+    allowed[1, 1, 2] = False
+    assert best_setting(grid, settings, 8, allowed) == (1, 5, 1.0), "the best cell is masked: the next best wins"
+    assert best_setting(grid, settings, 8, torch.ones(2, 2, 3, dtype=torch.bool)) == (4, 5, 3.0)
+    only_worst = torch.zeros(2, 2, 3, dtype=torch.bool)
+    only_worst[1, 0, 1] = True
+    assert best_setting(grid, settings, 8, only_worst) == (4, 2, 2.0), "the only allowed cell, though it scores 0"
+    with pytest.raises(ValueError, match=r"no cell of the sweep passes the scale rule.*smaller ExtractionSettings.scales"):
+        best_setting(grid, settings, 8, torch.zeros(2, 2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="shape"):
+        best_setting(grid, settings, 8, torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_scale_allowed_keeps_the_cells_whose_random_cost_is_at_most_the_bar():
+    cost = torch.tensor([[0.0, 0.1, 0.3], [-0.05, 0.11, 0.9]])
+    assert scale_allowed(cost, 0.1).tolist() == [[True, True, False], [True, False, False]]
+
+
 def test_score_vectors_controls_each_task_with_the_next_tasks_vector(tiny, world):
     model, tok = tiny
     tasks = [world.task("continent"), world.task("sentiment")]
@@ -39,6 +64,51 @@ def test_score_vectors_controls_each_task_with_the_next_tasks_vector(tiny, world
                            settings=ExtractionSettings(n_random=1))
     assert [s.task for s in scores] == ["continent", "sentiment"]
     assert all(0.0 <= s.with_other_task <= 1.0 and 0.0 <= s.with_iv <= 1.0 for s in scores)
+    for task, s in zip(tasks, scores):
+        golds = [ex.output for ex in task.split("test")]
+        assert sorted(s.golds) == sorted(golds) and len(s.answers_with_iv) == len(golds) == len(s.random_hits)
+        assert s.with_iv_em == pytest.approx(sum(exact_match(s.answers_with_iv, s.golds)) / len(golds)), \
+            "the score is the kept answers' exact match"
+        assert s.constant_answer == constant_answer(task)
+        assert s.constant_em == pytest.approx(sum(g == s.constant_answer for g in golds) / len(golds))
+        assert s.carries_task == (s.with_iv_em > s.constant_em and s.with_iv_em > s.with_random_em)
+        assert s.with_random_em == pytest.approx(sum(s.random_hits) / len(golds))
+        row = controls_row(s)
+        assert sum(n for _, n in row["top_answers_with_iv"]) <= len(golds) and len(row["examples"]) <= 5
+    assert all(s.with_iv_balanced is not None and s.corrupted_balanced is not None for s in scores), \
+        "4 continents, 2 sentiments: few distinct answers"
+
+
+def test_claim2_is_the_lead_over_the_stronger_shortcut_with_an_interval():
+    """Hand-made scores: task a's vector answers every example right (constant answer right on
+    half, random on none), task b's answers only the constant (its one label)."""
+    def scores(task, answers, golds, constant, random_hits):
+        hits = exact_match(answers, golds)
+        return InterventionScores(task, 0, 0, 0, 0, 0, 0, 0, sum(hits) / len(hits), sum(random_hits) / len(hits), 0,
+                                  constant_answer=constant,
+                                  constant_em=sum(g == constant for g in golds) / len(golds),
+                                  answers_with_iv=tuple(answers), golds=tuple(golds), random_hits=tuple(random_hits))
+
+    class Fake:
+        settings = ExtractionSettings(max_random_cost=0.1)
+        chosen_random_cost = 0.05
+
+        def __init__(self, s):
+            self.scores = s
+
+    a = scores("a", ["x", "y", "x", "y"], ["x", "y", "x", "y"], "x", [0.0] * 4)
+    b = scores("b", ["p"] * 4, ["p", "p", "p", "n"], "p", [0.25] * 4)
+    summary = claim2_summary([Fake([a, b])], n_boot=200)
+    assert a.carries_task and not b.carries_task
+    assert summary["tasks_carried"] == ["a"]
+    assert summary["strongest_control"] == {"a": "constant", "b": "constant"}
+    assert summary["per_task"]["a"]["effect"] == pytest.approx(0.5)
+    assert summary["per_task"]["b"]["effect"] == summary["per_task"]["b"]["interval"][0] == 0.0, \
+        "a vector that gives the constant answer has no lead, and no spread"
+    assert summary["effect"] == pytest.approx(0.25)
+    low, high = summary["interval"]
+    assert 0 <= low <= 0.25 <= high <= 0.5
+    assert summary["scale_rule_met"] is True and summary["random_cost"] == 0.05
 
 
 def test_instruction_vectors_carry_their_tasks(tiny, world):
@@ -52,6 +122,27 @@ def test_instruction_vectors_carry_their_tasks(tiny, world):
     assert result.mean("with_iv") - result.mean("corrupted") >= 0.3
     assert result.mean("with_iv") - result.mean("with_random") >= 0.3
     assert result.mean("with_other_task") < result.mean("with_iv")
+
+
+def test_the_chosen_scale_obeys_the_scale_rule(tiny, world):
+    """The setting is chosen only where a random vector of the vector's norm costs instructed
+    valid accuracy at most ``max_random_cost``; among those cells, the best of the sweep."""
+    model, tok = tiny
+    tasks = [world.task(name) for name in ("sentiment", "first")]
+    settings = ExtractionSettings(n_prompts=8, head_counts=(2,), scales=(1.0, 4.0, 16.0), n_random=1, layers=(0, 1))
+    result = extract_and_test(model, tok, tasks, seed=0, settings=settings, fmt=FMT)
+    assert result.random_cost.shape == result.sweep.shape == (1, 2, 3)
+    assert result.chosen_random_cost <= settings.max_random_cost
+    allowed = scale_allowed(result.random_cost, settings.max_random_cost)
+    assert not allowed.all(), "scale 16 breaks instructed prompts: the rule has something to rule out"
+    best = int(torch.where(allowed, result.sweep, torch.tensor(-1.0)).flatten().argmax())
+    layer_index, scale_index = divmod(best, 3)
+    assert (settings.layers[layer_index], settings.scales[scale_index]) == (result.layer, result.scale)
+    again = random_vector_cost(model, tok, result.scans, tasks, 0, fmt=FMT, settings=settings)
+    assert torch.equal(again, result.random_cost), "the cost grid repeats"
+    off = extract_and_test(model, tok, tasks, seed=0, settings=ExtractionSettings(
+        n_prompts=8, head_counts=(2,), scales=(1.0,), n_random=1, layers=(0,), max_random_cost=None), fmt=FMT)
+    assert off.random_cost is None and off.chosen_random_cost is None
 
 
 def test_a_restricted_sweep_tries_only_its_layers_and_chooses_among_them(tiny, world):
