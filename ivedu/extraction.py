@@ -155,7 +155,8 @@ class InterventionScores:
     (``None`` for tasks with many distinct answers); ``with_iv_starts_right``: share of answers
     with the vector whose first token is right and whole answer not. Per test example, in
     order: ``inputs``, ``golds``, ``answers_with_iv`` (the greedy answers with the vector) and
-    ``random_hits`` (exact match with a random vector, mean over the random directions).
+    ``random_hits`` (exact match with a random vector, mean over the random directions) and
+    ``bare_hits`` (exact match without a vector).
     """
 
     task: str
@@ -178,22 +179,25 @@ class InterventionScores:
     inputs: tuple[str, ...] = ()
     golds: tuple[str, ...] = ()
     random_hits: tuple[float, ...] = ()
+    bare_hits: tuple[float, ...] = ()
 
     @property
     def carries_task(self) -> bool | None:
-        """Whether the vector beats both the constant answer and a random vector of equal norm by
-        exact match; ``None`` when the constant answer was not measured."""
+        """Whether the vector beats the constant answer, a random vector of equal norm and the bare
+        prompt by exact match (a vector that leaves a task the model does bare as it was carries
+        nothing); ``None`` when the constant answer was not measured."""
         if self.constant_em is None:
             return None
-        return self.with_iv_em > self.constant_em and self.with_iv_em > self.with_random_em
+        return self.with_iv_em > max(self.constant_em, self.with_random_em, self.corrupted_em)
 
     def per_example(self) -> dict[str, list[float]]:
         """Per test example (in order): exact match with the vector (``with_iv``), of the constant
-        answer (``constant``) and with a random vector (``random``, mean over directions)."""
+        answer (``constant``), with a random vector (``random``, mean over directions) and bare
+        (``bare``, no vector)."""
         constant = normalise_answer(self.constant_answer)
         return {"with_iv": [float(h) for h in exact_match(self.answers_with_iv, self.golds)],
                 "constant": [float(normalise_answer(g) == constant) for g in self.golds],
-                "random": list(self.random_hits)}
+                "random": list(self.random_hits), "bare": list(self.bare_hits)}
 
 
 def evaluate_intervention(model, tokenizer, task: Task, vector: InstructionVector, other: InstructionVector,
@@ -229,7 +233,8 @@ def evaluate_intervention(model, tokenizer, task: Task, vector: InstructionVecto
         with_iv_balanced=balanced_accuracy(iv_answers, bare.answers),
         corrupted_balanced=balanced_accuracy(bare_answers, bare.answers),
         with_iv_starts_right=starts_right_share(iv_ft, iv_ex),
-        answers_with_iv=tuple(iv_answers), inputs=bare.inputs, golds=bare.answers, random_hits=random_hits)
+        answers_with_iv=tuple(iv_answers), inputs=bare.inputs, golds=bare.answers, random_hits=random_hits,
+        bare_hits=tuple(float(h) for h in bare_ex))
 
 
 def build_vectors(model, scans: dict[str, HeadScan], k: int) -> dict[str, InstructionVector]:
@@ -394,21 +399,27 @@ def controls_row(scores: InterventionScores, n_top: int = 5) -> dict:
     return out
 
 
+# Claim 2's controls, in the order a tie is broken: the constant answer, a random vector of the
+# vector's norm, and the bare prompt (no vector at all).
+CONTROLS = ("constant", "random", "bare")
+
+
 def claim2_summary(results: Sequence[Extraction], n_boot: int = 2000, level: float = 0.95) -> dict:
     """Chapter 2's claim judged against its shortcuts, over seeds and test examples.
 
-    Per task, the strongest control is the constant answer or the random vector, whichever has
-    the higher exact match over all seeds; the effect is the vector's exact match minus that
+    Per task, the strongest control is the constant answer, the random vector or the bare prompt,
+    whichever has the highest exact match over all seeds; the effect is the vector's exact match minus that
     control's, with a paired percentile-bootstrap interval over (seed, example). Overall: the
     mean of the tasks' effects, each task resampled within itself. ``tasks_carried``: tasks
-    whose vector beats both controls by exact match on every seed (:attr:`InterventionScores.carries_task`).
+    whose vector beats all three by exact match on every seed (:attr:`InterventionScores.carries_task`).
     ``random_cost``: the largest random-vector cost of a chosen cell over seeds, against
     ``max_random_cost`` (the scale rule; ``None`` when it is off).
     """
     if not results:
         raise ValueError("no extractions to summarise")
     names = [s.task for s in results[0].scores]
-    items: dict[str, dict[str, list[float]]] = {n: {"with_iv": [], "constant": [], "random": []} for n in names}
+    items: dict[str, dict[str, list[float]]] = {n: {"with_iv": [], "constant": [], "random": [], "bare": []}
+                                                for n in names}
     carried = {n: True for n in names}
     for result in results:
         for s in result.scores:
@@ -420,7 +431,7 @@ def claim2_summary(results: Sequence[Extraction], n_boot: int = 2000, level: flo
     per_task, diffs = {}, []
     for i, name in enumerate(names):
         it = items[name]
-        control = "constant" if sum(it["constant"]) >= sum(it["random"]) else "random"
+        control = max(CONTROLS, key=lambda c: sum(it[c]))
         diff = [a - b for a, b in zip(it["with_iv"], it[control])]
         diffs.append(diff)
         per_task[name] = {"effect": sum(diff) / len(diff), "interval": list(bootstrap_interval(diff, n_boot, i, level)),

@@ -71,7 +71,8 @@ def test_score_vectors_controls_each_task_with_the_next_tasks_vector(tiny, world
             "the score is the kept answers' exact match"
         assert s.constant_answer == constant_answer(task)
         assert s.constant_em == pytest.approx(sum(g == s.constant_answer for g in golds) / len(golds))
-        assert s.carries_task == (s.with_iv_em > s.constant_em and s.with_iv_em > s.with_random_em)
+        assert s.carries_task == (s.with_iv_em > max(s.constant_em, s.with_random_em, s.corrupted_em))
+        assert s.corrupted_em == pytest.approx(sum(s.bare_hits) / len(golds))
         assert s.with_random_em == pytest.approx(sum(s.random_hits) / len(golds))
         row = controls_row(s)
         assert sum(n for _, n in row["top_answers_with_iv"]) <= len(golds) and len(row["examples"]) <= 5
@@ -82,12 +83,14 @@ def test_score_vectors_controls_each_task_with_the_next_tasks_vector(tiny, world
 def test_claim2_is_the_lead_over_the_stronger_shortcut_with_an_interval():
     """Hand-made scores: task a's vector answers every example right (constant answer right on
     half, random on none), task b's answers only the constant (its one label)."""
-    def scores(task, answers, golds, constant, random_hits):
+    def scores(task, answers, golds, constant, random_hits, bare_hits=None):
         hits = exact_match(answers, golds)
-        return InterventionScores(task, 0, 0, 0, 0, 0, 0, 0, sum(hits) / len(hits), sum(random_hits) / len(hits), 0,
-                                  constant_answer=constant,
+        bare_hits = bare_hits or [0.0] * len(golds)
+        return InterventionScores(task, 0, 0, 0, 0, 0, 0, sum(bare_hits) / len(golds), sum(hits) / len(hits),
+                                  sum(random_hits) / len(hits), 0, constant_answer=constant,
                                   constant_em=sum(g == constant for g in golds) / len(golds),
-                                  answers_with_iv=tuple(answers), golds=tuple(golds), random_hits=tuple(random_hits))
+                                  answers_with_iv=tuple(answers), golds=tuple(golds), random_hits=tuple(random_hits),
+                                  bare_hits=tuple(bare_hits))
 
     class Fake:
         settings = ExtractionSettings(max_random_cost=0.1)
@@ -98,16 +101,18 @@ def test_claim2_is_the_lead_over_the_stronger_shortcut_with_an_interval():
 
     a = scores("a", ["x", "y", "x", "y"], ["x", "y", "x", "y"], "x", [0.0] * 4)
     b = scores("b", ["p"] * 4, ["p", "p", "p", "n"], "p", [0.25] * 4)
-    summary = claim2_summary([Fake([a, b])], n_boot=200)
-    assert a.carries_task and not b.carries_task
+    c = scores("c", ["u", "v", "w", "z"], ["u", "v", "w", "y"], "q", [0.0] * 4, [1.0, 1.0, 1.0, 0.0])
+    summary = claim2_summary([Fake([a, b, c])], n_boot=200)
+    assert a.carries_task and not b.carries_task and not c.carries_task, "c's vector does what the bare prompt does"
     assert summary["tasks_carried"] == ["a"]
-    assert summary["strongest_control"] == {"a": "constant", "b": "constant"}
+    assert summary["strongest_control"] == {"a": "constant", "b": "constant", "c": "bare"}
+    assert summary["per_task"]["c"]["effect"] == 0.0
     assert summary["per_task"]["a"]["effect"] == pytest.approx(0.5)
     assert summary["per_task"]["b"]["effect"] == summary["per_task"]["b"]["interval"][0] == 0.0, \
         "a vector that gives the constant answer has no lead, and no spread"
-    assert summary["effect"] == pytest.approx(0.25)
+    assert summary["effect"] == pytest.approx(0.5 / 3)
     low, high = summary["interval"]
-    assert 0 <= low <= 0.25 <= high <= 0.5
+    assert 0 <= low <= 0.5 / 3 <= high <= 0.5
     assert summary["scale_rule_met"] is True and summary["random_cost"] == 0.05
 
 
