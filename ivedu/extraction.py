@@ -399,6 +399,26 @@ def controls_row(scores: InterventionScores, n_top: int = 5) -> dict:
     return out
 
 
+def format_answers(scores: Sequence[InterventionScores], n_top: int = 4, n_rows: int = 3) -> str:
+    """What the model answers to instruction-less test prompts with each task's vector added:
+    per task, its exact match beside the constant answer's, the random vector's and the bare
+    prompt's, whether it beats all three (``carries``), its ``n_top`` most frequent answers with
+    their counts, and ``n_rows`` example rows (input, gold, answer). A vector that pushes one
+    label shows up here as one answer given to every prompt, whatever the gold."""
+    lines = []
+    for s in scores:
+        if not s.answers_with_iv:
+            raise ValueError(f"task {s.task!r} has no kept answers: score it with evaluate_intervention")
+        counts = ", ".join(f"{a!r} x{n}" for a, n in Counter(s.answers_with_iv).most_common(n_top))
+        lines.append(f"{s.task}: exact match with the vector {s.with_iv_em:.2f} (constant answer "
+                     f"{s.constant_answer!r} {s.constant_em:.2f}, random vector {s.with_random_em:.2f}, bare "
+                     f"{s.corrupted_em:.2f}; carries: {'yes' if s.carries_task else 'no'})")
+        lines.append(f"    answers ({len(s.answers_with_iv)}): {counts}")
+        lines += [f"    {x!r:<28} gold {g!r:<16} -> {a!r}"
+                  for x, g, a in list(zip(s.inputs, s.golds, s.answers_with_iv))[:n_rows]]
+    return "\n".join(lines)
+
+
 # Claim 2's controls, in the order a tie is broken: the constant answer, a random vector of the
 # vector's norm, and the bare prompt (no vector at all).
 CONTROLS = ("constant", "random", "bare")

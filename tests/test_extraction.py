@@ -171,3 +171,17 @@ def test_the_sweep_layers_default_to_every_layer_and_must_lie_inside_the_model()
         ExtractionSettings(layers=(2, 4)).sweep_layers(4)
     with pytest.raises(ValueError, match="non-empty"):
         ExtractionSettings(layers=()).sweep_layers(4)
+
+
+def test_the_answers_table_shows_a_label_pushed_to_every_prompt():
+    from ivedu.extraction import format_answers
+
+    golds = ("positive", "negative", "positive", "negative")
+    s = InterventionScores("sentiment", 0, 0, 0, 0, 0, 0, 0.0, 0.5, 0.5, 0, constant_answer="positive",
+                           constant_em=0.5, answers_with_iv=("positive",) * 4, inputs=("a", "b", "c", "d"),
+                           golds=golds, random_hits=(0.5,) * 4, bare_hits=(0.0,) * 4)
+    table = format_answers([s])
+    assert "'positive' x4" in table and "carries: no" in table
+    assert "'b'" in table and "gold 'negative'" in table and "-> 'positive'" in table
+    with pytest.raises(ValueError, match="no kept answers"):
+        format_answers([InterventionScores("t", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)])
