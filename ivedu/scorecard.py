@@ -208,10 +208,20 @@ def _restoration(r: dict) -> list[Check]:
             Check("random vector's share", random_share, "< the vector's", random_share < s["restored_share"])]
 
 
+def _headline(rows: list[dict]) -> dict:
+    """Claim 5's headline from a result's per-seed rows, for results made before the command wrote it."""
+    from dataclasses import asdict
+
+    from ivedu.continual import headline
+
+    top = headline(rows) if rows and all("general_if" in row for row in rows) else None
+    return {} if top is None else asdict(top)
+
+
 def _guided(r: dict) -> list[Check]:
     s = r["summary"]
     guided, plain = s["iv_guided"], s["plain_lora"]
-    top = r.get("headline") or {}
+    top = r.get("headline") or _headline(r.get("per_seed", []))
     first = [Check(f"general performance over the strongest control ({top['control']}), per seed and general task",
                    top["gp_gain"], "95% interval above 0", top["interval"][0] > 0, tuple(top["interval"]))] if top else []
     return first + [Check("general performance over plain LoRA", guided["gp"] - plain["gp"], f">= {GP_GAIN_MIN}",

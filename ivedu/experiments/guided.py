@@ -26,8 +26,9 @@ from ivedu.study import general_tasks, load_study, load_tasks
 
 
 def reads(settings: Settings) -> tuple[str, ...]:
-    """The sequence, its fine-tuning, the scan of the new tasks' vectors, chapter 4's methods and loss."""
-    return ("data.sequence", "finetune", "extraction", "guided")
+    """The sequence, its fine-tuning, the scan's prompt styles (the new tasks' vectors; the sweep's
+    settings are chapter 2's alone), chapter 4's methods and loss."""
+    return ("data.sequence", "finetune", "extraction.clean_style", "extraction.corrupted_style", "guided")
 
 
 def run(settings: Settings, seeds: list[int], progress: bool = False, checkpoints: Checkpoints | None = None) -> dict:

@@ -22,7 +22,7 @@ from ivedu.settings import FINDING_METHODS, Settings
 
 def reads(settings: Settings) -> tuple[str, ...]:
     """The control sequence, and what the guided command reads besides its sequence."""
-    return ("data.control_sequence", "finetune", "extraction", "guided")
+    return ("data.control_sequence", "finetune", "extraction.clean_style", "extraction.corrupted_style", "guided")
 
 
 def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:

@@ -17,7 +17,7 @@ from ivedu.datasets import TASKS
 from ivedu.evaluation import survey_task
 from ivedu.experiments.log import Log
 from ivedu.settings import Settings
-from ivedu.study import load_study, load_tasks
+from ivedu.study import load_original, load_study, load_tasks
 
 N_EXAMPLES = 24
 
@@ -28,16 +28,23 @@ def reads(settings: Settings) -> tuple[str, ...]:
 
 
 def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
-    """``summary[task]``: the :class:`ivedu.evaluation.TaskSurvey` fields of each task."""
+    """``summary[task]``: the :class:`ivedu.evaluation.TaskSurvey` fields of each task in the model
+    under study; ``original[task]``: the same in the model as loaded, where the profile adds an
+    instruction-tuning stage (which tasks are native, which taught)."""
     log = Log(progress)
-    lm = load_study(settings)
     data = settings.data
     if data.world == "function_vectors":  # every shipped dataset, as general tasks, unfiltered
         data = replace(data, general_tasks=tuple(sorted(TASKS)), sequence=(), control_sequence=())
     world = load_tasks(replace(settings, data=replace(data, known_only=False)))
-    rows = []
-    for task in world.tasks:
-        rows.append(asdict(survey_task(lm.model, lm.tokenizer, task, "test", N_EXAMPLES, fmt=lm.fmt)))
-        log(f"{task.name}: first token {rows[-1]['first_token']:.2f}, exact match {rows[-1]['exact_match']:.2f}")
-    return {"summary": {r["task"]: {k: v for k, v in r.items() if k != "task"} for r in rows},
-            "per_seed": [], "n_examples": N_EXAMPLES, "model": settings.model}
+
+    def survey(lm) -> dict:
+        rows = {}
+        for task in world.tasks:
+            row = asdict(survey_task(lm.model, lm.tokenizer, task, "test", N_EXAMPLES, fmt=lm.fmt))
+            rows[row.pop("task")] = row
+            log(f"{lm.name} {task.name}: first token {row['first_token']:.2f}, exact match {row['exact_match']:.2f}")
+        return rows
+
+    original = survey(load_original(settings)) if settings.teaching is not None else None
+    return {"summary": survey(load_study(settings)), "per_seed": [], "n_examples": N_EXAMPLES,
+            "model": settings.model, **({"original": original} if original is not None else {})}
