@@ -275,6 +275,30 @@ def claim_one(before: Sequence[AbilityScores], runs: Sequence[DiagnosisRun], tas
                     drop(lambda row: not row.taught), drop(lambda row: row.taught), tuple(rows))
 
 
+def format_claim_one(claim: ClaimOne) -> str:
+    """:class:`ClaimOne` as a plain-text table, a row per general task: instruction following
+    before -> after beside its controls (the constant answer, first-token accuracy, balanced
+    accuracy, answers that only start right) and knowledge, marked where it is judged; then the
+    drops with their intervals."""
+    def num(x) -> str:
+        return "  -  " if x is None else f"{x:.2f}"
+
+    width = max(12, *(len(r.task) + 1 for r in claim.tasks))
+    lines = [f"{'task':<{width}}{'kind':<8}{'const':>6}{'IF exact':>14}{'first token':>14}{'balanced':>14}"
+             f"{'starts':>8}{'knowledge':>14}"]
+    for r in claim.tasks:
+        lines.append(f"{r.task:<{width}}{'taught' if r.taught else 'native':<8}{r.constant:>6.2f}"
+                     f"{r.if_before:>6.2f} -> {r.if_after:.2f}{r.ft_before:>6.2f} -> {r.ft_after:.2f}"
+                     f"{num(r.balanced_before):>6} -> {num(r.balanced_after)}{r.starts_right_after:>8.2f}"
+                     f"{r.kn_before:>6.2f} -> {r.kn_after:.2f}{' *' if r.knowledge_judged else ''}")
+    kn = ("no task's knowledge can be judged" if claim.kn_drop_interval is None else
+          f"knowledge drop {claim.kn_drop:.2f} [{claim.kn_drop_interval[0]:.2f}, {claim.kn_drop_interval[1]:.2f}] "
+          f"on the tasks marked * (probe >= {KNOWLEDGE_MIN} before)")
+    lines.append(f"instruction following drop {claim.if_drop:.2f} [{claim.if_drop_interval[0]:.2f}, "
+                 f"{claim.if_drop_interval[1]:.2f}] (95% bootstrap interval over seeds x tasks); {kn}")
+    return "\n".join(lines)
+
+
 def format_summary(summaries: dict[str, MethodSummary]) -> str:
     """A plain-text table: each measure before -> after (seeds' sd), one column per method."""
     rows = (("new task, exact match", "new_task_before", "new_task", None),

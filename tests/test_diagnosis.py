@@ -84,3 +84,17 @@ def test_the_summary_table_shows_each_method():
                sd_over_seeds={"if_after": 0.1, "kn_after": 0.0, "new_task": 0.0})
     table = format_summary({"full": MethodSummary(**row), "lora": MethodSummary(**row)})
     assert "full: before -> after" in table and "1.00 -> 0.50 (0.10)" in table
+
+
+def test_the_claim_table_shows_each_tasks_controls_and_which_knowledge_is_judged():
+    from ivedu.diagnosis import ClaimOne, TaskDiagnosis, format_claim_one
+
+    rows = (TaskDiagnosis("sentiment", False, 0.55, 1.0, 0.5, 1.0, 0.6, 1.0, 0.5, 0.1, 0.9, 0.85, True),
+            TaskDiagnosis("antonym", True, 0.01, 1.0, 0.2, 1.0, 0.3, None, None, 0.1, 0.3, 0.3, False))
+    table = format_claim_one(ClaimOne(0.65, (0.5, 0.8), 0.05, (0.0, 0.1), ("sentiment",), 0.5, 0.8, rows))
+    lines = table.splitlines()
+    assert lines[1].startswith("sentiment") and "native" in lines[1] and lines[1].endswith("*")
+    assert "taught" in lines[2] and not lines[2].endswith("*") and "  -  ->   -" in lines[2]
+    assert "drop 0.65 [0.50, 0.80]" in lines[-1] and "knowledge drop 0.05 [0.00, 0.10]" in lines[-1]
+    empty = ClaimOne(0.65, (0.5, 0.8), float("nan"), None, (), 0.5, 0.8, rows)
+    assert "no task's knowledge can be judged" in format_claim_one(empty)
