@@ -393,3 +393,33 @@ def test_restoration_lead_pairs_tasks_and_seeds():
     assert lead.interval == paired_bootstrap_interval([0.8] * 6, [0.4, 0.6, 0.5] * 2, n=500)
     assert restoration_lead(runs, -1, n=500).interval == (0.0, 0.0)
 
+
+def test_the_summary_carries_what_the_scorecard_judges(tmp_path):
+    from ivedu.experiments.dynamics import summary_json
+    from ivedu.results import result_path, save_result
+    from ivedu.scorecard import MIN_POINTS, judge
+
+    original = _stage(0, [1.0, 1.0, 1.0], [1, 1, 1], [1, 1, 1], 0.0)
+    first = _stage(1, [0.4, 0.6, 0.5], [0.4, 0.6, 0.5], [0.9, 0.9, 0.8], 2.0, restored={0: 0.8, 1: 0.8, 2: 0.8},
+                   points=(OverlayPoint(0, (1.0,), (0.0,)),))
+    last = _stage(2, [0.2, 0.1, 0.3], [0.25, 0.1, 0.3], [0.5, 0.8, 0.1], 4.0, restored={0: 0.5, 1: 0.4, 2: 0.5})
+    rng = np.random.default_rng(0)
+    checkpoints = []
+    for step in range(1, 9):  # the vector's cosine follows instruction following; the baselines do not
+        scores = rng.uniform(size=3)
+        checkpoints.append(Checkpoint(1, step, _stage(1, scores, scores + 0.02 * rng.uniform(size=3),
+                                                      rng.uniform(size=3), float(rng.uniform())).rows))
+
+    def judged(points):
+        runs = [SeedRun(0, (original, first, last), fit_r2([first, last], points), tuple(points))]
+        save_result({"summary": summary_json(runs, 0), "settings": {"dynamics": {"max_random_cost": 0.1}},
+                     "seeds": 1}, result_path("tiny", "dynamics", tmp_path))
+        return judge(3, "tiny", tmp_path), judge(4, "tiny", tmp_path)
+
+    few, restored = judged(checkpoints[:2])
+    assert few.verdict == "not measured enough" and few.checks[1].value == 3 * (2 + 2) < MIN_POINTS
+    assert restored.verdict == "holds" and restored.headline == pytest.approx(0.3)  # restored share 0.6
+    assert restored.headline_interval[0] > 0
+    enough, _ = judged(checkpoints)
+    assert enough.checks[1].value == 3 * (2 + 8) >= MIN_POINTS
+    assert enough.verdict == "holds" and enough.headline_interval[0] > 0
