@@ -94,7 +94,7 @@ def test_the_claim_table_shows_each_tasks_controls_and_which_knowledge_is_judged
     table = format_claim_one(ClaimOne(0.65, (0.5, 0.8), 0.05, (0.0, 0.1), ("sentiment",), 0.5, 0.8, rows))
     lines = table.splitlines()
     assert lines[1].startswith("sentiment") and "native" in lines[1] and lines[1].endswith("*")
-    assert "taught" in lines[2] and not lines[2].endswith("*") and "  -  ->   -" in lines[2]
+    assert "taught" in lines[2] and not lines[2].endswith("*") and "-   ->   -" in lines[2]
     assert "drop 0.65 [0.50, 0.80]" in lines[-1] and "knowledge drop 0.05 [0.00, 0.10]" in lines[-1]
     empty = ClaimOne(0.65, (0.5, 0.8), float("nan"), None, (), 0.5, 0.8, rows)
     assert "no task's knowledge can be judged" in format_claim_one(empty)
