@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ivedu.diagnosis import KNOWLEDGE_MIN
 from ivedu.results import load_result
 
 PROFILES = ("tiny", "smol", "colab", "paper")
@@ -27,8 +28,13 @@ AP_DROP_MAX = 0.05  # claim 5: the sequence's average performance at most this m
 
 # The bars, in words; each check function below implements its claim's line.
 BARS = f"""1. *Instruction following breaks while knowledge holds* (`diagnosis`): for full fine-tuning
-   and LoRA, instruction following (exact match) drops by at least {IF_DROP_MIN}, knowledge (ranking)
-   by at most {KN_DROP_MAX:.2f}, and the new task is learnt (valid exact match at the stop rule's bar).
+   and LoRA, instruction following (exact match, mean over general tasks and seeds) drops by at
+   least {IF_DROP_MIN}, with the 95% bootstrap interval of the drop (over seeds and tasks) above
+   knowledge's; knowledge (ranking) drops by at most {KN_DROP_MAX:.2f}, judged only on the tasks whose
+   statement probe ranks the gold answer first in at least {KNOWLEDGE_MIN} of them before
+   fine-tuning (none: *not measured enough*); and the new task is learnt (exact match at the stop
+   rule's bar). No new task may be an inverse or variant of a general task (the settings refuse
+   one). A result recorded before these controls is judged by the first bars: the drops alone.
 2. *The vector restores instruction-less prompts* (`extraction`): by exact match, the vector beats
    the stronger of two shortcuts -- always giving the task's most frequent answer, and a random vector
    of equal norm -- with the 95% bootstrap interval of its lead (over seeds and test examples) above 0;
@@ -49,9 +55,11 @@ BARS = f"""1. *Instruction following breaks while knowledge holds* (`diagnosis`)
    accuracy; the layer and scale were chosen where the random vector costs the original model at most
    the profile's `max_random_cost` (the scale rule). A result recorded before these controls is judged
    by the first bars: the share at least {RESTORED_MIN}, and a random vector's share less than it.
-5. *IV-guided training forgets less* (`guided`): general performance at least {GP_GAIN_MIN} above plain
-   LoRA, the sequence's average performance at most {AP_DROP_MAX} below it, and general performance
-   above the random-vector and KL-only controls.
+5. *IV-guided training forgets less* (`guided`): first, general performance above its strongest
+   control -- the same loss with a random vector of equal norm, or the KL terms alone, whichever
+   keeps more -- with the 95% bootstrap interval of the lead (paired over seeds and general tasks)
+   above 0; then at least {GP_GAIN_MIN} above plain LoRA, the sequence's average performance at most
+   {AP_DROP_MAX} below it, and general performance above each control.
 
 Verdict: **holds** when every check passes; **does not** when the first (the claim's own
 effect) fails; **partly** otherwise; **not measured** without a committed result; **not measured
