@@ -26,8 +26,7 @@ from ivedu.study import general_tasks, load_study, load_tasks
 
 
 def reads(settings: Settings) -> tuple[str, ...]:
-    """The sequence, its fine-tuning, the scan's prompt styles (the new tasks' vectors; the sweep's
-    settings are chapter 2's alone), chapter 4's methods and loss."""
+    """The sequence, its fine-tuning, the scan's prompt styles (not chapter 2's sweep), chapter 4's loss."""
     return ("data.sequence", "finetune", "extraction.clean_style", "extraction.corrupted_style", "guided")
 
 
