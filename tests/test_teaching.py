@@ -72,3 +72,16 @@ def test_the_smol_profile_ships_its_stage_made_with_its_settings():
     s = settings("ch0", "smol")
     manifest = read_manifest(stage_folder("smol"), s.teaching)
     assert manifest["model"] == "smol" and set(manifest["after"]) == set(s.teaching.tasks)
+
+
+def test_the_study_model_answers_at_least_30_test_examples_of_every_general_task():
+    """The real model's design: six general tasks, each scored on at least 30 test examples the
+    study model (SmolLM2 plus its stage) answers right under its instruction."""
+    from ivedu.study import general_tasks
+
+    s = settings("ch1", "smol")
+    lm = load_study(s)
+    assert lm.name.startswith("smol+taught-")
+    tasks = general_tasks(s, load_tasks(s, lm))
+    assert len(tasks) >= 6 and set(s.teaching.native) < {t.name for t in tasks}
+    assert {t.name: len(t.test) >= 30 for t in tasks} == {t.name: True for t in tasks}
