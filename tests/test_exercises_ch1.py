@@ -173,14 +173,20 @@ def smol_scores(smol):
             "tasks": [small(world.task(name), 12) for name in settings.data.general_tasks]}, fmt
 
 
-def test_knowledge_score_check_on_the_real_model(smol_scores, capsys):
+def test_knowledge_score_check_on_the_real_model(smol, smol_scores, capsys):
     where, _ = smol_scores
     check_knowledge_score(solution("01_diagnosis", "knowledge_ranking"), **where)
     assert "8 task/model pairs" in capsys.readouterr().out
     with pytest.raises(ExerciseError, match="NotImplementedError"):
         check_knowledge_score(stub, **where)
-    with pytest.raises(ExerciseError, match="(?s)chapter's model on the 'capitalize' task.*summed"):
-        check_knowledge_score(knowledge_mean_per_token, **where)
+    # Length-normalised ranking differs from the summed one where candidates differ in length, as
+    # antonyms do: 3 of antonym's first 24 test examples on SmolLM2, more than the check's
+    # tolerance of one (capitalize and sentiment, the chapter's first two tasks, differ on one).
+    _, _, _, _, world = smol_world(smol, "ch1")
+    antonyms = {**where, "tasks": [world.task("antonym")]}
+    check_knowledge_score(solution("01_diagnosis", "knowledge_ranking"), **antonyms)
+    with pytest.raises(ExerciseError, match="(?s)chapter's model on the 'antonym' task.*summed"):
+        check_knowledge_score(knowledge_mean_per_token, **antonyms)
 
 
 def test_instruction_exact_match_check_on_the_real_model(smol_scores, capsys):
