@@ -202,7 +202,9 @@ def apply_teaching(model, folder: Path, settings: TeachingSettings):
 
     read_manifest(folder, settings)
     merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
-    return merged.eval()
+    # peft froze the base weights to train the adapter; merged, they are the model's own again,
+    # trainable as in any model as loaded (full fine-tuning trains every one of them).
+    return merged.requires_grad_(True).eval()
 
 
 def _as_json(value):

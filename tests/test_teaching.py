@@ -44,6 +44,7 @@ def test_the_stage_trains_saves_and_loads_back_with_its_hash(tmp_path):
     assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
     merged = apply_teaching(load_study(settings("ch0", "tiny")).model, folder, teaching)
     assert type(merged) is type(lm.model)
+    assert all(p.requires_grad for p in merged.parameters()), "full fine-tuning trains every merged weight"
     changed = [not torch.equal(a, b) for a, b in zip(merged.state_dict().values(), lm.model.state_dict().values())]
     assert any(changed), "the merged stage left every weight as it was"
 
