@@ -475,12 +475,14 @@ _SMOL = Settings(
     # and 4 train it.
     finetune=FinetuneSettings(batch_size=8, max_steps=100, stop_at=0.8, eval_every=10, lr_full=1e-5,
                               lr_lora=3e-4, sequence_methods=()),
-    # The sweep: 2 head counts x 4 layers x 3 scales (the first design's 54 cells took most of
-    # chapter 2's time; its choices were 16 heads at layers 12-14), half-scale included now that
-    # the scale rule refuses cells where a random vector of the vector's norm costs the original
-    # model more than 0.10; three random directions per task, each a greedy pass over its test prompts.
-    extraction=ExtractionSettings(n_prompts=24, head_counts=(8, 16), scales=(0.5, 1.0, 2.0),
-                                  layers=(6, 9, 12, 15), n_random=3),
+    # The sweep: 16 heads x 3 layers x 3 scales. The first design's 54 cells took most of chapter
+    # 2's time with two tasks, and it chose 16 heads at layers 12-14 on every seed; six tasks and
+    # the scale rule's grid (a random vector of each cell's norm on the instructed prompts) cost
+    # three times as much a cell. Half-scale is included now that the rule refuses cells where
+    # that random vector costs the original model more than 0.10; three random directions per
+    # task, each a greedy pass over its test prompts.
+    extraction=ExtractionSettings(n_prompts=24, head_counts=(16,), scales=(0.5, 1.0, 2.0),
+                                  layers=(9, 12, 15), n_random=3),
     # Restoration tries the layers and scales around chapter 2's choice on this model (layer 12,
     # scale 2 on two seeds of three, 14 and 4 on the third): each (layer, scale) costs a pass over
     # the valid prompts per task and direction, and the chapter has 10 minutes.
