@@ -34,7 +34,8 @@ def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
     log = Log(progress)
     data = settings.data
     if data.world == "function_vectors":  # every shipped dataset, as general tasks, unfiltered (none is trained)
-        data = replace(data, general_tasks=tuple(sorted(TASKS)), sequence=(), control_sequence=(), related=())
+        data = replace(data, general_tasks=tuple(sorted(TASKS)), new_task="", sequence=(), control_sequence=(),
+                       related=())
     world = load_tasks(replace(settings, data=replace(data, known_only=False)))
 
     def survey(lm) -> dict:
