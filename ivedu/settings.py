@@ -483,11 +483,13 @@ _SMOL = Settings(
     # task, each a greedy pass over its test prompts.
     extraction=ExtractionSettings(n_prompts=24, head_counts=(16,), scales=(0.5, 1.0, 2.0),
                                   layers=(9, 12, 15), n_random=3),
-    # Restoration tries the layers and scales around chapter 2's choice on this model (layer 12,
-    # scale 2 on two seeds of three, 14 and 4 on the third): each (layer, scale) costs a pass over
-    # the valid prompts per task and direction, and the chapter has 10 minutes.
-    dynamics=DynamicsSettings(heads=16, n_prompts=24, scales=(1.0, 2.0), layers=(10, 12, 14),
-                              watch_every=10, watch_prompts=8, overlay_layer=10, checkpoint_every=10),
+    # Restoration tries the layers around the first design's choice in chapter 2 (layer 12 on two
+    # seeds of three, 14 on the third) and half-scale beside 1 and 2 (at 2 a random vector of the
+    # vector's norm drove that design's instruction following to zero: the scale rule now refuses
+    # such cells). A checkpoint every 20 training steps: each re-extracts six tasks (about two
+    # minutes here), and stages of 40-60 steps give 6 tasks x (3 stage ends + about 6) points.
+    dynamics=DynamicsSettings(heads=16, n_prompts=24, scales=(0.5, 1.0, 2.0), layers=(10, 12, 14),
+                              watch_every=10, watch_prompts=8, overlay_layer=10, checkpoint_every=20),
     # Chapter 4 on smol compares the four methods the fifth finding's bars name and skips the
     # ablation: each method is a LoRA run over the whole sequence, about 2.6 s a step here. Its
     # stop rule checks 48 valid examples: a check of a whole valid split (163 examples, two
