@@ -18,6 +18,7 @@ for every chapter and command whose profile names a stage (``settings.teaching``
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -109,8 +110,6 @@ def train_stage(lm, tasks: Sequence[Task], settings: TeachingSettings, progress:
     """A LoRA (``settings``) trained on :func:`teaching_sequences` of ``tasks``, on a copy of
     ``lm.model``: ``(peft model, per-step losses, seconds)``. AdamW, ten steps of warm-up, then
     a constant rate; gradients clipped at norm 1, as in :func:`ivedu.finetune.finetune`."""
-    import copy
-
     sequences = teaching_sequences(lm.tokenizer, tasks, settings, fmt=lm.fmt)
     model = lora_model(copy.deepcopy(lm.model), settings.lora_rank, settings.lora_alpha, seed=settings.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -238,8 +237,6 @@ def teach(settings, progress: bool = False, out: Path | None = None) -> Teaching
 def replace_known(settings):
     """``settings`` scoring every example (the stage is taught and reported on whole tasks,
     before any example is judged known)."""
-    from dataclasses import replace
-
     return replace(settings, data=replace(settings.data, known_only=False))
 
 
