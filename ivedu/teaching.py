@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import os
 import random
@@ -38,6 +37,7 @@ from ivedu.corpus import TrainingSequence, collate, instructed_sequence
 from ivedu.evaluation import exact_match_score, normalise_answer
 from ivedu.finetune import _lr_factor, first_examples, lora_model
 from ivedu.settings import TeachingSettings
+from ivedu.smol import file_sha256
 from ivedu.world import Task
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
@@ -164,15 +164,6 @@ def save_stage(model, report: TeachingReport, folder: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(folder: Path, settings: TeachingSettings) -> dict:
