@@ -39,7 +39,7 @@ import copy
 import itertools
 import math
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Collection, Sequence
 
 import numpy as np
@@ -571,6 +571,28 @@ class SeedRun:
     stages: tuple[Stage, ...]
     fits: Fits
     checkpoints: tuple[Checkpoint, ...] = ()
+
+    def as_dict(self) -> dict:
+        """Every field, JSON-ready (:meth:`from_dict` reads it back): what a resumed command keeps."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SeedRun":
+        """The run :meth:`as_dict` wrote: lists back to tuples, nested dicts to their dataclasses."""
+        def restoration(value: dict | None) -> Restoration | None:
+            return None if value is None else Restoration(**value)
+
+        def rows(values: dict) -> dict[str, TaskAtStage]:
+            return {name: TaskAtStage(**{**row, "heads": tuple(tuple(h) for h in row["heads"]),
+                                         "restored": restoration(row["restored"]),
+                                         "subtracted": restoration(row["subtracted"])})
+                    for name, row in values.items()}
+
+        stages = tuple(Stage(s["stage"], s["task"], s["steps"], rows(s["rows"]),
+                             tuple(OverlayPoint(p["step"], tuple(p["old"]), tuple(p["new"])) for p in s["overlay"]))
+                       for s in data["stages"])
+        checkpoints = tuple(Checkpoint(c["stage"], c["step"], rows(c["rows"])) for c in data["checkpoints"])
+        return cls(data["seed"], stages, Fits(**data["fits"]), checkpoints)
 
 
 def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Task], seed: int,

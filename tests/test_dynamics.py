@@ -423,3 +423,28 @@ def test_the_summary_carries_what_the_scorecard_judges(tmp_path):
     enough, _ = judged(checkpoints)
     assert enough.checks[1].value == 3 * (2 + 8) >= MIN_POINTS
     assert enough.verdict == "holds" and enough.headline_interval[0] > 0
+
+
+def test_a_resumed_dynamics_command_reuses_the_finished_seeds_and_gives_the_same_result(tmp_path, monkeypatch):
+    import json
+
+    import ivedu.experiments.dynamics as command
+    from ivedu.experiments.checkpoints import Checkpoints
+    from ivedu.settings import settings
+
+    s = settings("ch3", "tiny")
+    short = replace(s, finetune=replace(s.finetune, max_steps=2, stop_at=None),
+                    dynamics=replace(s.dynamics, heads=2, n_prompts=8, scales=(1.0,), layers=(1,), watch_every=1,
+                                     watch_prompts=2, checkpoint_every=1),
+                    data=replace(s.data, general_tasks=("plural", "first"), sequence=s.data.sequence[:2]))
+    first = command.run(short, [0], checkpoints=Checkpoints.for_run("dynamics", short, tmp_path))
+    assert first["resumed"] == []
+    again = Checkpoints.for_run("dynamics", short, tmp_path)
+    assert [p.name for p in again.folder.iterdir()] == ["seed0.json"]
+    kept = SeedRun.from_dict(json.loads((again.folder / "seed0.json").read_text()))
+    assert kept.checkpoints and kept.stages[1].overlay and kept.stages[1].rows
+    assert all(isinstance(h, tuple) for row in kept.stages[1].rows.values() for h in row.heads)
+    monkeypatch.setattr(command, "run_seed", lambda *a, **k: pytest.fail("a kept seed was trained again"))
+    second = command.run(short, [0], checkpoints=again)
+    assert second["resumed"] == ["seed0"]
+    assert json.dumps({**second, "resumed": []}) == json.dumps(first)

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="print progress lines on stderr (the default when stderr is a terminal)")
     parser.add_argument("--resume", action="store_true",
                         help="keep each finished run in the cache and reuse those an earlier, stopped run of the "
-                             "same settings kept (commands that train for hours: guided)")
+                             "same settings kept (commands that train for hours: guided, dynamics)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")

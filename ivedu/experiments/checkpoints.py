@@ -2,8 +2,8 @@
 
 On a CPU one seed of chapter 4's comparison on a real model takes most of an hour; a session,
 a laptop lid or a Colab runtime can end first. With ``--resume`` the command keeps every
-finished (seed, method) run as one JSON file and, run again, reuses those instead of training
-them anew. The folder is named after a hash of the settings the command reads and the library
+finished piece (a (seed, method) run of ``guided``, a seed of ``dynamics``) as one JSON file
+and, run again, reuses those instead of training them anew. The folder is named after a hash of the settings the command reads and the library
 versions, so a run is reused only by a command that would have made it the same way; after
 changing the code itself, delete the folder (the command prints it). Each file is written
 atomically: a run stopped while writing leaves no half file behind.

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict
 
 from ivedu.dynamics import Restoration, SeedRun, Stage, TaskAtStage, run_seed, summarise
+from ivedu.experiments.checkpoints import Checkpoints
 from ivedu.settings import Settings
 from ivedu.study import general_tasks, load_study, load_tasks
 
@@ -76,8 +77,10 @@ def summary_json(runs: list[SeedRun], overlay_layer: int) -> dict:
     return out
 
 
-def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
-    """The whole experiment over ``seeds``: a JSON-ready dict with ``summary`` and ``per_seed``."""
+def run(settings: Settings, seeds: list[int], progress: bool = False, checkpoints: Checkpoints | None = None) -> dict:
+    """The whole experiment over ``seeds``: a JSON-ready dict with ``summary`` and ``per_seed``.
+    ``checkpoints``: keep each finished seed and reuse those kept before (``resumed``): on a
+    2-core CPU one seed of ``smol`` takes over an hour."""
     lm = load_study(settings)
     world = load_tasks(settings, lm)
     general = general_tasks(settings, world)
@@ -88,6 +91,16 @@ def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
         if progress:
             print(f"[{time.perf_counter() - began:6.1f} s] {message}", file=sys.stderr, flush=True)
 
-    runs = [run_seed(lm, general, sequence, seed, settings.dynamics, settings.finetune, settings.extraction, log)
-            for seed in seeds]
-    return {"summary": summary_json(runs, settings.dynamics.overlay_layer), "per_seed": [seed_json(r) for r in runs]}
+    def one_seed(seed: int) -> SeedRun:
+        kept = checkpoints.get(f"seed{seed}") if checkpoints is not None else None
+        if kept is not None:
+            log(f"seed {seed}: reused from {checkpoints.folder}")
+            return SeedRun.from_dict(kept)
+        done = run_seed(lm, general, sequence, seed, settings.dynamics, settings.finetune, settings.extraction, log)
+        if checkpoints is not None:
+            checkpoints.put(f"seed{seed}", done.as_dict())
+        return done
+
+    runs = [one_seed(seed) for seed in seeds]
+    return {"summary": summary_json(runs, settings.dynamics.overlay_layer), "per_seed": [seed_json(r) for r in runs],
+            **({"resumed": checkpoints.reused} if checkpoints is not None else {})}
