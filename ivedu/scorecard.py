@@ -1,8 +1,11 @@
 """The replication scorecard: each of the paper's five claims, per profile, from ``results/``.
 
 A claim is judged by bars fixed before any result was seen (the first issues' "done when"
-tests, the same on every profile), each a :class:`Check` on the committed result of the
-claim's reproduction command; :data:`BARS` states them, and the book shows that text.
+tests), each a :class:`Check` on the committed result of the claim's reproduction command;
+:data:`BARS` states them, and the book shows that text. Their numbers are the same on every
+profile, except two that each profile sets and :func:`profile_bars_markdown` tabulates from
+:mod:`ivedu.settings`: the stop rule's exact match (claim 1's "the new task is learnt") and the
+scale rule's largest random-vector cost (claims 2 and 4).
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from typing import Callable
 
 from ivedu.diagnosis import KNOWLEDGE_MIN
 from ivedu.results import load_result
+from ivedu.settings import settings as profile_settings
 
 PROFILES = ("tiny", "smol", "colab", "paper")
 
-# The bars, fixed before any result was seen; the same on every profile.
+# The bars, fixed before any result was seen; these numbers are the same on every profile (the
+# stop rule and the scale rule, which a profile sets, are in ivedu.settings: profile_bars_markdown).
 IF_DROP_MIN = 0.25  # claim 1: instruction following drops by at least this much ...
 KN_DROP_MAX = 0.10  # ... while knowledge drops by at most this much
 GAIN_MIN = 0.30  # claim 2: the vector's gain on instruction-less prompts
@@ -32,8 +37,8 @@ BARS = f"""1. *Instruction following breaks while knowledge holds* (`diagnosis`)
    least {IF_DROP_MIN}, with the 95% bootstrap interval of the drop (over seeds and tasks) above
    knowledge's; knowledge (ranking) drops by at most {KN_DROP_MAX:.2f}, judged only on the tasks whose
    statement probe ranks the gold answer first in at least {KNOWLEDGE_MIN} of them before
-   fine-tuning (none: *not measured enough*); and the new task is learnt (exact match at the stop
-   rule's bar). No new task may be an inverse or variant of a general task (the settings refuse
+   fine-tuning (none: *not measured enough*); and the new task is learnt (exact match at least the
+   profile's stop-rule bar, the exact match at which fine-tuning stops: see the table below). No new task may be an inverse or variant of a general task (the settings refuse
    one). A result recorded before these controls is judged by the first bars: the drops alone.
 2. *The vector restores instruction-less prompts* (`extraction`): by exact match, the vector beats
    the stronger of two shortcuts -- always giving the task's most frequent answer, and a random vector
@@ -266,6 +271,23 @@ def judge(claim: int, profile: str, root: Path | None = None) -> Verdict:
     if any(c.prerequisite and not c.met for c in checks):
         verdict = "not measured enough"
     return Verdict(claim, profile, checks, verdict, source, result.get("seeds"))
+
+
+def profile_bars_markdown(profiles: tuple[str, ...] = PROFILES) -> str:
+    """The bars a profile sets, read from :mod:`ivedu.settings`, as a markdown table: a row per
+    profile with the stop rule's exact match (claim 1: the new task counts as learnt at it) and
+    the scale rule's largest random-vector cost in chapter 2's sweep (claim 2) and in chapter 3's
+    restoration (claim 4)."""
+    def cost(value: float | None) -> str:
+        return "not applied" if value is None else f"{value:.2f}"
+
+    rows = ["| profile | stop rule: the new task's exact match (claim 1) | scale rule: a random vector's largest "
+            "cost, extraction (claim 2) | scale rule, restoration (claim 4) |", "|---|---|---|---|"]
+    for profile in profiles:
+        s = profile_settings("ch1", profile)
+        rows.append(f"| `{profile}` | {s.finetune.stop_at:.2f} | {cost(s.extraction.max_random_cost)} | "
+                    f"{cost(s.dynamics.max_random_cost)} |")
+    return "\n".join(rows)
 
 
 def scorecard(profiles: tuple[str, ...] = PROFILES, root: Path | None = None) -> dict[int, dict[str, Verdict]]:

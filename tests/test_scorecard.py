@@ -1,5 +1,7 @@
 """The scorecard (``ivedu.scorecard``): verdicts from results by the stated bars."""
 
+import re
+
 import pytest
 
 from ivedu.results import result_path, save_result
@@ -142,3 +144,24 @@ def test_claim_five_leads_with_iv_guided_minus_its_strongest_control(tmp_path):
         v = judge(5, "smol", tmp_path)
         assert v.verdict == verdict and v.headline == pytest.approx(0.05)
         assert "strongest control (random_vector)" in v.checks[0].what
+
+
+def test_the_bars_a_profile_sets_are_read_from_its_settings():
+    """The stop rule differs between profiles (0.9 on tiny, 0.8 on smol): the page states each profile's."""
+    from ivedu.scorecard import PROFILES, profile_bars_markdown
+    from ivedu.settings import settings
+
+    table = profile_bars_markdown()
+    for profile in PROFILES:
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{profile}` |"))
+        s = settings("ch1", profile)
+        assert row.split(" | ")[1] == f"{s.finetune.stop_at:.2f}", row
+        assert f"{s.dynamics.max_random_cost:.2f} |" in row
+
+
+def test_the_index_lists_the_scorecards_claims_with_their_numbers_and_words():
+    from pathlib import Path
+
+    index = (Path(__file__).resolve().parents[1] / "book" / "index.md").read_text()
+    listed = re.findall(r"^(\d)\. \*\*(.+?)\*\*", index, re.M)
+    assert listed == [(str(claim), title) for claim, (title, _, _) in CLAIMS.items()], listed
