@@ -3,9 +3,10 @@
 ``python -m ivedu.student`` (or ``make student``) writes, under ``_build/student/``:
 
 - ``notebooks/``: every chapter of ``_toc.yml`` as a notebook for learners -- solution cells
-  (tagged ``solution``) removed, exercise stubs and check cells kept, outputs cleared, and each
-  ``{exercise}`` directive rewritten as plain markdown so it reads well in Jupyter and Colab
-  (which do not know Jupyter Book's directives);
+  (tagged ``solution``) removed, exercise stubs and check cells kept, outputs cleared, each
+  ``{exercise}`` directive rewritten as plain markdown and each dropdown admonition (an
+  exercise's hint) as an HTML ``<details>`` element a learner unfolds, so they read well in
+  Jupyter and Colab (which do not know Jupyter Book's directives);
 - ``site/``: the built book (``_build/html``, from ``make book``) with the solutions taken
   out: every cell tagged ``solution`` is cut from the chapter pages (not hidden behind a
   toggle: gone from the HTML), and the notebooks the pages offer for download
@@ -41,6 +42,8 @@ STUDENT_DIR = Path("_build") / "student"
 EXERCISE_TAG, SOLUTION_TAG, HIDE_TAG = "exercise", "solution", "hide-input"
 _DIRECTIVE = re.compile(r"^(`{3,})\{exercise\}[ \t]*(?P<title>[^\n]*)\n(?P<body>.*?)^\1[ \t]*$", re.M | re.S)
 _OPTION = re.compile(r"^:[\w-]+:.*\n?", re.M)
+_ADMONITION = re.compile(r"^(`{3,})\{admonition\}[ \t]*(?P<title>[^\n]*)\n(?P<body>.*?)^\1[ \t]*$", re.M | re.S)
+_DROPDOWN = re.compile(r"^:class:.*\bdropdown\b", re.M)
 _SOLUTION_DIV = re.compile(r'<div class="[^"]*\btag_solution\b[^"]*"[^>]*>', re.I)
 _ANY_DIV = re.compile(r"<div\b|</div\s*>", re.I)
 
@@ -118,6 +121,15 @@ def _plain_exercise(match: re.Match) -> str:
     return f"**Exercise {match.group('title').strip()}**\n\n{body}\n"
 
 
+def _plain_dropdown(match: re.Match) -> str:
+    """A dropdown admonition (an exercise's hint) as an HTML ``<details>`` element, which Jupyter
+    and Colab render folded; any other admonition is left as it is."""
+    if not _DROPDOWN.search(match.group("body")):
+        return match.group(0)
+    body = _OPTION.sub("", match.group("body")).strip()
+    return f"<details>\n<summary>{match.group('title').strip()}</summary>\n\n{body}\n\n</details>\n"
+
+
 def _cleared(cell: dict) -> dict:
     cell = json.loads(json.dumps(cell))
     if cell.get("cell_type") == "code":
@@ -126,7 +138,8 @@ def _cleared(cell: dict) -> dict:
 
 
 def student_notebook(nb: dict, name: str = "notebook") -> dict:
-    """``nb`` for learners: solution cells dropped, outputs cleared, exercise directives in plain markdown."""
+    """``nb`` for learners: solution cells dropped, outputs cleared, exercise directives in plain
+    markdown, hints (dropdown admonitions) as ``<details>`` elements."""
     exercises_in(nb, name)  # refuse a malformed chapter rather than leak or lose a solution
     out = dict(nb)
     cells = []
@@ -135,7 +148,7 @@ def student_notebook(nb: dict, name: str = "notebook") -> dict:
             continue
         cell = _cleared(cell)
         if cell.get("cell_type") == "markdown":
-            cell["source"] = _DIRECTIVE.sub(_plain_exercise, source(cell))
+            cell["source"] = _DIRECTIVE.sub(_plain_exercise, _ADMONITION.sub(_plain_dropdown, source(cell)))
         cells.append(cell)
     out["cells"] = cells
     return out

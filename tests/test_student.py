@@ -1,5 +1,6 @@
 """The student build (``ivedu.student``): notebooks and a site without the solutions."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -145,21 +146,62 @@ def test_student_site_refuses_a_stale_build(tmp_path):
         build_student_site(ROOT, tmp_path / "student", tmp_path / "nowhere")
 
 
-def test_teachers_page_lists_every_exercise_with_its_chapter_step_and_time():
-    import re
+MARKS = re.compile(r"^\*\*Difficulty:\*\* (★[★☆]{2}) · \*\*Importance:\*\* (essential|recommended|optional)\b", re.M)
+HINT = re.compile(r"^```\{admonition\} Hint\n:class: dropdown\n(?P<body>.*?)^```$", re.M | re.S)
 
+
+def test_teachers_page_lists_every_exercise_with_its_chapter_step_marks_and_time():
     rows = {m.group(1): m.groups() for m in re.finditer(
-        r"^\| (\d\.\d) ([^|]+?) \| (\d) \| ([^|]+?) \| (\d+) min \|$",
+        r"^\| (\d\.\d) ([^|]+?) \| (\d) \| ([^|]+?) \| (★[★☆]{2}) \| (essential|recommended|optional) \| (\d+) min \|$",
         (ROOT / "book" / "teachers.md").read_text(), re.M)}
     listed = set()
     for path in CHAPTERS:
         nb = read_notebook(path)
         for ex in exercises_in(nb):
-            number, title, minutes = re.search(r"\{exercise\}\s+(\d\.\d) · (.+?) · about (\d+) minutes",
-                                               source(nb["cells"][ex.stub - 1])).groups()
+            box = source(nb["cells"][ex.stub - 1])
+            number, title, minutes = re.search(r"\{exercise\}\s+(\d\.\d) · (.+?) · about (\d+) minutes", box).groups()
             assert number in rows, f"book/teachers.md does not list exercise {number}"
-            _, row_title, chapter, step, row_minutes = rows[number]
+            _, row_title, chapter, step, difficulty, importance, row_minutes = rows[number]
             assert (row_title, chapter, row_minutes) == (title, number[0], minutes), (number, rows[number])
             assert step.strip(), f"exercise {number}: say which step of the method it trains"
+            assert MARKS.search(box).groups() == (difficulty, importance), \
+                f"exercise {number}: its box and book/teachers.md give different marks"
             listed.add(number)
     assert set(rows) == listed, f"book/teachers.md lists exercises the chapters do not have: {set(rows) - listed}"
+
+
+def test_every_exercise_has_its_marks_and_a_hint_and_each_method_chapter_an_open_extension():
+    for path in CHAPTERS:
+        nb = read_notebook(path)
+        for ex in exercises_in(nb):
+            box = source(nb["cells"][ex.stub - 1])
+            assert MARKS.search(box), f"{path.name}, cell {ex.stub - 1}: mark the exercise's difficulty and importance"
+            hint = HINT.search(box)
+            assert hint and hint.group("body").strip(), f"{path.name}, cell {ex.stub - 1}: give the exercise a hint"
+        further = [source(c) for c in nb["cells"] if c["cell_type"] == "markdown"
+                   and re.search(r"^```\{exercise\} Going further · .+ · open-ended$", source(c), re.M)]
+        if path.stem[:2] in ("01", "02", "03", "04"):
+            assert len(further) == 1, f"{path.name}: a method chapter ends with one open-ended 'Going further' exercise"
+            assert MARKS.search(further[0]) and "?" in further[0], f"{path.name}: mark it and ask a question"
+
+
+def test_marks_and_hints_survive_into_the_student_notebooks_as_folded_details(tmp_path):
+    for path, student_path in zip(CHAPTERS, build_student_notebooks(ROOT, tmp_path)):
+        original, student = read_notebook(path), read_notebook(student_path)
+        text = "\n".join(source(c) for c in student["cells"])
+        assert "{admonition} Hint" not in text, f"{student_path.name}: hints must be plain <details> for Jupyter"
+        for ex in exercises_in(original):
+            box = source(original["cells"][ex.stub - 1])
+            assert MARKS.search(box).group(0) in text
+            hint = HINT.search(box).group("body").strip()
+            assert f"<details>\n<summary>Hint</summary>\n\n{hint}\n\n</details>" in text, (student_path.name, ex)
+
+
+def test_a_dropdown_becomes_details_and_another_admonition_is_kept():
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source":
+                     "```{exercise} 9.1 · Add · about 1 minute\n:label: ex-9-1\n\nWrite `add`.\n```\n\n"
+                     "```{admonition} Hint\n:class: dropdown\n\nUse `+`.\n```\n\n"
+                     "```{admonition} Note\n:class: note\n\nKept.\n```"}]}
+    text = source(student_notebook(nb)["cells"][0])
+    assert "<details>\n<summary>Hint</summary>\n\nUse `+`.\n\n</details>" in text
+    assert "```{admonition} Note\n:class: note\n\nKept.\n```" in text and "dropdown" not in text
