@@ -48,12 +48,12 @@ from torch import nn
 
 from ivedu.architectures import model_layout
 from ivedu.controls import Effect, constant_score, paired_bootstrap_interval
-from ivedu.evaluation import instructed_prompts
+from ivedu.evaluation import exact_match, instructed_prompts
 from ivedu.extraction import PromptSet, build_vectors, scan_tasks
 from ivedu.finetune import FinetuneResult, finetune_sequence
 from ivedu.generation import batches, check_fits, encode_batch, model_device, prompt_ids
-from ivedu.intervention import (InstructionVector, random_vector_like, steered_exact_match,
-                                steered_first_token_accuracy)
+from ivedu.intervention import (InstructionVector, random_vector_like, steered_answers_each,
+                                steered_first_token_accuracy, steered_first_token_hits_each)
 from ivedu.mediation import Head, HeadScan
 from ivedu.prompts import PromptFormat
 from ivedu.settings import DynamicsSettings, ExtractionSettings, FinetuneSettings
@@ -195,12 +195,12 @@ def choose_steering(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, 
     ``allowed``: the only cells that may be chosen (the scale rule, :func:`random_costs`);
     ``None``: every cell.
     """
+    cells = [cell for cell in itertools.product(layers, scales) if allowed is None or cell in allowed]
+    hits = steered_first_token_hits_each(model, tokenizer, prompts.prompts, prompts.answers,
+                                         [(vector, layer, scale) for layer, scale in cells], site) if cells else []
     best: Steering | None = None
-    for layer, scale in itertools.product(layers, scales):
-        if allowed is not None and (layer, scale) not in allowed:
-            continue
-        accuracy = steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers,
-                                                vector, layer, scale, site)
+    for (layer, scale), cell_hits in zip(cells, hits):
+        accuracy = sum(cell_hits) / len(cell_hits)
         if best is None or accuracy > best.valid_accuracy:
             best = Steering(layer, scale, accuracy)
     if best is None:
@@ -221,17 +221,28 @@ def random_costs(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, lay
     """
     random = random_vector_like(vector, seed)
     plain = steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers, None, 0)
-    return {(layer, scale): plain - steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers,
-                                                                 random, layer, scale, site)
-            for layer, scale in itertools.product(layers, scales)}
+    cells = list(itertools.product(layers, scales))
+    hits = steered_first_token_hits_each(model, tokenizer, prompts.prompts, prompts.answers,
+                                         [(random, layer, scale) for layer, scale in cells], site)
+    return {cell: plain - sum(cell_hits) / len(cell_hits) for cell, cell_hits in zip(cells, hits)}
 
 
 def steered_scores(model, tokenizer, prompts: PromptSet, vector: torch.Tensor | None, steering: Steering | None,
                    site: str = "attention") -> dict[str, float]:
     """Exact match and first-token accuracy on ``prompts`` with the vector added (``None``: without)."""
+    return steered_scores_each(model, tokenizer, prompts, [vector], steering, site)[0]
+
+
+def steered_scores_each(model, tokenizer, prompts: PromptSet, vectors: Sequence[torch.Tensor | None],
+                        steering: Steering | None, site: str = "attention") -> list[dict[str, float]]:
+    """:func:`steered_scores` for each of ``vectors`` at the same steering, the prompts' positions
+    before the last computed once for all (:func:`ivedu.intervention.steered_answers_each`)."""
     layer, scale = (steering.layer, steering.scale) if steering else (0, 1.0)
-    args = (model, tokenizer, prompts.prompts, prompts.answers, vector, layer, scale, site)
-    return {"exact_match": steered_exact_match(*args), "first_token": steered_first_token_accuracy(*args)}
+    steers = [(vector, layer, scale) for vector in vectors]
+    hits = steered_first_token_hits_each(model, tokenizer, prompts.prompts, prompts.answers, steers, site)
+    answers = steered_answers_each(model, tokenizer, prompts.prompts, prompts.answers, steers, site)
+    return [{"exact_match": sum(exact_match(a, prompts.answers)) / len(prompts.answers),
+             "first_token": sum(h) / len(h)} for h, a in zip(hits, answers)]
 
 
 @dataclass(frozen=True)
@@ -296,9 +307,8 @@ def restoration(original: nn.Module, lm: ModelUnderStudy, tasks: Sequence[Task],
                                          f"> max_random_cost {settings.max_random_cost}")
             continue
         steering = choose_steering(lm.model, lm.tokenizer, valid, vector, layers, scales, settings.site, allowed)
-        scores = steered_scores(lm.model, lm.tokenizer, test, vector, steering, settings.site)
-        random = steered_scores(lm.model, lm.tokenizer, test, random_vector_like(vector, seed), steering,
-                                settings.site)
+        scores, random = steered_scores_each(lm.model, lm.tokenizer, test, [vector, random_vector_like(vector, seed)],
+                                             steering, settings.site)
         out[task.name] = Restoration(steering.layer, steering.scale, scores["exact_match"], scores["first_token"],
                                      random["exact_match"], random["first_token"],
                                      costs[(steering.layer, steering.scale)], constant)

@@ -8,6 +8,7 @@ extract the vector and which test it, and how the layer and scale are chosen (on
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ from ivedu.controls import (balanced_accuracy, bootstrap_interval, constant_answ
                             starts_right_share)
 from ivedu.evaluation import demonstrations, exact_match, normalise_answer
 from ivedu.generation import last_token_logits
-from ivedu.intervention import (InstructionVector, instruction_vector, random_vector_like, steered_answers,
-                                steered_first_token_accuracy, steered_first_token_hits)
+from ivedu.intervention import (InstructionVector, Steer, instruction_vector, random_vector_like, steered_answers,
+                                steered_answers_each, steered_first_token_accuracy, steered_first_token_hits,
+                                steered_first_token_hits_each)
 from ivedu.mediation import HeadScan, first_answer_tokens, gold_probs, indirect_effects, mean_head_activations
 from ivedu.prompts import (PromptFormat, bare_prompt, fewshot_prompt, instructed_prompt,
                            neutral_prompt, shuffled_fewshot_prompt)
@@ -129,13 +131,21 @@ def layer_scale_sweep(model, tokenizer, vectors: dict[str, InstructionVector], p
     ``prompt_sets[task]`` are prompts without the instruction (valid split: this is where
     the layer and scale are chosen, never on the test prompts).
     """
+    cells = list(itertools.product(layers, scales))
+    accuracy = {name: dict(zip(cells, _accuracies(model, tokenizer, ps, [(vectors[name].vector, layer, scale)
+                                                                          for layer, scale in cells], site)))
+                for name, ps in prompt_sets.items()}
     grid = torch.zeros(len(layers), len(scales))
     for i, layer in enumerate(layers):
         for j, scale in enumerate(scales):
-            grid[i, j] = sum(steered_first_token_accuracy(model, tokenizer, ps.prompts, ps.answers,
-                                                          vectors[name].vector, layer, scale, site)
-                             for name, ps in prompt_sets.items()) / len(prompt_sets)
+            grid[i, j] = sum(accuracy[name][layer, scale] for name in prompt_sets) / len(prompt_sets)
     return grid
+
+
+def _accuracies(model, tokenizer, prompt_set: PromptSet, steers: Sequence[Steer], site: str) -> list[float]:
+    """First-token accuracy on ``prompt_set`` under each steering, the prompts run once for all."""
+    return [sum(hits) / len(hits) for hits in steered_first_token_hits_each(model, tokenizer, prompt_set.prompts,
+                                                                            prompt_set.answers, steers, site)]
 
 
 @dataclass(frozen=True)
@@ -217,11 +227,17 @@ def evaluate_intervention(model, tokenizer, task: Task, vector: InstructionVecto
     def mean(flags: Sequence[bool | float]) -> float:
         return sum(flags) / len(flags)
 
+    def run_each(prompt_set: PromptSet, vectors: Sequence[torch.Tensor | None]) -> list:
+        """:func:`run` for each vector, the prompts' positions before the last computed once for all."""
+        steers = [(vec, layer, scale) for vec in vectors]
+        firsts = steered_first_token_hits_each(model, tokenizer, prompt_set.prompts, prompt_set.answers, steers, site)
+        answers = steered_answers_each(model, tokenizer, prompt_set.prompts, prompt_set.answers, steers, site)
+        return [(f, a, exact_match(a, prompt_set.answers)) for f, a in zip(firsts, answers)]
+
     clean_ft, _, clean_ex = run(clean, None)
-    bare_ft, bare_answers, bare_ex = run(bare, None)
-    iv_ft, iv_answers, iv_ex = run(bare, vector.vector)
-    other_ft, _, other_ex = run(bare, other.vector)
-    randoms = [run(bare, random_vector_like(vector.vector, sub_seed(seed, r))) for r in range(n_random)]
+    (bare_ft, bare_answers, bare_ex), (iv_ft, iv_answers, iv_ex), (other_ft, _, other_ex), *randoms = run_each(
+        bare, [None, vector.vector, other.vector]
+        + [random_vector_like(vector.vector, sub_seed(seed, r)) for r in range(n_random)])
     random_hits = tuple(sum(ex[i] for _, _, ex in randoms) / n_random for i in range(len(bare.prompts)))
     constant = constant_answer(task)
     return InterventionScores(
@@ -309,14 +325,16 @@ def random_vector_cost(model, tokenizer, scans: dict[str, HeadScan], tasks: Sequ
     base = {name: steered_first_token_accuracy(model, tokenizer, ps.prompts, ps.answers, None, 0)
             for name, ps in instructed.items()}
     grid = torch.zeros(len(settings.head_counts), len(layers), len(settings.scales))
+    cells = list(itertools.product(layers, settings.scales))
     for a, k in enumerate(settings.head_counts):
         vectors = build_vectors(model, scans, k)
         randoms = {name: random_vector_like(vectors[name].vector, sub_seed(seed, i)) for i, name in enumerate(instructed)}
+        steered = {name: dict(zip(cells, _accuracies(model, tokenizer, ps, [(randoms[name], layer, scale)
+                                                                            for layer, scale in cells], settings.site)))
+                   for name, ps in instructed.items()}
         for b, layer in enumerate(layers):
             for c, scale in enumerate(settings.scales):
-                grid[a, b, c] = sum(base[name] - steered_first_token_accuracy(model, tokenizer, ps.prompts, ps.answers,
-                                                                              randoms[name], layer, scale, settings.site)
-                                    for name, ps in instructed.items()) / len(instructed)
+                grid[a, b, c] = sum(base[name] - steered[name][layer, scale] for name in instructed) / len(instructed)
     return grid
 
 

@@ -15,6 +15,7 @@ chat template's ``<|im_start|>assistant\\n`` there is no space at all.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from contextlib import AbstractContextManager, nullcontext
 from typing import Callable, Iterator, Sequence
@@ -133,6 +134,59 @@ def last_token_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     return torch.cat(out)
 
 
+Context = Callable[[], AbstractContextManager]  # a factory of a steering context (a hook), entered per pass
+
+
+def prefix_cache(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+    """The key-value cache of ``batch`` without its last column, or ``None`` where there is none to
+    keep (a model whose forward keeps no cache, or prompts of one token).
+
+    A prompt's positions before its last do not depend on anything added at the last position
+    (attention is causal): a steering that acts only there can start from this cache, and one
+    prompt pass serves every steering (:func:`last_token_logits_each`, :func:`greedy_generate_each`)."""
+    if batch["input_ids"].shape[1] < 2 or not _takes_cache(model):
+        return None
+    out = model(**{k: v[:, :-1] for k, v in batch.items()}, use_cache=True, **_first_logit_only(model))
+    return returned_cache(out)
+
+
+def _first_logit_only(model: torch.nn.Module) -> dict:
+    return {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
+
+
+def _last_column(model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix):
+    """The forward pass of ``batch``'s last column over a copy of ``prefix`` (its earlier columns'
+    cache, :func:`prefix_cache`; the copy keeps ``prefix`` for the next steering): the output,
+    whose ``logits[:, -1]`` and cache are those of the whole prompt's pass."""
+    return model(input_ids=batch["input_ids"][:, -1:], attention_mask=batch["attention_mask"],
+                 position_ids=batch["position_ids"][:, -1:], use_cache=True,
+                 **cache_kwargs(model, copy.deepcopy(prefix)))
+
+
+@torch.no_grad()
+def last_token_logits_each(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                           contexts: Sequence[Context], batch_size: int = 128) -> list[torch.Tensor]:
+    """Per context, :func:`last_token_logits` with that context entered: ``[n_prompts, vocab]`` each.
+
+    Every context must act at the prompts' last position only (a steering hook with
+    ``positions="last"``, as every score of a vector is measured). The positions before it run
+    once per batch (:func:`prefix_cache`) and each context costs a pass of one token: a sweep of
+    many (layer, scale) cells costs about one prompt pass, not one per cell. Where no cache can
+    be kept, each context runs the whole prompt, as :func:`last_token_logits` does."""
+    ids = prompt_ids(tokenizer, prompts)
+    check_fits(model, ids)
+    out: list[list[torch.Tensor]] = [[] for _ in contexts]
+    for sl in batches(len(ids), batch_size):
+        batch = encode_batch(tokenizer, ids[sl], model_device(model))
+        prefix = prefix_cache(model, batch)
+        for rows, context in zip(out, contexts):
+            with context():
+                logits = next_token_logits(model, batch) if prefix is None \
+                    else _last_column(model, batch, prefix).logits[:, -1]
+            rows.append(logits.float().cpu())
+    return [torch.cat(rows) for rows in out]
+
+
 @torch.no_grad()
 def answer_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
                     answers: Sequence[str], batch_size: int = 128) -> torch.Tensor:
@@ -203,23 +257,54 @@ def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
         batch = encode_batch(tokenizer, ids[sl], model_device(model))
         rows = _greedy_rows(model, tokenizer, batch, max_new_tokens, prompt_context, step_context,
                             use_cache and _takes_cache(model))
-        for row in rows:
-            if tokenizer.eos_token_id in row:
-                row = row[: row.index(tokenizer.eos_token_id)]
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            for s in stop:
-                text = text.split(s)[0]
-            texts.append(" ".join(text.split()))
+        texts.extend(_decode(tokenizer, row, stop) for row in rows)
     return texts
+
+
+@torch.no_grad()
+def greedy_generate_each(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                         contexts: Sequence[tuple[Context, Context]], max_new_tokens: int = 6, batch_size: int = 128,
+                         stop: Sequence[str] = (";",)) -> list[list[str]]:
+    """Per ``(prompt_context, step_context)`` pair, :func:`greedy_generate` under it.
+
+    As in :func:`last_token_logits_each`, each ``prompt_context`` must act at the prompt's last
+    position only: the positions before it run once per batch into a key-value cache, and each
+    pair starts from a copy of it (one token, then its own generated tokens). Where the model
+    keeps no cache, each pair runs :func:`greedy_generate`'s plain loop."""
+    ids = prompt_ids(tokenizer, prompts)
+    check_fits(model, ids, max_new_tokens, f"prompt plus {max_new_tokens} generated tokens")
+    texts: list[list[str]] = [[] for _ in contexts]
+    for sl in batches(len(ids), batch_size):
+        batch = encode_batch(tokenizer, ids[sl], model_device(model))
+        prefix = prefix_cache(model, batch)
+        for out, (prompt_context, step_context) in zip(texts, contexts):
+            rows = _greedy_rows(model, tokenizer, batch, max_new_tokens, prompt_context, step_context,
+                                prefix is not None, prefix)
+            out.extend(_decode(tokenizer, row, stop) for row in rows)
+    return texts
+
+
+def _decode(tokenizer: PreTrainedTokenizerBase, row: list[int], stop: Sequence[str]) -> str:
+    """A generated row as text: cut at EOS and at any ``stop`` string, whitespace collapsed."""
+    if tokenizer.eos_token_id in row:
+        row = row[: row.index(tokenizer.eos_token_id)]
+    text = tokenizer.decode(row, skip_special_tokens=True)
+    for s in stop:
+        text = text.split(s)[0]
+    return " ".join(text.split())
 
 
 def _greedy_rows(model, tokenizer, batch: dict[str, torch.Tensor], max_new_tokens: int,
                  prompt_context: Callable[[], AbstractContextManager],
-                 step_context: Callable[[], AbstractContextManager], cached: bool) -> list[list[int]]:
+                 step_context: Callable[[], AbstractContextManager], cached: bool, prefix=None) -> list[list[int]]:
     """The greedy token ids after each row of ``batch``, ``max_new_tokens`` long (fewer once
-    every row has produced EOS); ``cached``: one pass of length 1 per new token."""
+    every row has produced EOS); ``cached``: one pass of length 1 per new token; ``prefix``:
+    the cache of the prompt without its last token (:func:`prefix_cache`), to start from."""
     with prompt_context():
-        if cached:
+        if prefix is not None:
+            out = _last_column(model, batch, prefix)
+            cache, logits = returned_cache(out), out.logits[:, -1]
+        elif cached:
             out = model(**batch, use_cache=True, logits_to_keep=1) if _takes_logits_to_keep(model) \
                 else model(**batch, use_cache=True)
             cache, logits = returned_cache(out), out.logits[:, -1]

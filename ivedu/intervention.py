@@ -21,9 +21,9 @@ import torch
 
 from ivedu.architectures import check_head, check_layer, model_layout, project_heads
 from ivedu.evaluation import exact_match, first_token_accuracy
-from ivedu.generation import answer_ids, greedy_generate
+from ivedu.generation import answer_ids, greedy_generate, greedy_generate_each, last_token_logits_each
 from ivedu.hooks import add_to_residual
-from ivedu.mediation import Head
+from ivedu.mediation import Head, first_answer_tokens
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,21 @@ def steered_first_token_hits(model, tokenizer, prompts: Sequence[str], answers: 
         return first_token_accuracy(model, tokenizer, prompts, answers)
 
 
+Steer = tuple[torch.Tensor | None, int, float]  # (vector or None, layer, scale): one steering of a sweep
+
+
+def steered_first_token_hits_each(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+                                  steers: Sequence[Steer], site: str = "attention") -> list[list[bool]]:
+    """Per ``(vector, layer, scale)`` of ``steers``, what :func:`steered_first_token_hits` gives:
+    the same prompts under many steerings for about the price of one pass
+    (:func:`ivedu.generation.last_token_logits_each`: the vector acts at the last token only, so
+    the positions before it are computed once)."""
+    contexts = [_steering(model, vector, layer, scale, site) for vector, layer, scale in steers]
+    firsts = first_answer_tokens(tokenizer, prompts, answers)
+    return [(logits.argmax(-1) == firsts).tolist()
+            for logits in last_token_logits_each(model, tokenizer, prompts, contexts)]
+
+
 def steered_first_token_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
                                  vector: torch.Tensor | None, layer: int, scale: float = 1.0,
                                  site: str = "attention") -> float:
@@ -118,6 +133,22 @@ def steered_answers(model, tokenizer, prompts: Sequence[str], answers: Sequence[
     steer = _steering(model, vector, layer, scale, site)
     return greedy_generate(model, tokenizer, list(prompts), max_new_tokens=max_new, batch_size=batch_size,
                            prompt_context=steer, step_context=steer if on_generated else nullcontext)
+
+
+def steered_answers_each(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], steers: Sequence[Steer],
+                         site: str = "attention", on_generated: bool = False, batch_size: int = 64) -> list[list[str]]:
+    """Per ``(vector, layer, scale)`` of ``steers``, what :func:`steered_answers` gives, the
+    prompts' positions before the last computed once for all of them
+    (:func:`ivedu.generation.greedy_generate_each`)."""
+    if not prompts:
+        raise ValueError("no prompts given")
+    max_new = max(len(answer_ids(tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
+    contexts = []
+    for vector, layer, scale in steers:
+        steer = _steering(model, vector, layer, scale, site)
+        contexts.append((steer, steer if on_generated else nullcontext))
+    return greedy_generate_each(model, tokenizer, list(prompts), contexts, max_new_tokens=max_new,
+                                batch_size=batch_size)
 
 
 def steered_exact_match(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],

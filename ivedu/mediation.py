@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from ivedu.architectures import model_layout, unwrap
 from ivedu.checks import warn_if_ambiguous_first_token
-from ivedu.generation import (answer_ids, batches, cache_kwargs, check_fits, encode_batch, model_device, prompt_ids,
-                              returned_cache)
+from ivedu.generation import (answer_ids, batches, cache_kwargs, check_fits, encode_batch, model_device, prefix_cache,
+                              prompt_ids)
 from ivedu.hooks import edit_head_outputs, record_head_outputs
 
 Head = tuple[int, int]  # (layer, head)
@@ -152,8 +152,10 @@ def indirect_effects(model, tokenizer, prompts: Sequence[str], answers: Sequence
     for sl in tqdm(steps, desc="indirect effects", disable=not progress):
         batch = encode_batch(tokenizer, ids[sl], device)
         b = len(ids[sl])
-        prefix = returned_cache(model(input_ids=batch["input_ids"][:, :-1], attention_mask=batch["attention_mask"][:, :-1],
-                                      position_ids=batch["position_ids"][:, :-1], use_cache=True))
+        prefix = prefix_cache(model, batch)
+        if prefix is None:
+            raise ValueError("the head scan reuses each prompt's key-value cache: it needs prompts of at least two "
+                             "tokens and a model whose forward pass keeps a cache (use_cache=True)")
         base = gold_probs(_last_step(model, batch, copy.deepcopy(prefix), repeat=1), golds[sl])
         for group in batches(len(all_heads), heads_per_pass):
             heads = all_heads[group]

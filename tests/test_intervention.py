@@ -4,10 +4,13 @@ import pytest
 import torch
 
 from ivedu.architectures import model_layout, project_heads
-from ivedu.extraction import corrupted_prompts
+from ivedu.extraction import clean_prompts, corrupted_prompts
 from ivedu.evaluation import exact_match
-from ivedu.intervention import (instruction_vector, random_vector_like, steered_answers, steered_exact_match,
-                                steered_first_token_accuracy, steered_first_token_hits)
+from ivedu.generation import encode_batch, last_token_logits, last_token_logits_each, prefix_cache
+from ivedu.hooks import add_to_residual
+from ivedu.intervention import (instruction_vector, random_vector_like, steered_answers, steered_answers_each,
+                                steered_exact_match, steered_first_token_accuracy, steered_first_token_hits,
+                                steered_first_token_hits_each)
 from ivedu.prompts import TINY_FORMAT
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
@@ -70,3 +73,43 @@ def test_steered_answers_are_what_the_exact_match_scores(tiny, world):
         steered_answers(model, tok, bare.prompts, bare.answers, None, 1, 2.0), "the vector changes some answer"
     with pytest.raises(ValueError, match="no prompts"):
         steered_answers(model, tok, [], [], None, 1)
+
+
+def _steers(width: int) -> list:
+    """A sweep's worth of steerings: no vector, and random vectors of growing norm at every layer."""
+    vectors = [random_vector_like(torch.ones(width), seed=s) * norm for s, norm in ((1, 4.0), (2, 16.0))]
+    return [(None, 0, 1.0)] + [(v, layer, scale) for v in vectors for layer in range(4) for scale in (0.5, 2.0)]
+
+
+@pytest.mark.parametrize("site", ["attention", "layer"])
+def test_steerings_from_one_cached_prefix_equal_each_steering_alone(tiny, world, site):
+    model, tok = tiny
+    bare = clean_prompts(world.task("plural"), "test", n=40, fmt=FMT)  # instructed: the steerings break some
+    steers = _steers(128)
+    alone = [steered_first_token_hits(model, tok, bare.prompts, bare.answers, v, layer, scale, site)
+             for v, layer, scale in steers]
+    assert steered_first_token_hits_each(model, tok, bare.prompts, bare.answers, steers, site) == alone
+    assert len({tuple(h) for h in alone}) > 2, "the steerings differ from one another"
+    for on_generated in (False, True):
+        alone = [steered_answers(model, tok, bare.prompts, bare.answers, v, layer, scale, site, on_generated)
+                 for v, layer, scale in steers]
+        assert steered_answers_each(model, tok, bare.prompts, bare.answers, steers, site, on_generated) == alone
+
+
+def test_last_token_logits_from_a_cached_prefix_are_the_whole_passes(tiny, world):
+    model, tok = tiny
+    prompts = list(corrupted_prompts(world.task("first"), "test", n=20, fmt=FMT).prompts)
+    vector = random_vector_like(torch.ones(128), seed=5) * 4
+
+    def steer():
+        return add_to_residual(model, 2, vector, positions="last", scale=1.0)
+
+    with steer():
+        steered = last_token_logits(model, tok, prompts)
+    plain = last_token_logits(model, tok, prompts)
+    each = last_token_logits_each(model, tok, prompts, [steer, lambda: torch.no_grad()], batch_size=8)
+    torch.testing.assert_close(each[0], steered, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(each[1], plain, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(each[0], each[1])
+    one_token = encode_batch(tok, [[5], [6]])
+    assert prefix_cache(model, one_token) is None, "no prefix to keep: the whole pass runs per steering"
