@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from ivedu.results import save_result, settings_that_count, versions
 from ivedu.settings import Settings
@@ -58,3 +59,20 @@ class Checkpoints:
     def put(self, key: str, value: dict) -> None:
         """Keep the finished piece ``key``."""
         save_result(value, self._path(key))
+
+
+Piece = TypeVar("Piece")
+
+
+def kept_or_made(checkpoints: Checkpoints | None, key: str, make: Callable[[], Piece],
+                 as_dict: Callable[[Piece], dict], from_dict: Callable[[dict], Piece]) -> Piece:
+    """The piece ``key`` an earlier run kept (read back with ``from_dict``), or else ``make()``'s,
+    kept now (written with ``as_dict``); without ``checkpoints``, ``make()``'s alone."""
+    if checkpoints is None:
+        return make()
+    kept = checkpoints.get(key)
+    if kept is not None:
+        return from_dict(kept)
+    made = make()
+    checkpoints.put(key, as_dict(made))
+    return made

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict
 
 from ivedu.dynamics import Restoration, SeedRun, Stage, TaskAtStage, run_seed, summarise
-from ivedu.experiments.checkpoints import Checkpoints
+from ivedu.experiments.checkpoints import Checkpoints, kept_or_made
 from ivedu.settings import Settings
 from ivedu.study import general_tasks, load_study, load_tasks
 
@@ -91,16 +91,10 @@ def run(settings: Settings, seeds: list[int], progress: bool = False, checkpoint
         if progress:
             print(f"[{time.perf_counter() - began:6.1f} s] {message}", file=sys.stderr, flush=True)
 
-    def one_seed(seed: int) -> SeedRun:
-        kept = checkpoints.get(f"seed{seed}") if checkpoints is not None else None
-        if kept is not None:
-            log(f"seed {seed}: reused from {checkpoints.folder}")
-            return SeedRun.from_dict(kept)
-        done = run_seed(lm, general, sequence, seed, settings.dynamics, settings.finetune, settings.extraction, log)
-        if checkpoints is not None:
-            checkpoints.put(f"seed{seed}", done.as_dict())
-        return done
-
-    runs = [one_seed(seed) for seed in seeds]
+    if checkpoints is not None:
+        log(f"keeping finished seeds in {checkpoints.folder}")
+    runs = [kept_or_made(checkpoints, f"seed{seed}", lambda seed=seed: run_seed(
+                lm, general, sequence, seed, settings.dynamics, settings.finetune, settings.extraction, log),
+                         SeedRun.as_dict, SeedRun.from_dict) for seed in seeds]
     return {"summary": summary_json(runs, settings.dynamics.overlay_layer), "per_seed": [seed_json(r) for r in runs],
             **({"resumed": checkpoints.reused} if checkpoints is not None else {})}
