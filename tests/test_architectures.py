@@ -1,4 +1,5 @@
-"""The architecture table: every entry finds its layers and heads, and per-head outputs sum to the projection."""
+"""Finding a model's layers and heads: from its structure on every decoder-only type transformers
+ships, from a registered layout, and the same modules the former architecture table named."""
 
 import types
 
@@ -6,13 +7,36 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
+from ivedu import architectures
 from ivedu.architectures import (ARCHITECTURES, Architecture, UnsupportedArchitectureError, check_head,
-                                 check_layer, model_layout, project_heads)
+                                 check_layer, find_architecture, model_layout, project_heads,
+                                 register_architecture)
 from ivedu.hooks import add_to_residual, record_head_outputs
+from model_types import REFUSED, Unbuildable, causal_lm_types, tiny_causal_lm
 
 HIDDEN, HEADS, LAYERS = 32, 4, 2
+# The architecture table as it stood before layouts were found from the structure: for each of
+# these families the finder must return the very modules and sizes its entry named.
+FORMER_TABLE: tuple[Architecture, ...] = (
+    Architecture("llama", ("llama",), "model.layers", "self_attn.o_proj"),
+    Architecture("mistral", ("mistral",), "model.layers", "self_attn.o_proj"),
+    Architecture("mixtral", ("mixtral",), "model.layers", "self_attn.o_proj"),
+    Architecture("qwen2", ("qwen2",), "model.layers", "self_attn.o_proj"),
+    Architecture("qwen3", ("qwen3",), "model.layers", "self_attn.o_proj"),
+    Architecture("gemma", ("gemma",), "model.layers", "self_attn.o_proj"),
+    Architecture("gemma2", ("gemma2",), "model.layers", "self_attn.o_proj"),
+    Architecture("gemma3", ("gemma3_text",), "model.layers", "self_attn.o_proj"),
+    Architecture("phi", ("phi",), "model.layers", "self_attn.dense"),
+    Architecture("phi3", ("phi3",), "model.layers", "self_attn.o_proj"),
+    Architecture("opt", ("opt",), "model.decoder.layers", "self_attn.out_proj", head_dim_attr=None),
+    Architecture("gpt_neox", ("gpt_neox",), "gpt_neox.layers", "attention.dense", head_dim_attr=None),
+    Architecture("gpt2", ("gpt2",), "transformer.h", "attn.c_proj",
+                 n_layers_attr="n_layer", n_heads_attr="n_head", hidden_attr="n_embd", head_dim_attr=None),
+    Architecture("gptj", ("gptj",), "transformer.h", "attn.out_proj",
+                 n_layers_attr="n_layer", n_heads_attr="n_head", hidden_attr="n_embd", head_dim_attr=None),
+)
 # Per model type, what a tiny model needs beyond the sizes; qwen3 and the Gemmas get a head_dim
 # that is not hidden / heads, as their released checkpoints have.
 EXTRA = {
@@ -70,27 +94,35 @@ def assert_heads_sum_to_projection(model: torch.nn.Module) -> None:
         for handle in handles:
             handle.remove()
     for layer in range(layout.n_layers):
-        assert heads[layer].shape == (2, 7, layout.n_heads, layout.head_dim)
+        seq = heads[layer].shape[1]  # CPM-Ant puts 32 prompt positions before the 7 given
+        assert heads[layer].shape == (2, seq, layout.n_heads, layout.head_dim) and seq >= 7
         with torch.no_grad():
             per_head = project_heads(layout, layer, heads[layer])
-        assert per_head.shape == (2, 7, layout.n_heads, layout.hidden_size)
+        assert per_head.shape == (2, seq, layout.n_heads, layout.hidden_size)
         total = per_head.sum(-2) + out_proj_bias(layout.out_projs[layer])
         torch.testing.assert_close(total, outputs[layer], atol=1e-5, rtol=1e-5)
 
 
-@pytest.fixture(scope="module", params=ARCHITECTURES, ids=lambda a: a.name)
+@pytest.fixture(scope="module", params=FORMER_TABLE, ids=lambda a: a.name)
 def arch_and_model(request):
     return request.param, tiny_model(request.param)
 
 
-def test_layout_finds_sizes_layers_and_projections(arch_and_model):
+def test_the_structure_gives_the_very_modules_and_sizes_the_former_table_named(arch_and_model, monkeypatch):
     arch, model = arch_and_model
-    layout = model_layout(model)
+    found = model_layout(model)  # from the structure: no entry covers these types any more
+    assert arch.model_types[0] not in {t for entry in ARCHITECTURES for t in entry.model_types}
+    monkeypatch.setitem(architectures._REGISTERED, arch.model_types[0], arch)
+    table = model_layout(model)  # from the former table's entry
+    assert table.architecture is arch
+    assert (found.architecture.layers, found.architecture.attention_out) == (arch.layers, arch.attention_out)
     head_dim = EXTRA.get(arch.model_types[0], {}).get("head_dim", HIDDEN // HEADS)
-    assert layout.architecture == arch
-    assert (layout.n_layers, layout.n_heads, layout.head_dim, layout.hidden_size) == (LAYERS, HEADS, head_dim, HIDDEN)
-    assert len(layout.layers) == len(layout.out_projs) == LAYERS
-    assert layout.out_projs[1] is model.get_submodule(f"{arch.layers}.1.{arch.attention_out}")
+    for layout in (found, table):
+        assert (layout.n_layers, layout.n_heads, layout.head_dim, layout.hidden_size) == (LAYERS, HEADS, head_dim,
+                                                                                          HIDDEN)
+    assert all(a is b for a, b in zip(found.layers, table.layers, strict=True))
+    assert all(a is b for a, b in zip(found.out_projs, table.out_projs, strict=True))
+    assert found.out_projs[1] is model.get_submodule(f"{arch.layers}.1.{arch.attention_out}")
 
 
 def test_per_head_outputs_sum_to_the_projection(arch_and_model):
@@ -120,7 +152,7 @@ def test_last_token_only_records_one_position(arch_and_model):
 
 
 def test_lora_wrapped_llama_includes_the_adapter():
-    llama = next(a for a in ARCHITECTURES if a.name == "llama")
+    llama = next(a for a in FORMER_TABLE if a.name == "llama")
     base_model = tiny_model(llama)
     w_o = base_model.model.layers[0].self_attn.o_proj.weight.detach().clone()
     model = get_peft_model(base_model, LoraConfig(r=4, lora_alpha=8, target_modules=["o_proj", "q_proj"]))
@@ -141,7 +173,7 @@ def test_lora_wrapped_llama_includes_the_adapter():
 
 
 def test_gpt2_conv1d_projection_matches_its_transposed_weight():
-    gpt2 = next(a for a in ARCHITECTURES if a.name == "gpt2")
+    gpt2 = next(a for a in FORMER_TABLE if a.name == "gpt2")
     layout = model_layout(tiny_model(gpt2))
     heads = torch.randn(5, HEADS, 8)
     weight = layout.out_projs[1].weight  # Conv1D: [in, out]
@@ -150,18 +182,69 @@ def test_gpt2_conv1d_projection_matches_its_transposed_weight():
         torch.testing.assert_close(project_heads(layout, 1, heads), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_unknown_model_type_names_the_supported_ones():
-    stub = torch.nn.Module()
-    stub.config = types.SimpleNamespace(model_type="bert")
+class ToyMixerLM(torch.nn.Module):
+    """A causal LM of one's own whose names the finder does not look for: blocks, a mixer, proj_out."""
+
+    def __init__(self, n_layers: int = LAYERS, heads: int = HEADS, width: int = HIDDEN):
+        super().__init__()
+        self.config = PretrainedConfig(num_hidden_layers=n_layers, num_attention_heads=heads, hidden_size=width)
+        self.config.model_type = "toy_mixer"
+        self.embed = torch.nn.Embedding(100, width)
+        self.blocks = torch.nn.ModuleList(torch.nn.Module() for _ in range(n_layers))
+        for block in self.blocks:
+            block.mixer = torch.nn.Module()
+            block.mixer.mix = torch.nn.Linear(width, width)
+            block.mixer.proj_out = torch.nn.Linear(width, width)
+
+    def forward(self, ids):
+        hidden = self.embed(ids)
+        for block in self.blocks:  # "attention" stands in as a linear mix, enough to carry the hooks
+            hidden = hidden + block.mixer.proj_out(block.mixer.mix(hidden))
+        return hidden
+
+
+def test_a_model_whose_heads_cannot_be_found_says_what_was_looked_for_and_how_to_register():
     with pytest.raises(UnsupportedArchitectureError) as error:
-        model_layout(stub)
+        model_layout(ToyMixerLM())
     message = str(error.value)
-    assert "'bert'" in message and "llama" in message and "gpt2" in message and "ARCHITECTURES" in message
+    assert "'toy_mixer'" in message and "ModuleList of config.num_hidden_layers = 2 decoder layers" in message
+    assert "'attn' or 'attention'" in message and "o_proj, out_proj, dense, c_proj, wo" in message
+    assert "layer 0 of blocks" in message and "no such child" in message
+    assert "register_architecture(Architecture('toy_mixer', ('toy_mixer',), layers=" in message
     assert isinstance(error.value, ValueError)
+    stub = torch.nn.Module()
+    stub.config = types.SimpleNamespace(model_type="rnn", num_hidden_layers=2, hidden_size=8)
+    with pytest.raises(UnsupportedArchitectureError, match="number of heads under none of num_attention_heads"):
+        model_layout(stub)
+
+
+def test_a_registered_layout_is_used_and_checked(monkeypatch):
+    monkeypatch.setattr(architectures, "_REGISTERED", {})
+    model = ToyMixerLM()
+    arch = register_architecture(Architecture("toy mixer", ("toy_mixer",), layers="blocks",
+                                              attention_out="mixer.proj_out"))
+    layout = model_layout(model)
+    assert find_architecture(model) is arch and layout.architecture is arch
+    assert (layout.n_layers, layout.n_heads, layout.head_dim, layout.hidden_size) == (LAYERS, HEADS, 8, HIDDEN)
+    assert layout.out_projs[1] is model.blocks[1].mixer.proj_out and layout.layers[0] is model.blocks[0]
+    assert_heads_sum_to_projection(model)  # the hooks attach where the registration says
+    # A registration that names a missing module, or sizes that do not fit, fails loudly.
+    register_architecture(Architecture("typo", ("toy_mixer",), layers="blocks", attention_out="mixer.projout"))
+    with pytest.raises(UnsupportedArchitectureError, match="attention_out='mixer.projout'.*no such module"):
+        model_layout(model)
+    register_architecture(arch)
+    model.config.head_dim = 16
+    with pytest.raises(UnsupportedArchitectureError, match=r"blocks.0.mixer.proj_out takes 32 inputs, not "
+                                                           r"n_heads \* head_dim = 4 \* 16"):
+        model_layout(model)
+    with pytest.raises(TypeError):
+        register_architecture("blocks.mixer.proj_out")
+    with pytest.raises(ValueError, match="non-empty tuple"):
+        register_architecture(Architecture("bad", "toy_mixer", layers="blocks", attention_out="mixer.proj_out"))
 
 
 def test_out_of_range_layers_and_heads_are_refused_with_the_valid_range():
-    llama = next(a for a in ARCHITECTURES if a.name == "llama")
+    llama = next(a for a in FORMER_TABLE if a.name == "llama")
     model = tiny_model(llama)
     layout = model_layout(model)
     assert check_layer(layout, 1) == 1 and check_head(layout, 3) == 3
@@ -179,6 +262,24 @@ def test_out_of_range_layers_and_heads_are_refused_with_the_valid_range():
         project_heads(layout, 0, torch.zeros(HEADS, 7))
 
 
-def test_every_model_type_appears_once():
+def test_every_model_type_appears_once_in_the_table():
     types_ = [t for arch in ARCHITECTURES for t in arch.model_types]
     assert len(types_) == len(set(types_))
+
+
+@pytest.mark.parametrize("model_type", causal_lm_types())
+def test_every_decoder_only_type_is_found_from_its_structure_or_refused_loudly(model_type):
+    """On each type transformers ships (built tiny, random), the layout found is where the heads
+    meet: per-head outputs projected and summed give the projection's output. Types without
+    attention in every layer are refused with the register_architecture hint, never guessed."""
+    try:
+        model = tiny_causal_lm(model_type)
+    except Unbuildable as error:
+        pytest.skip(str(error))
+    if model_type in REFUSED:
+        with pytest.raises(UnsupportedArchitectureError, match="register_architecture"):
+            model_layout(model)
+        return
+    layout = model_layout(model)
+    assert layout.n_layers == len(layout.layers) == len(layout.out_projs) >= 1
+    assert_heads_sum_to_projection(model)
