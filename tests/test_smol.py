@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 
+from ivedu import gguf_models
 from ivedu import smol as smol_module
 from ivedu.smol import SmolModelError, cache_folder, load_smol
 
@@ -49,7 +50,7 @@ def test_an_interrupted_cache_write_leaves_nothing_behind(smol, tmp_path, monkey
 
     monkeypatch.setattr(tokenizer, "save_pretrained", fail)
     with pytest.raises(KeyboardInterrupt):
-        smol_module._save_atomically(model, tokenizer, tmp_path / "folder")
+        gguf_models._save_atomically(model, tokenizer, tmp_path / "folder")
     assert list(tmp_path.iterdir()) == []
 
 
