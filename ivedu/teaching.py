@@ -36,8 +36,8 @@ import torch
 from ivedu.corpus import TrainingSequence, collate, instructed_sequence
 from ivedu.evaluation import exact_match_score, normalise_answer
 from ivedu.finetune import _lr_factor, first_examples, lora_model
+from ivedu.gguf_models import file_sha256
 from ivedu.settings import TeachingSettings
-from ivedu.smol import file_sha256
 from ivedu.world import Task
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
