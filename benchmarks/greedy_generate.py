@@ -15,7 +15,8 @@ import time
 from dataclasses import replace
 
 from ivedu.evaluation import instructed_prompts
-from ivedu.generation import answer_ids, greedy_generate
+from ivedu.generation import greedy_generate
+from ivedu.prompts import answer_ids
 from ivedu.settings import settings
 from ivedu.study import general_tasks, load_study, load_tasks
 from profiles import on_each_profile

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import torch
 
+from ivedu.prompts import answer_ids
+
 # Config attributes that hold a model's number of positions, in the order they are tried.
 CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length")
 
@@ -23,14 +25,6 @@ CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length"
 class AmbiguousFirstTokenWarning(UserWarning):
     """Different answers of one metric start with the same token, so first-token accuracy
     cannot tell them apart."""
-
-
-def check_task_examples(inputs: Sequence, outputs: Sequence) -> None:
-    """Raise ``ValueError`` unless ``inputs`` and ``outputs`` are non-empty and of equal length."""
-    if len(inputs) == 0 and len(outputs) == 0:
-        raise ValueError("the task has no examples: give at least one input and its output")
-    if len(inputs) != len(outputs):
-        raise ValueError(f"{len(inputs)} inputs but {len(outputs)} outputs: give exactly one output per input")
 
 
 def context_length(model) -> int | None:
@@ -75,7 +69,7 @@ def warn_if_ambiguous_first_token(tokenizer, answers: Sequence[str],
     ``first_ids``, when the caller has them already, are each answer's first token id;
     otherwise ``prompts`` (one per answer) give them: an answer's first token depends on what
     precedes it (``Ġparis`` after ``A:``, ``paris`` after a chat header's newline), so it is
-    taken after the answer's own prompt (:func:`ivedu.generation.answer_ids`).
+    taken after the answer's own prompt (:func:`ivedu.prompts.answer_ids`).
     ``stacklevel`` is passed to :func:`warnings.warn`. Returns whether it warned. Silence it
     with ``warnings.simplefilter("ignore", AmbiguousFirstTokenWarning)``.
     """
@@ -83,8 +77,6 @@ def warn_if_ambiguous_first_token(tokenizer, answers: Sequence[str],
         if prompts is None or len(prompts) != len(answers):
             raise ValueError("give each answer's first token id (first_ids) or its prompt (prompts=, one per "
                              "answer): an answer's first token depends on the prompt it follows")
-        from ivedu.generation import answer_ids  # generation imports this module
-
         first_ids = [answer_ids(tokenizer, p, a)[0] for p, a in zip(prompts, answers)]
     by_token: dict[int, dict[str, str]] = {}  # split first token -> distinct answers (whitespace-normalised)
     for answer, token in zip(answers, first_ids):

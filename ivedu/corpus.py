@@ -3,7 +3,7 @@
 A sequence is built from ``(text, learn)`` or ``(text, learn, eos)`` pieces. Only the answer
 pieces are learnt: the inputs are random draws, so predicting them would only add noise to
 the loss. The pieces are joined and tokenized exactly as a prompt and its answer are when
-they are scored (:func:`ivedu.generation.join_answer`), so a model learns its answers on the
+they are scored (:func:`ivedu.prompts.join_answer`), so a model learns its answers on the
 tokens it is later tested on.
 """
 
@@ -16,8 +16,8 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ivedu.generation import continuation_ids, join_answer
-from ivedu.prompts import TINY_FORMAT, PromptFormat, bare_prompt, instructed_prompt, statement_prompt
+from ivedu.prompts import (TINY_FORMAT, PromptFormat, bare_prompt, continuation_ids, instructed_prompt, join_answer,
+                           statement_prompt)
 from ivedu.world import Example, Task
 
 IGNORE_INDEX = -100
@@ -36,7 +36,7 @@ def encode_pieces(tokenizer: PreTrainedTokenizerBase,
     """Encode ``(text, learn)`` or ``(text, learn, eos)`` pieces as one text.
 
     The text grows piece by piece, each joined to the text so far by
-    :func:`ivedu.generation.join_answer` (after one space, or directly when the text so far
+    :func:`ivedu.prompts.join_answer` (after one space, or directly when the text so far
     ends in whitespace such as a chat header's newline), and the ids of a piece are the ids
     the joint encoding gains when it is added. Encoding each piece alone with a leading
     space would be right only for a word-level tokenizer: a byte-level BPE has no space after
@@ -46,7 +46,7 @@ def encode_pieces(tokenizer: PreTrainedTokenizerBase,
     one). ``eos=True`` puts ``tokenizer.eos_token_id`` right after the piece's ids, learnt
     when the piece is: as an id, not as text, because the text ``" <eos>"`` tokenizes to a
     stray space token before EOS in a BPE tokenizer. Raises ``ValueError`` when the tokenizer
-    merges a piece with the text before it (see :func:`ivedu.generation.answer_ids`).
+    merges a piece with the text before it (see :func:`ivedu.prompts.answer_ids`).
     """
     text = ""
     before = tokenizer.encode(text)

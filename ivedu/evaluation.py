@@ -17,9 +17,9 @@ import random
 from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
-from ivedu.generation import answer_ids, answer_logprobs, greedy_generate, last_token_logits
+from ivedu.generation import answer_logprobs, greedy_generate, last_token_logits
 from ivedu.mediation import first_answer_tokens
-from ivedu.prompts import PromptFormat, fewshot_prompt, instructed_prompt, statement_prompt
+from ivedu.prompts import PromptFormat, answer_ids, fewshot_prompt, instructed_prompt, statement_prompt
 from ivedu.world import SPLITS, Example, Task
 
 

@@ -6,11 +6,7 @@ ids are computed from the attention mask so padding does not shift positions. Th
 work for any Hugging Face causal LM and its tokenizer.
 
 An answer's tokens are what follows its prompt in the model's own tokenizer
-(:func:`answer_ids`): the answer is written after the prompt by :func:`join_answer` and the
-prompt's tokens are cut off the joint encoding. Encoding the answer on its own (``" " +
-answer``) is right only for a word-level tokenizer: a byte-level BPE marks a leading space
-inside the word (``Ġparis``), SentencePiece may make ``▁`` a token of its own, and after a
-chat template's ``<|im_start|>assistant\\n`` there is no space at all.
+(:func:`ivedu.prompts.answer_ids`).
 """
 
 from __future__ import annotations
@@ -25,6 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ivedu.architectures import unwrap
 from ivedu.checks import check_context_length
+from ivedu.prompts import continuation_ids
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -51,45 +48,6 @@ def encode_batch(tokenizer: PreTrainedTokenizerBase, ids: Sequence[Sequence[int]
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[list[int]]:
     """Token ids of each prompt, with the tokenizer's special tokens (BOS where it adds one)."""
     return [tokenizer.encode(p) for p in prompts]
-
-
-def join_answer(prompt: str, answer: str) -> str:
-    """The text of ``answer`` following ``prompt``: after one space, or directly when the prompt
-    is empty or ends in whitespace.
-
-    A plain prompt ends in its output prefix (``output :``, ``A:``), and its answer is written
-    after a space, as in the training text; a chat template's assistant header ends in a newline
-    (``<|im_start|>assistant\\n``), after which the model writes its reply with no space.
-    Every place that puts an answer after a prompt (scoring, generation lengths, training
-    sequences) joins them here, so they all see the same tokens.
-    """
-    return prompt + answer if not prompt or prompt[-1].isspace() else f"{prompt} {answer}"
-
-
-def answer_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str) -> list[int]:
-    """Token ids of ``answer`` as it follows ``prompt``: ``encode(join_answer(prompt, answer))``
-    with the ids of ``encode(prompt)`` cut off its front.
-
-    Both are encoded as :func:`prompt_ids` encodes a prompt (the tokenizer's own special
-    tokens), so prompt ids + answer ids are exactly the ids of the joint text, whichever way
-    the tokenizer marks the space before the answer. Raises ``ValueError`` when the prompt's
-    tokens are not a prefix of the joint ones (the tokenizer merges the prompt's end with the
-    answer): the answer's tokens are then not defined, and guessing would misalign every score.
-    """
-    return continuation_ids(tokenizer, tokenizer.encode(prompt), prompt, answer)
-
-
-def continuation_ids(tokenizer: PreTrainedTokenizerBase, before: Sequence[int], prompt: str,
-                     answer: str) -> list[int]:
-    """:func:`answer_ids` given ``before = tokenizer.encode(prompt)`` already (saves encoding it twice)."""
-    joint = tokenizer.encode(join_answer(prompt, answer))
-    if list(joint[:len(before)]) != list(before):
-        raise ValueError(
-            f"the tokenizer merges the end of the prompt ...{prompt[-30:]!r} with the answer {answer!r}: the "
-            "prompt's tokens are not a prefix of the tokens of prompt + answer, so the answer's tokens are "
-            "undefined. End the prompt with a separator the tokenizer keeps apart (e.g. 'A:' or a newline), "
-            "not a trailing space; the answer is joined after one space (directly after whitespace)")
-    return list(joint[len(before):])
 
 
 def check_fits(model: torch.nn.Module, ids: Sequence[Sequence[int]], extra: int = 0, what: str = "prompt") -> None:
@@ -192,7 +150,7 @@ def answer_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
                     answers: Sequence[str], batch_size: int = 128) -> torch.Tensor:
     """Sum of log-probabilities of each answer's tokens after its prompt (teacher forced): [n].
 
-    The answer's tokens are those it has after its own prompt (:func:`answer_ids`), so each
+    The answer's tokens are those it has after its own prompt (:func:`ivedu.prompts.answer_ids`), so each
     row is scored on exactly the ids of ``join_answer(prompt, answer)``.
     """
     if len(prompts) != len(answers):

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ivedu.runtime import cache_home
+
 _DONE = "ivedu_complete"  # written last into a cache folder: its absence means "half-written"
 
 
@@ -60,8 +62,6 @@ def gguf_file(name: str | os.PathLike) -> Path:
 
 def cache_root() -> Path:
     """``$IVEDU_CACHE/models``, or ``~/.cache/ivedu/models``."""
-    from ivedu.study import cache_home
-
     return cache_home() / "models"
 
 

@@ -21,9 +21,10 @@ import torch
 
 from ivedu.architectures import check_head, check_layer, model_layout, project_heads
 from ivedu.evaluation import exact_match, first_token_accuracy
-from ivedu.generation import answer_ids, greedy_generate, greedy_generate_each, last_token_logits_each
+from ivedu.generation import greedy_generate, greedy_generate_each, last_token_logits_each
 from ivedu.hooks import add_to_residual
 from ivedu.mediation import Head, first_answer_tokens
+from ivedu.prompts import answer_ids
 
 
 @dataclass(frozen=True)

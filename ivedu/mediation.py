@@ -30,9 +30,9 @@ from tqdm.auto import tqdm
 
 from ivedu.architectures import model_layout, unwrap
 from ivedu.checks import warn_if_ambiguous_first_token
-from ivedu.generation import (answer_ids, batches, cache_kwargs, check_fits, encode_batch, model_device, prefix_cache,
-                              prompt_ids)
+from ivedu.generation import batches, cache_kwargs, check_fits, encode_batch, model_device, prefix_cache, prompt_ids
 from ivedu.hooks import edit_head_outputs, record_head_outputs
+from ivedu.prompts import answer_ids
 
 Head = tuple[int, int]  # (layer, head)
 
@@ -65,7 +65,7 @@ def first_answer_tokens(tokenizer, prompts: Sequence[str], answers: Sequence[str
     """The first token id of each answer as it follows its own prompt: ``[n]``.
 
     The prompt is needed because the first token depends on it: ``Ġparis`` after ``A:`` but
-    ``paris`` after a chat template's ``assistant\\n`` (:func:`ivedu.generation.answer_ids`).
+    ``paris`` after a chat template's ``assistant\\n`` (:func:`ivedu.prompts.answer_ids`).
     Every first-token metric goes through here, so this is where distinct answers that share
     a first token are flagged (:class:`ivedu.checks.AmbiguousFirstTokenWarning`, once per call).
     """

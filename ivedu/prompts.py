@@ -16,8 +16,13 @@ user's message, and the assistant's turn left open, as the model met instruction
 instruction tuning. Statements stay plain text in every format: they probe what the model
 knows with no instruction at all.
 
-Every scorer finds an answer's tokens as what follows the prompt
-(:func:`ivedu.generation.answer_ids`), so no format has to promise a leading space.
+An answer's tokens are what follows its prompt in the model's own tokenizer (:func:`answer_ids`):
+the answer is written after the prompt by :func:`join_answer` and the prompt's tokens are cut off
+the joint encoding, so no format has to promise a leading space. Encoding the answer on its own
+(``" " + answer``) is right only for a word-level tokenizer: a byte-level BPE marks a leading
+space inside the word (``Ġparis``), SentencePiece may make ``▁`` a token of its own, and after a
+chat template's ``<|im_start|>assistant\\n`` there is no space at all. Every scorer, the
+generation lengths and the training sequences find an answer's tokens here.
 """
 
 from __future__ import annotations
@@ -200,3 +205,44 @@ def neutral_prompt(x: str, words: Sequence[str], rng: random.Random, length: int
         raise ValueError("no neutral words given: see neutral_words(tasks)")
     filler = " ".join(rng.choice(list(words)) for _ in range(length))
     return fmt.instructed(filler, x)
+
+
+# ----------------------------------------------------------------------------- an answer after its prompt
+
+
+def join_answer(prompt: str, answer: str) -> str:
+    """The text of ``answer`` following ``prompt``: after one space, or directly when the prompt
+    is empty or ends in whitespace.
+
+    A plain prompt ends in its output prefix (``output :``, ``A:``), and its answer is written
+    after a space, as in the training text; a chat template's assistant header ends in a newline
+    (``<|im_start|>assistant\\n``), after which the model writes its reply with no space.
+    Every place that puts an answer after a prompt (scoring, generation lengths, training
+    sequences) joins them here, so they all see the same tokens.
+    """
+    return prompt + answer if not prompt or prompt[-1].isspace() else f"{prompt} {answer}"
+
+
+def answer_ids(tokenizer, prompt: str, answer: str) -> list[int]:
+    """Token ids of ``answer`` as it follows ``prompt``: ``encode(join_answer(prompt, answer))``
+    with the ids of ``encode(prompt)`` cut off its front.
+
+    Both are encoded as :func:`ivedu.generation.prompt_ids` encodes a prompt (the tokenizer's
+    own special tokens), so prompt ids + answer ids are exactly the ids of the joint text,
+    whichever way the tokenizer marks the space before the answer. Raises ``ValueError`` when the prompt's
+    tokens are not a prefix of the joint ones (the tokenizer merges the prompt's end with the
+    answer): the answer's tokens are then not defined, and guessing would misalign every score.
+    """
+    return continuation_ids(tokenizer, tokenizer.encode(prompt), prompt, answer)
+
+
+def continuation_ids(tokenizer, before: Sequence[int], prompt: str, answer: str) -> list[int]:
+    """:func:`answer_ids` given ``before = tokenizer.encode(prompt)`` already (saves encoding it twice)."""
+    joint = tokenizer.encode(join_answer(prompt, answer))
+    if list(joint[:len(before)]) != list(before):
+        raise ValueError(
+            f"the tokenizer merges the end of the prompt ...{prompt[-30:]!r} with the answer {answer!r}: the "
+            "prompt's tokens are not a prefix of the tokens of prompt + answer, so the answer's tokens are "
+            "undefined. End the prompt with a separator the tokenizer keeps apart (e.g. 'A:' or a newline), "
+            "not a trailing space; the answer is joined after one space (directly after whitespace)")
+    return list(joint[len(before):])

@@ -1,7 +1,7 @@
 """The machine a chapter runs on: where ivedu is installed from, which device and dtype, and a
 one-paragraph description of it printed at the top of every chapter.
 
-Three decisions live here and nowhere else:
+Four decisions live here and nowhere else:
 
 - **where to install ivedu from on Colab**: :data:`REPOSITORY_URL` at :data:`RELEASE_TAG`
   (:func:`install_command` is the line every chapter's set-up cell runs);
@@ -11,7 +11,9 @@ Three decisions live here and nowhere else:
   flag is not asked: the capability is (:func:`dtype_for_capability`);
 - **the placement**: one device when the weights fit one GPU, ``device_map="auto"`` (which
   needs the ``accelerate`` package, preinstalled on Colab) only when there are several GPUs
-  or the weights do not fit the first one (:func:`needs_device_map`).
+  or the weights do not fit the first one (:func:`needs_device_map`);
+- **where ivedu keeps what it computes once per machine** (dequantised models, the known
+  examples of a task, finished runs): ``$IVEDU_CACHE``, or ``~/.cache/ivedu`` (:func:`cache_home`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, PretrainedConfig
@@ -43,6 +46,11 @@ def install_spec() -> str:
 def install_command() -> str:
     """The notebook line that installs ivedu on Colab (an IPython ``!pip`` line)."""
     return f'!pip install -q "{install_spec()}"'
+
+
+def cache_home() -> Path:
+    """``$IVEDU_CACHE``, or ``~/.cache/ivedu``: where ivedu keeps what it computes once per machine."""
+    return Path(os.environ.get("IVEDU_CACHE") or Path.home() / ".cache" / "ivedu")
 
 
 def in_colab() -> bool:

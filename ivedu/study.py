@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from torch import nn
 
 from ivedu.architectures import ModelLayout, model_layout
+from ivedu.gguf_models import file_sha256
 from ivedu.prompts import QA_FORMAT, TINY_FORMAT, PromptFormat, chat_format
 from ivedu.results import save_result
-from ivedu.settings import Settings
+from ivedu.runtime import cache_home
+from ivedu.settings import Settings, TeachingSettings
 from ivedu.world import SPLITS, Task, World
 
 
@@ -66,17 +67,65 @@ def load_original(settings: Settings) -> ModelUnderStudy:
 def load_study(settings: Settings) -> ModelUnderStudy:
     """The model the profile studies, with its tokenizer and prompt format: :func:`load_original`,
     plus the profile's instruction-tuning stage merged into its weights where it has one
-    (``settings.teaching``, :mod:`ivedu.teaching`); its ``name`` then carries the stage's hash,
+    (``settings.teaching``, trained by :mod:`ivedu.teaching`, checked and merged by
+    :func:`apply_teaching`); its ``name`` then carries the stage's hash,
     so nothing cached for one model is read for the other."""
     lm = load_original(settings)
     if settings.teaching is None:
         return lm
-    from ivedu.teaching import apply_teaching, read_manifest, stage_folder
-
     folder = stage_folder(settings.profile)
     digest = read_manifest(folder, settings.teaching)["adapter_sha256"]
     return replace(lm, model=apply_teaching(lm.model, folder, settings.teaching),
                    name=f"{settings.model}+taught-{digest[:12]}")
+
+
+# ----------------------------------------------------------------------------- the shipped stage
+# A profile's instruction-tuning stage is trained and saved by :mod:`ivedu.teaching`; loading it
+# onto the original model is part of loading the study, so it is checked and merged here.
+
+CHECKPOINTS = Path(__file__).parent / "checkpoints"
+ADAPTER_FILE = "adapter_model.safetensors"
+MANIFEST_FILE = "ivedu_teaching.json"
+
+
+class TeachingError(RuntimeError):
+    """The shipped stage is missing, damaged, or was made with other settings than the profile's."""
+
+
+def stage_folder(profile: str) -> Path:
+    """Where the package keeps ``profile``'s stage: ``ivedu/checkpoints/<profile>-taught``."""
+    return CHECKPOINTS / f"{profile}-taught"
+
+
+def read_manifest(folder: Path, settings: TeachingSettings) -> dict:
+    """The manifest of the stage in ``folder``, checked: present, made with ``settings``, and its
+    adapter's SHA-256 the one it records. :class:`TeachingError` says what is wrong and which
+    command regenerates the stage."""
+    folder = Path(folder)
+    fix = f"regenerate it with `python -m ivedu.teaching --profile {folder.name.removesuffix('-taught')}`"
+    if not (folder / MANIFEST_FILE).is_file() or not (folder / ADAPTER_FILE).is_file():
+        raise TeachingError(f"the instruction-tuning stage is missing from {folder}; {fix}")
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    if manifest.get("settings") != json.loads(json.dumps(asdict(settings))):
+        raise TeachingError(f"the stage in {folder} was made with other settings ({manifest.get('settings')}) than "
+                            f"the profile's ({asdict(settings)}); {fix}")
+    digest = file_sha256(folder / ADAPTER_FILE)
+    if digest != manifest.get("adapter_sha256"):
+        raise TeachingError(f"{folder / ADAPTER_FILE} has SHA-256 {digest}, not the {manifest.get('adapter_sha256')} "
+                            f"its manifest records: the file is damaged; {fix}")
+    return manifest
+
+
+def apply_teaching(model, folder: Path, settings: TeachingSettings):
+    """``model`` with the checked stage of ``folder`` (:func:`read_manifest`) merged into its
+    weights: a plain model again, the same class, on the same device and dtype."""
+    from peft import PeftModel
+
+    read_manifest(folder, settings)
+    merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    # peft froze the base weights to train the adapter; merged, they are the model's own again,
+    # trainable as in any model as loaded (full fine-tuning trains every one of them).
+    return merged.requires_grad_(True).eval()
 
 
 def load_tasks(settings: Settings, lm: ModelUnderStudy | None = None, cache_dir=None) -> World:
@@ -116,11 +165,6 @@ STUDY_READS = ("model", "teaching", "data.world", "data.world_seed", "data.gener
 # What :func:`known_task` caches depends on this rule; change it with the rule of
 # :func:`ivedu.evaluation.known_examples` and every cached list is recomputed.
 KNOWN_RULE = "greedy exact match of the normalised answer under instruction phrasing 0"
-
-
-def cache_home() -> Path:
-    """``$IVEDU_CACHE``, or ``~/.cache/ivedu``: where ivedu keeps what it computes once per machine."""
-    return Path(os.environ.get("IVEDU_CACHE") or Path.home() / ".cache" / "ivedu")
 
 
 def known_cache_path(lm: ModelUnderStudy, task: Task) -> Path:

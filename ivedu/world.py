@@ -20,7 +20,6 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-from ivedu.checks import check_task_examples
 from ivedu.facts import ADJECTIVE_PAIRS, COUNTRIES, NOUNS
 
 SPLITS = ("train", "valid", "test")
@@ -135,6 +134,14 @@ class World:
                 for text in (ex.input, *ex.candidates):
                     words.update(text.split())
         return sorted(words)
+
+
+def check_task_examples(inputs: Sequence, outputs: Sequence) -> None:
+    """Raise ``ValueError`` unless ``inputs`` and ``outputs`` are non-empty and of equal length."""
+    if len(inputs) == 0 and len(outputs) == 0:
+        raise ValueError("the task has no examples: give at least one input and its output")
+    if len(inputs) != len(outputs):
+        raise ValueError(f"{len(inputs)} inputs but {len(outputs)} outputs: give exactly one output per input")
 
 
 def custom_task(name: str, inputs: Sequence[str], outputs: Sequence[str], instructions: Sequence[str], *,

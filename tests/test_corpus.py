@@ -6,8 +6,7 @@ from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
 from ivedu.corpus import IGNORE_INDEX, encode_pieces, fewshot_sequence, instructed_sequence, statement_sequence
-from ivedu.generation import join_answer
-from ivedu.prompts import chat_format, instructed_prompt
+from ivedu.prompts import chat_format, instructed_prompt, join_answer
 from ivedu.tokenizer import world_tokenizer
 from ivedu.world import Example, custom_task
 from ivedu.prompts import TINY_FORMAT

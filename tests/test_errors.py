@@ -7,8 +7,8 @@ import torch
 from transformers import GPT2Config
 
 from ivedu import toy
-from ivedu.checks import (AmbiguousFirstTokenWarning, check_context_length, check_finite_loss, check_task_examples,
-                          context_length, warn_if_ambiguous_first_token)
+from ivedu.checks import (AmbiguousFirstTokenWarning, check_context_length, check_finite_loss, context_length,
+                          warn_if_ambiguous_first_token)
 from ivedu.extraction import corrupted_prompts
 from ivedu.generation import answer_logprobs, greedy_generate, last_token_logits
 from ivedu.intervention import steered_first_token_accuracy
@@ -16,7 +16,7 @@ from ivedu.mediation import first_answer_tokens, mean_head_activations
 from ivedu.models import prepare_tokenizer
 from ivedu.tokenizer import build_tokenizer
 from ivedu.toy import TinyConfig, train_tiny_model
-from ivedu.world import Example, Task, custom_task
+from ivedu.world import Example, Task, check_task_examples, custom_task
 from ivedu.prompts import TINY_FORMAT
 
 FMT = TINY_FORMAT  # the tiny model's prompt format

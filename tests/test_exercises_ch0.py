@@ -7,7 +7,7 @@ import pytest
 from exercise_solutions import smol_world, solution, stub
 from ivedu.exercises import ExerciseError
 from ivedu.exercises.ch0 import byte_level_tokenizer, check_answer_tokens
-from ivedu.generation import answer_ids
+from ivedu.prompts import answer_ids
 
 
 def answer_encoded_alone(tokenizer, prompt, answer):

@@ -31,7 +31,8 @@ def knowledge_mean_per_token(model, tokenizer, task, split="test"):
     """Wrong: ranks the candidates by their mean log-probability per token (length-normalised), not
     the sum. Every candidate of the tiny world is one word-level token, so only a real tokenizer
     tells the two apart."""
-    from ivedu.generation import answer_ids, answer_logprobs
+    from ivedu.generation import answer_logprobs
+    from ivedu.prompts import answer_ids
     from ivedu.prompts import statement_prompt
 
     correct = []

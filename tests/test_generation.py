@@ -11,9 +11,10 @@ from transformers import AutoTokenizer
 
 from ivedu.checks import AmbiguousFirstTokenWarning, warn_if_ambiguous_first_token
 from ivedu.exercises.ch0 import HEADER_PROMPT, QA_PROMPT, byte_level_tokenizer, metaspace_tokenizer
-from ivedu.generation import (answer_ids, answer_logprobs, encode_batch, greedy_generate, join_answer,
-                              last_token_logits, next_token_logits, prompt_ids)
+from ivedu.generation import (answer_logprobs, encode_batch, greedy_generate, last_token_logits, next_token_logits,
+                              prompt_ids)
 from ivedu.mediation import first_answer_tokens
+from ivedu.prompts import answer_ids, join_answer
 from ivedu.tokenizer import build_tokenizer
 from ivedu.toy import TinyConfig, build_tiny_model
 

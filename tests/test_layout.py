@@ -1,4 +1,4 @@
-"""The package's shape: imports run one way, commands stay thin, nothing defaults to the tiny format."""
+"""The package's shape: imports run one way, with no cycle, commands stay thin, nothing defaults to the tiny format."""
 
 import ast
 import json
@@ -56,6 +56,47 @@ def test_no_function_outside_prompts_defaults_to_the_tiny_format():
                 defaults = node.args.defaults + [d for d in node.args.kw_defaults if d is not None]
                 assert not [d for d in defaults if isinstance(d, ast.Name) and d.id == "TINY_FORMAT"], \
                     f"{path.name}: {node.name}"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_imports(path: Path, names: set[str]) -> set[str]:
+    """The modules of the package (``names``) that ``path`` imports, at the top or inside a function;
+    ``from ivedu import x`` counts as importing ``ivedu.x`` where that is a module."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            subs = {f"{node.module}.{alias.name}" for alias in node.names} & names
+            out |= subs or {node.module}
+        elif isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+    return (out & names) - {module_name(path)}
+
+
+def test_no_module_imports_itself_through_others():
+    """No import cycle, not even one hidden by an import inside a function (which Python only
+    meets when the function runs): modules import from below them."""
+    names = {module_name(path) for path in MODULES}
+    graph = {module_name(path): package_imports(path, names) for path in MODULES}
+
+    def cycle_from(start: str) -> list[str] | None:
+        stack = [(start, [start])]
+        seen = set()
+        while stack:
+            module, route = stack.pop()
+            for imported_module in sorted(graph[module]):
+                if imported_module == start:
+                    return route + [start]
+                if imported_module not in seen:
+                    seen.add(imported_module)
+                    stack.append((imported_module, route + [imported_module]))
+        return None
+
+    cycles = [cycle for cycle in map(cycle_from, sorted(graph)) if cycle]
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
 def test_the_readme_layout_names_every_module():

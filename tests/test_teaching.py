@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ivedu.settings import TeachingSettings, settings
-from ivedu.study import load_study, load_tasks
-from ivedu.teaching import (ADAPTER_FILE, MANIFEST_FILE, TeachingError, TeachingReport, apply_teaching,
-                            read_manifest, save_stage, stage_folder, teaching_sequences, train_stage)
+from ivedu.study import (ADAPTER_FILE, MANIFEST_FILE, TeachingError, apply_teaching, load_study, load_tasks,
+                         read_manifest, stage_folder)
+from ivedu.teaching import TeachingReport, save_stage, teaching_sequences, train_stage
 from ivedu.world import Example, Task
 
 TINY_TASKS = ("plural", "capital")

@@ -1,7 +1,7 @@
 """Checkers for chapter 0's exercise: which tokens are an answer's.
 
 - Exercise 0.1, :func:`check_answer_tokens`: the token ids of an answer as it follows its
-  prompt (reference: :func:`ivedu.generation.answer_ids`).
+  prompt (reference: :func:`ivedu.prompts.answer_ids`).
 
 The tiny model's tokenizer is word-level, so a wrong way of finding an answer's tokens
 (encoding ``" " + answer`` on its own) can still come out right on it. The check therefore
@@ -23,8 +23,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 
 from ivedu.exercises import Case, ExerciseError, call_learner, check_against_reference, passed, tiny_model, tiny_world
-from ivedu.generation import answer_ids
-from ivedu.prompts import TINY_FORMAT, fewshot_prompt, instructed_prompt
+from ivedu.prompts import TINY_FORMAT, answer_ids, fewshot_prompt, instructed_prompt
 
 SENTENCES = ["Q: What is the capital of France?\nA: Paris", "Q: What is the capital of Peru?\nA: Lima",
               "The capital of France is Paris.", "The capital of Peru is Lima.", "Paris is in France. Lima is in Peru.",
@@ -111,7 +110,7 @@ def check_answer_tokens(answer_token_ids: Callable, tokenizer=None, tasks=(), fm
     ]
     n = check_against_reference(
         _spelled(answer_token_ids), _spelled(answer_ids), cases,
-        hint="join the texts with ivedu.generation.join_answer(prompt, answer), encode the joint text with "
+        hint="join the texts with ivedu.prompts.join_answer(prompt, answer), encode the joint text with "
              "tokenizer.encode (special tokens included, as the prompt is encoded), and return the ids after the "
              "first len(tokenizer.encode(prompt)) of them. Encoding the answer on its own (' ' + answer) is right "
              "only for a word-level tokenizer: a byte-level BPE puts the space inside the answer's first token, "
@@ -128,7 +127,7 @@ def check_answer_tokens(answer_token_ids: Callable, tokenizer=None, tasks=(), fm
             "defined there, so raise ValueError.\nHint: compare joint[:len(before)] with before, the prompt's own "
             "ids, and raise ValueError when they differ.")
     where = "the tiny model's, the chapter's and two trained tokenizers" if tokenizer is not None else "three tokenizers"
-    passed("answer tokens", f"{n} prompt/answer pairs in {where} match ivedu.generation.answer_ids, "
+    passed("answer tokens", f"{n} prompt/answer pairs in {where} match ivedu.prompts.answer_ids, "
                             "and a merged prompt is refused")
 
 

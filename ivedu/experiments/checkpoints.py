@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from ivedu.results import save_result, settings_that_count, versions
+from ivedu.runtime import cache_home
 from ivedu.settings import Settings
-from ivedu.study import cache_home
 
 
 def default_root() -> Path:
