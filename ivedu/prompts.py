@@ -43,6 +43,13 @@ class PromptFormat:
     separator: str = ";"
     instruction_end: str = "."
 
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """The strings that end an answer: a generated answer is cut at the first of them (and at
+        the tokenizer's EOS). In a plain format, the separator that would start the next
+        demonstration (``;`` in the tiny format, a new line in :data:`QA_FORMAT`)."""
+        return (self.separator,)
+
     def words(self) -> set[str]:
         """Every word the format itself adds to a prompt (a word-level tokenizer needs them)."""
         return {w for part in (self.input_prefix, self.output_prefix, self.separator, self.instruction_end)
@@ -89,7 +96,8 @@ class ChatFormat(PromptFormat):
     (``<|im_end|>\\n<|im_start|>assistant\\n`` in ChatML). An instructed prompt is one user
     message, ``<instruction> <constraint>`` then the input on its own line; a bare prompt is
     the input alone; a few-shot prompt is a conversation, each demonstration a user turn and
-    the assistant's answer.
+    the assistant's answer. ``reply_end``: what the template writes after the assistant's last
+    reply (``<|im_end|>\\n`` in ChatML), whose text ends an answer (:attr:`stop`).
     """
 
     head: str = ""
@@ -97,6 +105,14 @@ class ChatFormat(PromptFormat):
     turn_end: str = ""
     open_turn: str = ""
     constraint: str = ONE_WORD
+    reply_end: str = ""
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """The template's end of the assistant's turn (``<|im_end|>``, ``</s>``, ``<end_of_turn>``):
+        an answer ends where the model closes its reply, whatever the plain format's separator."""
+        end = self.reply_end.strip()
+        return (end,) if end else ()
 
     def conversation(self, turns: Sequence[tuple[str, str]], last: str) -> str:
         """``turns`` (user message, assistant reply) in the template, then ``last`` with the reply open."""
@@ -127,6 +143,8 @@ def chat_format(tokenizer, base: PromptFormat = QA_FORMAT, system: str | None = 
     a template that does not render a conversation as the same pieces every turn (checked
     against a one-turn rendering) is refused. When the tokenizer adds its BOS token on every
     encode (Llama-2), a BOS written by the template is dropped, so prompts do not start with two.
+    What it writes after a conversation's last assistant reply is the format's ``reply_end``, the
+    end of an answer (:attr:`ChatFormat.stop`); none when it writes nothing there.
     """
     if not getattr(tokenizer, "chat_template", None):
         return base
@@ -146,25 +164,28 @@ def chat_format(tokenizer, base: PromptFormat = QA_FORMAT, system: str | None = 
     bos = tokenizer.bos_token
     if bos and head.startswith(bos) and tokenizer.encode("a")[:1] == [tokenizer.bos_token_id]:
         head, single = head[len(bos):], single[len(bos):]
+    closed = tokenizer.apply_chat_template(probe[:-1], tokenize=False, add_generation_prompt=False)
+    reply_end = closed.split(a1)[1] if closed.count(a1) == 1 else ""
     fmt = ChatFormat(base.input_prefix, base.output_prefix, base.separator, base.instruction_end,
-                     head=head, user_end=user_end, turn_end=turn_end, open_turn=open_turn, constraint=constraint)
+                     head=head, user_end=user_end, turn_end=turn_end, open_turn=open_turn, constraint=constraint,
+                     reply_end=reply_end)
     if fmt.conversation([], one) != single:
         raise ValueError("the tokenizer's chat template writes a conversation's first turn differently from a "
                          "single message, which ChatFormat cannot reproduce; pass a plain format (QA_FORMAT)")
     return fmt
 
 
-def instructed_prompt(task: Task, x: str, phrasing: int = 0, fmt: PromptFormat = TINY_FORMAT) -> str:
+def instructed_prompt(task: Task, x: str, phrasing: int, fmt: PromptFormat) -> str:
     """Zero-shot prompt with the task's instruction number ``phrasing`` (:meth:`PromptFormat.instructed`)."""
     return fmt.instructed(task.instructions[phrasing % len(task.instructions)], x)
 
 
-def bare_prompt(x: str, fmt: PromptFormat = TINY_FORMAT) -> str:
+def bare_prompt(x: str, fmt: PromptFormat) -> str:
     """The query alone: no instruction, no demonstrations."""
     return fmt.query(x)
 
 
-def fewshot_prompt(demos: Sequence[Example], x: str, fmt: PromptFormat = TINY_FORMAT) -> str:
+def fewshot_prompt(demos: Sequence[Example], x: str, fmt: PromptFormat) -> str:
     """Demonstrations followed by the query (:meth:`PromptFormat.fewshot`)."""
     return fmt.fewshot([(d.input, d.output) for d in demos], x)
 
@@ -174,8 +195,7 @@ def statement_prompt(task: Task, x: str, template: int = 0) -> str:
     return task.statement_prefix(x, template)
 
 
-def shuffled_fewshot_prompt(demos: Sequence[Example], x: str, rng: random.Random,
-                            fmt: PromptFormat = TINY_FORMAT) -> str:
+def shuffled_fewshot_prompt(demos: Sequence[Example], x: str, rng: random.Random, fmt: PromptFormat) -> str:
     """Few-shot prompt whose demonstration answers are shuffled among the demonstrations.
 
     Todd et al.'s corrupted prompt: the format and the answer space are kept, but the
@@ -195,8 +215,8 @@ def neutral_words(tasks: Sequence[Task], min_tasks: int = 3) -> list[str]:
     return sorted(w for w, n in counts.items() if n >= min_tasks)
 
 
-def neutral_prompt(x: str, words: Sequence[str], rng: random.Random, length: int = 3,
-                   fmt: PromptFormat = TINY_FORMAT) -> str:
+def neutral_prompt(x: str, words: Sequence[str], rng: random.Random, length: int = 3, *,
+                   fmt: PromptFormat) -> str:
     """The instructed format with the instruction replaced by ``length`` random neutral words.
 
     A corruption that keeps the prompt's shape and length but carries no task.

@@ -86,7 +86,7 @@ def test_demonstrations_are_deterministic_from_train_and_never_the_query(known):
     demos = demonstrations(task, query, k=2, seed=0)
     assert demos == demonstrations(task, query, k=2, seed=0)
     assert len(demos) == 2 and set(demos) <= set(task.train) and query.input not in {d.input for d in demos}
-    assert fewshot_prompt(demos, "c").endswith("input : c output :")
+    assert fewshot_prompt(demos, "c", TINY_FORMAT).endswith("input : c output :")
 
 
 def test_score_abilities_without_demonstrations_leaves_in_context_empty(known):
@@ -146,7 +146,7 @@ def test_known_examples_keep_exactly_what_the_model_answers_right_under_its_inst
     for split in ("train", "valid", "test"):
         examples = task.split(split)
         golds = [ex.output for ex in examples]
-        answers = greedy_answers(model, tokenizer, [instructed_prompt(task, ex.input) for ex in examples], golds)
+        answers = greedy_answers(model, tokenizer, [instructed_prompt(task, ex.input, 0, TINY_FORMAT) for ex in examples], golds)
         right = exact_match(answers, golds)
         assert known.split(split) == tuple(ex for ex, ok in zip(examples, right) if ok)
     assert 0 < split_sizes(known)["test"] <= split_sizes(task)["test"]

@@ -17,12 +17,12 @@ from ivedu.exercises.ch1 import (abilities_reference, check_abilities, check_bac
 def knowledge_under_the_instruction(model, tokenizer, task, split="test"):
     """Wrong: ranks the candidates after the *instruction*, which measures instruction following."""
     from ivedu.generation import answer_logprobs
-    from ivedu.prompts import instructed_prompt
+    from ivedu.prompts import TINY_FORMAT, instructed_prompt
 
     correct = []
     for ex in task.split(split):
-        scores = answer_logprobs(model, tokenizer, [instructed_prompt(task, ex.input)] * len(ex.candidates),
-                                 list(ex.candidates))
+        prompts = [instructed_prompt(task, ex.input, 0, TINY_FORMAT)] * len(ex.candidates)
+        scores = answer_logprobs(model, tokenizer, prompts, list(ex.candidates))
         correct.append(bool((scores[0] > scores[1:]).all()))
     return sum(correct) / len(correct)
 

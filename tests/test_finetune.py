@@ -149,7 +149,7 @@ def test_the_shipped_tokenizer_knows_every_word_of_the_new_tasks():
     for task in build_world(0).new:
         for ex in task.train[:20] + task.test:
             for phrasing in range(len(task.instructions)):
-                ids = tokenizer.encode(instructed_prompt(task, ex.input, phrasing) + " " + ex.output)
+                ids = tokenizer.encode(instructed_prompt(task, ex.input, phrasing, FMT) + " " + ex.output)
                 assert tokenizer.unk_token_id not in ids, (task.name, ex)
 
 

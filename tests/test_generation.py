@@ -14,7 +14,7 @@ from ivedu.exercises.ch0 import HEADER_PROMPT, QA_PROMPT, byte_level_tokenizer, 
 from ivedu.generation import (answer_logprobs, encode_batch, greedy_generate, last_token_logits, next_token_logits,
                               prompt_ids)
 from ivedu.mediation import first_answer_tokens
-from ivedu.prompts import answer_ids, join_answer
+from ivedu.prompts import TINY_FORMAT, answer_ids, join_answer
 from ivedu.tokenizer import build_tokenizer
 from ivedu.toy import TinyConfig, build_tiny_model
 
@@ -121,7 +121,7 @@ def test_steering_contexts_act_where_the_plain_loop_hooks_act(tiny, world, site)
     from ivedu.prompts import bare_prompt
 
     model, tokenizer = tiny
-    prompts = [bare_prompt(ex.input) for ex in world.task("plural").test[:16]]
+    prompts = [bare_prompt(ex.input, TINY_FORMAT) for ex in world.task("plural").test[:16]]
     vector = torch.randn(generator=torch.Generator().manual_seed(0), size=(model.config.hidden_size,)) * 12
     last = max(len(x) for x in prompt_ids(tokenizer, prompts)) - 1  # left-padded: the same index in every row
 

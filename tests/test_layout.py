@@ -47,10 +47,8 @@ def test_no_settings_dict_is_left():
         assert not re.search(r"^SETTINGS\s*(:|=)", path.read_text(), re.M), path.name
 
 
-def test_no_function_outside_prompts_defaults_to_the_tiny_format():
+def test_no_function_defaults_to_the_tiny_format():
     for path in MODULES:
-        if path.name == "prompts.py":
-            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 defaults = node.args.defaults + [d for d in node.args.kw_defaults if d is not None]

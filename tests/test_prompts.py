@@ -29,9 +29,9 @@ def task():
 
 
 def test_the_tiny_format_is_unchanged(task):
-    assert instructed_prompt(task, "cat") == "input : cat . Give the plural of the noun. . output :"
-    assert bare_prompt("cat") == "input : cat output :"
-    assert fewshot_prompt([Example("dog", "dogs")], "cat") == "input : dog output : dogs ; input : cat output :"
+    assert instructed_prompt(task, "cat", 0, TINY_FORMAT) == "input : cat . Give the plural of the noun. . output :"
+    assert bare_prompt("cat", TINY_FORMAT) == "input : cat output :"
+    assert fewshot_prompt([Example("dog", "dogs")], "cat", TINY_FORMAT) == "input : dog output : dogs ; input : cat output :"
     assert bare_prompt("cat", QA_FORMAT) == "Q: cat A:"
 
 
@@ -60,6 +60,16 @@ def test_a_template_that_puts_the_system_message_in_the_first_turn(task):
         "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\ndog [/INST] dogs </s><s>[INST] cat [/INST]")
 
 
+def test_an_answer_ends_at_the_formats_stop_strings():
+    # A plain format's answer ends where the next demonstration would start; a chat model's where
+    # its template closes the assistant's turn, whatever the plain format's separator.
+    assert TINY_FORMAT.stop == (";",)
+    assert QA_FORMAT.stop == ("\n",)
+    assert chat_format(tokenizer_with(CHATML)).stop == ("<|im_end|>",)
+    assert chat_format(tokenizer_with(LLAMA2), system="Be brief.").stop == ("</s>",)
+    assert chat_format(tokenizer_with("{% for m in messages %}{{ m['content'] }}\n{% endfor %}")).stop == ()
+
+
 def test_templates_chat_format_cannot_reproduce_are_refused():
     drops_messages = "{% for m in messages[-1:] %}{{ m['content'] }}{% endfor %}"
     with pytest.raises(ValueError, match="exactly once.*QA_FORMAT"):
@@ -82,3 +92,4 @@ def test_the_real_smollm2_template(smol, task):
         [{"role": "user", "content": f"Give the plural of the noun. {ONE_WORD}\ncat"}], tokenize=False,
         add_generation_prompt=True)
     assert tokenizer.encode(prompt).count(tokenizer.convert_tokens_to_ids("<|im_start|>")) == 3  # system, user, assistant
+    assert fmt.stop == ("<|im_end|>",) and tokenizer.eos_token == "<|im_end|>"

@@ -1,6 +1,6 @@
 """The tiny-instruct world: deterministic, held-out splits really held out, one vocabulary."""
 
-from ivedu.prompts import bare_prompt, fewshot_prompt, instructed_prompt, statement_prompt
+from ivedu.prompts import TINY_FORMAT, bare_prompt, fewshot_prompt, instructed_prompt, statement_prompt
 from ivedu.tokenizer import world_tokenizer
 from ivedu.toy import statement_coverage
 from ivedu.world import build_world
@@ -59,8 +59,8 @@ def test_every_prompt_word_is_one_known_token():
     unk = tokenizer.unk_token_id
     for task in world.tasks:
         ex = task.test[0]
-        for text in (instructed_prompt(task, ex.input, 1), bare_prompt(ex.input),
-                     fewshot_prompt(task.train[:2], ex.input), statement_prompt(task, ex.input), ex.output):
+        for text in (instructed_prompt(task, ex.input, 1, TINY_FORMAT), bare_prompt(ex.input, TINY_FORMAT),
+                     fewshot_prompt(task.train[:2], ex.input, TINY_FORMAT), statement_prompt(task, ex.input), ex.output):
             ids = tokenizer.encode(text)
             assert unk not in ids, text
             assert ids[0] == tokenizer.bos_token_id
@@ -70,8 +70,8 @@ def test_every_prompt_word_is_one_known_token():
 def test_prompt_formats_read_as_documented():
     world = build_world(0)
     capital = world.task("capital")
-    assert instructed_prompt(capital, "peru") == "input : peru . what is its capital . output :"
-    assert bare_prompt("peru") == "input : peru output :"
+    assert instructed_prompt(capital, "peru", 0, TINY_FORMAT) == "input : peru . what is its capital . output :"
+    assert bare_prompt("peru", TINY_FORMAT) == "input : peru output :"
     assert statement_prompt(capital, "peru") == "the capital of peru is"
     demo = capital.train[0]
-    assert fewshot_prompt([demo], "peru") == f"input : {demo.input} output : {demo.output} ; input : peru output :"
+    assert fewshot_prompt([demo], "peru", TINY_FORMAT) == f"input : {demo.input} output : {demo.output} ; input : peru output :"

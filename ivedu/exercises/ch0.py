@@ -65,7 +65,7 @@ def _chapter_cases(tokenizer, tasks, fmt) -> list[Case]:
     for task in list(tasks)[:3]:
         example = (task.test or task.valid or task.train)[0]
         cases.append(Case(f"with the chapter's tokenizer, after the {task.name!r} task's instructed prompt in the "
-                          f"chapter's format", (tokenizer, instructed_prompt(task, example.input, fmt=fmt),
+                          f"chapter's format", (tokenizer, instructed_prompt(task, example.input, 0, fmt),
                                                 example.output)))
         demos = [ex for ex in task.train if ex != example][:2]
         if demos:
@@ -93,7 +93,7 @@ def check_answer_tokens(answer_token_ids: Callable, tokenizer=None, tasks=(), fm
     byte_level, metaspace = byte_level_tokenizer(), metaspace_tokenizer()
     cases = [
         Case("with the tiny model's tokenizer, after an instructed prompt",
-             (tiny, instructed_prompt(capital, fact.input, fmt=TINY_FORMAT), fact.output)),
+             (tiny, instructed_prompt(capital, fact.input, 0, TINY_FORMAT), fact.output)),
         Case("with the tiny model's tokenizer, a several-token answer after a few-shot prompt",
              (tiny, fewshot_prompt(bracket.train[:2], items.input, fmt=TINY_FORMAT), items.output)),
         *(_chapter_cases(tokenizer, tasks, fmt) if tokenizer is not None else []),
