@@ -24,17 +24,18 @@ import ivedu
 from ivedu.architectures import model_layout
 from ivedu.datasets import load_task
 from ivedu.extraction import corrupted_prompts
-from ivedu.intervention import (random_vector_like, steered_answers, steered_answers_each, steered_first_token_hits,
-                                steered_first_token_hits_each)
+from ivedu.intervention import (Steering, random_vector_like, steered_answers, steered_answers_each,
+                                steered_first_token_hits, steered_first_token_hits_each)
 from ivedu.prompts import TINY_FORMAT, PromptFormat, chat_format
 
 
 def cells(model, layers: int) -> list:
-    """No vector, then a random vector of the residual width at ``layers`` evenly spaced layers x 2 scales."""
+    """No vector, then a random vector of the residual width at ``layers`` evenly spaced layers x 2 scales
+    (at the attention output): ``(vector, Steering)`` pairs."""
     layout = model_layout(model)
     vector = random_vector_like(torch.ones(layout.hidden_size), seed=0) * 4
     chosen = sorted({round(i * (layout.n_layers - 1) / max(layers - 1, 1)) for i in range(layers)})
-    return [(None, 0, 1.0)] + [(vector, layer, scale) for layer in chosen for scale in (1.0, 2.0)]
+    return [(None, None)] + [(vector, Steering(layer, scale, "attention")) for layer in chosen for scale in (1.0, 2.0)]
 
 
 def timed(run) -> tuple[object, float]:

@@ -52,7 +52,7 @@ from ivedu.evaluation import exact_match, instructed_prompts
 from ivedu.extraction import PromptSet, build_vectors, scan_tasks
 from ivedu.finetune import FinetuneResult, finetune_sequence
 from ivedu.generation import batches, check_fits, encode_batch, model_device, prompt_ids
-from ivedu.intervention import (InstructionVector, random_vector_like, steered_answers_each,
+from ivedu.intervention import (InstructionVector, Steering, random_vector_like, steered_answers_each,
                                 steered_first_token_accuracy, steered_first_token_hits_each)
 from ivedu.mediation import Head, HeadScan
 from ivedu.prompts import PromptFormat
@@ -175,11 +175,11 @@ def r_squared(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 @dataclass(frozen=True)
-class Steering:
-    """Where and how strongly a vector is added: chosen on valid prompts, reused on test."""
+class ChosenSteering:
+    """The cell of the restoration grid chosen on valid prompts, reused on test: ``steering``
+    (its layer, scale and site) and the ``valid_accuracy`` (first-token) it gave there."""
 
-    layer: int
-    scale: float
+    steering: Steering
     valid_accuracy: float
 
 
@@ -187,8 +187,8 @@ Cell = tuple[int, float]  # (layer, scale) of the restoration grid
 
 
 def choose_steering(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, layers: Sequence[int],
-                    scales: Sequence[float], site: str = "attention", allowed: Collection[Cell] | None = None) -> Steering:
-    """The (layer, scale) whose steering gives the best first-token accuracy on ``prompts``.
+                    scales: Sequence[float], site: str, allowed: Collection[Cell] | None = None) -> ChosenSteering:
+    """The (layer, scale) whose steering at ``site`` gives the best first-token accuracy on ``prompts``.
 
     ``prompts`` are valid-split prompts (never the test prompts the result is reported on).
     A negative scale subtracts the vector. Ties go to the first setting in the grid.
@@ -197,12 +197,12 @@ def choose_steering(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, 
     """
     cells = [cell for cell in itertools.product(layers, scales) if allowed is None or cell in allowed]
     hits = steered_first_token_hits_each(model, tokenizer, prompts.prompts, prompts.answers,
-                                         [(vector, layer, scale) for layer, scale in cells], site) if cells else []
-    best: Steering | None = None
-    for (layer, scale), cell_hits in zip(cells, hits):
+                                         [(vector, Steering(*cell, site)) for cell in cells]) if cells else []
+    best: ChosenSteering | None = None
+    for cell, cell_hits in zip(cells, hits):
         accuracy = sum(cell_hits) / len(cell_hits)
         if best is None or accuracy > best.valid_accuracy:
-            best = Steering(layer, scale, accuracy)
+            best = ChosenSteering(Steering(*cell, site), accuracy)
     if best is None:
         raise ValueError("give at least one layer and one scale" if allowed is None
                          else "no cell of the grid is allowed: give at least one allowed (layer, scale)")
@@ -210,37 +210,37 @@ def choose_steering(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, 
 
 
 def random_costs(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, layers: Sequence[int],
-                 scales: Sequence[float], seed: int = 0, site: str = "attention") -> dict[Cell, float]:
+                 scales: Sequence[float], seed: int, site: str) -> dict[Cell, float]:
     """Per (layer, scale): first-token accuracy on ``prompts`` without steering minus with a random
     vector of ``vector``'s norm (:func:`ivedu.intervention.random_vector_like` with ``seed``, the
-    restoration's control) added there.
+    restoration's control) added there, at ``site``.
 
     Measured on the *original* model, where the task is done: a cell where noise of the vector's
     size already breaks instructed prompts is one where adding anything is destructive, and a
     restoration there could not be told from its control (the scale rule of :func:`restoration`).
     """
     random = random_vector_like(vector, seed)
-    plain = steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers, None, 0)
+    plain = steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers, None, None)
     cells = list(itertools.product(layers, scales))
     hits = steered_first_token_hits_each(model, tokenizer, prompts.prompts, prompts.answers,
-                                         [(random, layer, scale) for layer, scale in cells], site)
+                                         [(random, Steering(*cell, site)) for cell in cells])
     return {cell: plain - sum(cell_hits) / len(cell_hits) for cell, cell_hits in zip(cells, hits)}
 
 
-def steered_scores(model, tokenizer, prompts: PromptSet, vector: torch.Tensor | None, steering: Steering | None,
-                   site: str = "attention") -> dict[str, float]:
-    """Exact match and first-token accuracy on ``prompts`` with the vector added (``None``: without)."""
-    return steered_scores_each(model, tokenizer, prompts, [vector], steering, site)[0]
+def steered_scores(model, tokenizer, prompts: PromptSet, vector: torch.Tensor | None,
+                   steering: Steering | None) -> dict[str, float]:
+    """Exact match and first-token accuracy on ``prompts`` with the vector added as ``steering``
+    says (``None``, ``None``: without)."""
+    return steered_scores_each(model, tokenizer, prompts, [vector], steering)[0]
 
 
 def steered_scores_each(model, tokenizer, prompts: PromptSet, vectors: Sequence[torch.Tensor | None],
-                        steering: Steering | None, site: str = "attention") -> list[dict[str, float]]:
+                        steering: Steering | None) -> list[dict[str, float]]:
     """:func:`steered_scores` for each of ``vectors`` at the same steering, the prompts' positions
     before the last computed once for all (:func:`ivedu.intervention.steered_answers_each`)."""
-    layer, scale = (steering.layer, steering.scale) if steering else (0, 1.0)
-    steers = [(vector, layer, scale) for vector in vectors]
-    hits = steered_first_token_hits_each(model, tokenizer, prompts.prompts, prompts.answers, steers, site)
-    answers = steered_answers_each(model, tokenizer, prompts.prompts, prompts.answers, steers, site)
+    steers = [(vector, steering) for vector in vectors]
+    hits = steered_first_token_hits_each(model, tokenizer, prompts.prompts, prompts.answers, steers)
+    answers = steered_answers_each(model, tokenizer, prompts.prompts, prompts.answers, steers)
     return [{"exact_match": sum(exact_match(a, prompts.answers)) / len(prompts.answers),
              "first_token": sum(h) / len(h)} for h, a in zip(hits, answers)]
 
@@ -306,9 +306,10 @@ def restoration(original: nn.Module, lm: ModelUnderStudy, tasks: Sequence[Task],
                                          f"no safe scale: a random vector costs at least {cheapest:.2f} "
                                          f"> max_random_cost {settings.max_random_cost}")
             continue
-        steering = choose_steering(lm.model, lm.tokenizer, valid, vector, layers, scales, settings.site, allowed)
+        steering = choose_steering(lm.model, lm.tokenizer, valid, vector, layers, scales, settings.site,
+                                   allowed).steering
         scores, random = steered_scores_each(lm.model, lm.tokenizer, test, [vector, random_vector_like(vector, seed)],
-                                             steering, settings.site)
+                                             steering)
         out[task.name] = Restoration(steering.layer, steering.scale, scores["exact_match"], scores["first_token"],
                                      random["exact_match"], random["first_token"],
                                      costs[(steering.layer, steering.scale)], constant)

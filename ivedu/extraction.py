@@ -20,9 +20,9 @@ from ivedu.controls import (balanced_accuracy, bootstrap_interval, constant_answ
                             starts_right_share)
 from ivedu.evaluation import demonstrations, exact_match, normalise_answer
 from ivedu.generation import last_token_logits
-from ivedu.intervention import (InstructionVector, Steer, instruction_vector, random_vector_like, steered_answers,
-                                steered_answers_each, steered_first_token_accuracy, steered_first_token_hits,
-                                steered_first_token_hits_each)
+from ivedu.intervention import (InstructionVector, Steer, Steering, instruction_vector, random_vector_like,
+                                steered_answers, steered_answers_each, steered_first_token_accuracy,
+                                steered_first_token_hits, steered_first_token_hits_each)
 from ivedu.mediation import HeadScan, first_answer_tokens, gold_probs, indirect_effects, mean_head_activations
 from ivedu.prompts import (PromptFormat, bare_prompt, fewshot_prompt, instructed_prompt,
                            neutral_prompt, shuffled_fewshot_prompt)
@@ -125,15 +125,15 @@ def scan_tasks(model, tokenizer, tasks: Sequence[Task], n_prompts: int, seed: in
 
 
 def layer_scale_sweep(model, tokenizer, vectors: dict[str, InstructionVector], prompt_sets: dict[str, PromptSet],
-                      layers: Sequence[int], scales: Sequence[float], site: str = "attention") -> torch.Tensor:
-    """Mean first-token accuracy over tasks with each task's vector added: ``[layers, scales]``.
+                      layers: Sequence[int], scales: Sequence[float], site: str) -> torch.Tensor:
+    """Mean first-token accuracy over tasks with each task's vector added at ``site``: ``[layers, scales]``.
 
     ``prompt_sets[task]`` are prompts without the instruction (valid split: this is where
     the layer and scale are chosen, never on the test prompts).
     """
     cells = list(itertools.product(layers, scales))
-    accuracy = {name: dict(zip(cells, _accuracies(model, tokenizer, ps, [(vectors[name].vector, layer, scale)
-                                                                          for layer, scale in cells], site)))
+    accuracy = {name: dict(zip(cells, _accuracies(model, tokenizer, ps,
+                                                  [(vectors[name].vector, Steering(*cell, site)) for cell in cells])))
                 for name, ps in prompt_sets.items()}
     grid = torch.zeros(len(layers), len(scales))
     for i, layer in enumerate(layers):
@@ -142,10 +142,10 @@ def layer_scale_sweep(model, tokenizer, vectors: dict[str, InstructionVector], p
     return grid
 
 
-def _accuracies(model, tokenizer, prompt_set: PromptSet, steers: Sequence[Steer], site: str) -> list[float]:
+def _accuracies(model, tokenizer, prompt_set: PromptSet, steers: Sequence[Steer]) -> list[float]:
     """First-token accuracy on ``prompt_set`` under each steering, the prompts run once for all."""
     return [sum(hits) / len(hits) for hits in steered_first_token_hits_each(model, tokenizer, prompt_set.prompts,
-                                                                            prompt_set.answers, steers, site)]
+                                                                            prompt_set.answers, steers)]
 
 
 @dataclass(frozen=True)
@@ -211,17 +211,17 @@ class InterventionScores:
 
 
 def evaluate_intervention(model, tokenizer, task: Task, vector: InstructionVector, other: InstructionVector,
-                          layer: int, scale: float, split: str = "test", n_random: int = 5, seed: int = 0,
-                          site: str = "attention", *, fmt: PromptFormat) -> InterventionScores:
-    """Score ``task`` on ``split`` without its instruction: bare, with its vector, with controls
-    (a random vector of equal norm, another task's vector, the constant answer)."""
+                          steering: Steering, seed: int, *, n_random: int, split: str = "test",
+                          fmt: PromptFormat) -> InterventionScores:
+    """Score ``task`` on ``split`` without its instruction: bare, and with each vector added as
+    ``steering`` says -- its own and the controls (``n_random`` random vectors of equal norm drawn
+    with ``seed``, another task's vector, and the constant answer)."""
     clean = clean_prompts(task, split, "instructed", n=None, seed=seed, fmt=fmt)
     bare = corrupted_prompts(task, split, "removed", n=None, seed=seed, fmt=fmt)
 
     def run(prompt_set: PromptSet, vec: torch.Tensor | None) -> tuple[list[bool], list[str], list[bool]]:
-        firsts = steered_first_token_hits(model, tokenizer, prompt_set.prompts, prompt_set.answers,
-                                          vec, layer, scale, site)
-        answers = steered_answers(model, tokenizer, prompt_set.prompts, prompt_set.answers, vec, layer, scale, site)
+        firsts = steered_first_token_hits(model, tokenizer, prompt_set.prompts, prompt_set.answers, vec, steering)
+        answers = steered_answers(model, tokenizer, prompt_set.prompts, prompt_set.answers, vec, steering)
         return firsts, answers, exact_match(answers, prompt_set.answers)
 
     def mean(flags: Sequence[bool | float]) -> float:
@@ -229,9 +229,9 @@ def evaluate_intervention(model, tokenizer, task: Task, vector: InstructionVecto
 
     def run_each(prompt_set: PromptSet, vectors: Sequence[torch.Tensor | None]) -> list:
         """:func:`run` for each vector, the prompts' positions before the last computed once for all."""
-        steers = [(vec, layer, scale) for vec in vectors]
-        firsts = steered_first_token_hits_each(model, tokenizer, prompt_set.prompts, prompt_set.answers, steers, site)
-        answers = steered_answers_each(model, tokenizer, prompt_set.prompts, prompt_set.answers, steers, site)
+        steers = [(vec, steering) for vec in vectors]
+        firsts = steered_first_token_hits_each(model, tokenizer, prompt_set.prompts, prompt_set.answers, steers)
+        answers = steered_answers_each(model, tokenizer, prompt_set.prompts, prompt_set.answers, steers)
         return [(f, a, exact_match(a, prompt_set.answers)) for f, a in zip(firsts, answers)]
 
     clean_ft, _, clean_ex = run(clean, None)
@@ -287,6 +287,11 @@ class Extraction:
         return sum(getattr(s, field) for s in self.scores) / len(self.scores)
 
     @property
+    def steering(self) -> Steering:
+        """The chosen layer and scale, at ``settings.site``: where the vectors were tested."""
+        return Steering(self.layer, self.scale, self.settings.site)
+
+    @property
     def chosen_random_cost(self) -> float | None:
         """The random-vector cost of the chosen cell (``None`` when the scale rule is off)."""
         if self.random_cost is None:
@@ -322,15 +327,15 @@ def random_vector_cost(model, tokenizer, scans: dict[str, HeadScan], tasks: Sequ
     little (:func:`scale_allowed`)."""
     instructed = {t.name: clean_prompts(t, "valid", "instructed", n=None, seed=seed, fmt=fmt) for t in tasks}
     layers = settings.sweep_layers(next(iter(scans.values())).effects.shape[0])
-    base = {name: steered_first_token_accuracy(model, tokenizer, ps.prompts, ps.answers, None, 0)
+    base = {name: steered_first_token_accuracy(model, tokenizer, ps.prompts, ps.answers, None, None)
             for name, ps in instructed.items()}
     grid = torch.zeros(len(settings.head_counts), len(layers), len(settings.scales))
     cells = list(itertools.product(layers, settings.scales))
     for a, k in enumerate(settings.head_counts):
         vectors = build_vectors(model, scans, k)
         randoms = {name: random_vector_like(vectors[name].vector, sub_seed(seed, i)) for i, name in enumerate(instructed)}
-        steered = {name: dict(zip(cells, _accuracies(model, tokenizer, ps, [(randoms[name], layer, scale)
-                                                                            for layer, scale in cells], settings.site)))
+        steers = {name: [(randoms[name], Steering(*cell, settings.site)) for cell in cells] for name in instructed}
+        steered = {name: dict(zip(cells, _accuracies(model, tokenizer, ps, steers[name])))
                    for name, ps in instructed.items()}
         for b, layer in enumerate(layers):
             for c, scale in enumerate(settings.scales):
@@ -366,14 +371,15 @@ def best_setting(grid: torch.Tensor, settings: ExtractionSettings, n_layers: int
     return settings.head_counts[k_index], layers[layer_index], settings.scales[scale_index]
 
 
-def score_vectors(model, tokenizer, tasks: Sequence[Task], vectors: dict[str, InstructionVector], layer: int,
-                 scale: float, seed: int = 0, *, fmt: PromptFormat,
-                 settings: ExtractionSettings = ExtractionSettings()) -> list[InterventionScores]:
-    """Every task's test scores at one setting (:func:`evaluate_intervention`); the other-task
+def score_vectors(model, tokenizer, tasks: Sequence[Task], vectors: dict[str, InstructionVector],
+                  steering: Steering, seed: int = 0, *, fmt: PromptFormat,
+                  settings: ExtractionSettings = ExtractionSettings()) -> list[InterventionScores]:
+    """Every task's test scores with its vector added as ``steering`` says
+    (:func:`evaluate_intervention`, ``settings.n_random`` random controls); the other-task
     control for task ``i`` is task ``i + 1``'s vector (cyclically)."""
     names = [t.name for t in tasks]
     return [evaluate_intervention(model, tokenizer, t, vectors[t.name], vectors[names[(i + 1) % len(names)]],
-                                  layer, scale, "test", settings.n_random, seed, settings.site, fmt=fmt)
+                                  steering, seed, n_random=settings.n_random, split="test", fmt=fmt)
             for i, t in enumerate(tasks)]
 
 
@@ -399,7 +405,8 @@ def extract_and_test(model, tokenizer, tasks: Sequence[Task], seed: int = 0,
         allowed = scale_allowed(cost, settings.max_random_cost)
     k, layer, scale = best_setting(grid, settings, scans[tasks[0].name].effects.shape[0], allowed)
     vectors = build_vectors(model, scans, k)
-    scores = score_vectors(model, tokenizer, tasks, vectors, layer, scale, seed, fmt=fmt, settings=settings)
+    scores = score_vectors(model, tokenizer, tasks, vectors, Steering(layer, scale, settings.site), seed, fmt=fmt,
+                           settings=settings)
     return Extraction(scans, grid, k, layer, scale, vectors, scores, settings, cost)
 
 

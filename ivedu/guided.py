@@ -45,8 +45,8 @@ from torch import nn
 from ivedu.architectures import check_layer, model_layout
 from ivedu.corpus import IGNORE_INDEX
 from ivedu.extraction import build_vectors, corrupted_prompts, scan_tasks
-from ivedu.hooks import SITES, add_to_residual, record_head_outputs
-from ivedu.intervention import InstructionVector, steered_first_token_accuracy
+from ivedu.hooks import SITES, record_head_outputs
+from ivedu.intervention import InstructionVector, Steering, steered_first_token_accuracy
 from ivedu.mediation import Head
 from ivedu.settings import TERMS, GuidedSettings, Settings
 from ivedu.study import ModelUnderStudy
@@ -152,8 +152,8 @@ class GuidedObjective:
     def _steer(self, model: nn.Module, positions: torch.Tensor, scale: float):
         if self.vector is None or scale == 0:
             return ExitStack()
-        return add_to_residual(model, self.settings.layer, self.vector, positions=positions,
-                               scale=scale * self.settings.scale, site=self.settings.site)
+        s = self.settings
+        return Steering(s.layer, scale * s.scale, s.site, positions).add(model, self.vector)
 
     @torch.no_grad()
     def teacher_outputs(self, batch: dict, positions: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
@@ -244,7 +244,7 @@ def new_task_vectors(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Setti
 
         def accuracy(vector: torch.Tensor | None) -> float:
             return steered_first_token_accuracy(lm.model, lm.tokenizer, bare.prompts, bare.answers, vector,
-                                                g.loss.layer, g.loss.scale, g.loss.site)
+                                                Steering(g.loss.layer, g.loss.scale, g.loss.site))
 
         reports[task.name] = VectorReport(task.name, iv.heads, iv.norm, scan.clean_prob, scan.corrupted_prob,
                                           float(scan.effects.max()), accuracy(None), accuracy(iv.vector))

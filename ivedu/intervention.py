@@ -8,7 +8,9 @@ instruction in place of the demonstrations):
 
 Adding it to the residual stream in a layer, on prompts that lack the instruction, tests
 whether it carries the task. The controls are a random vector of the same norm and another
-task's vector.
+task's vector. Where and how strongly a vector is added is one value, a :class:`Steering`
+(layer, scale, site, positions); the ``*_each`` functions score many ``(vector, Steering)``
+pairs on the same prompts for about the price of one.
 """
 
 from __future__ import annotations
@@ -73,89 +75,109 @@ def random_vector_like(vector: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return r / r.norm() * vector.norm()
 
 
-def _steering(model, vector: torch.Tensor | None, layer: int, scale: float, site: str):
-    """A factory of the steering context: ``scale * vector`` added at the last prompt token."""
+@dataclass(frozen=True)
+class Steering:
+    """Where and how strongly a vector is added to the residual stream: in decoder layer
+    ``layer``, at ``site`` (``"attention"``: the attention output projection's output;
+    ``"layer"``: the decoder layer's output; :func:`ivedu.hooks.add_to_residual`), times
+    ``scale`` (negative: subtracted), at ``positions`` (``"last"``: each prompt's last token,
+    where every score of a vector is measured; a ``[batch]`` tensor: one position per row)."""
+
+    layer: int
+    scale: float
+    site: str
+    positions: str | int | slice | torch.Tensor = "last"
+
+    def add(self, model, vector: torch.Tensor):
+        """The context in which ``model`` runs with ``scale * vector`` added here."""
+        return add_to_residual(model, self.layer, vector, positions=self.positions, scale=self.scale, site=self.site)
+
+
+Steer = tuple[torch.Tensor | None, Steering | None]  # (vector or None, where it is added): one steering of a sweep
+
+
+def _steering(model, vector: torch.Tensor | None, steering: Steering | None, each: bool = False):
+    """A factory of the steering context: ``vector`` added as ``steering`` says (none when
+    ``vector`` is ``None``). ``each``: for the sweeps that share the prompts' earlier positions,
+    which need the vector at the last token only."""
+    if vector is not None and steering is None:
+        raise ValueError("a vector needs a Steering(layer, scale, site) that says where to add it")
+    if vector is not None and each and not (isinstance(steering.positions, str) and steering.positions == "last"):
+        raise ValueError(f"a sweep adds each vector at the last prompt token only, not at {steering.positions!r}: "
+                         "the positions before it are computed once for every steering")
+
     def steer():
-        return (nullcontext() if vector is None
-                else add_to_residual(model, layer, vector, positions="last", scale=scale, site=site))
+        return nullcontext() if vector is None else steering.add(model, vector)
     return steer
 
 
 def steered_first_token_hits(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
-                             vector: torch.Tensor | None, layer: int, scale: float = 1.0,
-                             site: str = "attention") -> list[bool]:
+                             vector: torch.Tensor | None, steering: Steering | None) -> list[bool]:
     """Per prompt, whether its most likely next token is the answer's first token, with
-    ``scale * vector`` added in ``layer`` at the last prompt token (``None``: no vector).
-    ``site``: see :func:`ivedu.hooks.add_to_residual`."""
-    with _steering(model, vector, layer, scale, site)():
+    ``vector`` added as ``steering`` says (``None``: no vector)."""
+    with _steering(model, vector, steering)():
         return first_token_accuracy(model, tokenizer, prompts, answers)
 
 
-Steer = tuple[torch.Tensor | None, int, float]  # (vector or None, layer, scale): one steering of a sweep
-
-
 def steered_first_token_hits_each(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
-                                  steers: Sequence[Steer], site: str = "attention") -> list[list[bool]]:
-    """Per ``(vector, layer, scale)`` of ``steers``, what :func:`steered_first_token_hits` gives:
+                                  steers: Sequence[Steer]) -> list[list[bool]]:
+    """Per ``(vector, steering)`` of ``steers``, what :func:`steered_first_token_hits` gives:
     the same prompts under many steerings for about the price of one pass
-    (:func:`ivedu.generation.last_token_logits_each`: the vector acts at the last token only, so
+    (:func:`ivedu.generation.last_token_logits_each`: each vector acts at the last token only, so
     the positions before it are computed once)."""
-    contexts = [_steering(model, vector, layer, scale, site) for vector, layer, scale in steers]
+    contexts = [_steering(model, vector, steering, each=True) for vector, steering in steers]
     firsts = first_answer_tokens(tokenizer, prompts, answers)
     return [(logits.argmax(-1) == firsts).tolist()
             for logits in last_token_logits_each(model, tokenizer, prompts, contexts)]
 
 
 def steered_first_token_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
-                                 vector: torch.Tensor | None, layer: int, scale: float = 1.0,
-                                 site: str = "attention") -> float:
+                                 vector: torch.Tensor | None, steering: Steering | None) -> float:
     """Share of prompts whose most likely next token is the answer's first token, with
-    ``scale * vector`` added in ``layer`` at the last prompt token (``None``: no vector).
-    ``site``: see :func:`ivedu.hooks.add_to_residual`."""
-    hits = steered_first_token_hits(model, tokenizer, prompts, answers, vector, layer, scale, site)
+    ``vector`` added as ``steering`` says (``None``: no vector)."""
+    hits = steered_first_token_hits(model, tokenizer, prompts, answers, vector, steering)
     return sum(hits) / len(hits)
 
 
 def steered_answers(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
-                    vector: torch.Tensor | None, layer: int, scale: float = 1.0,
-                    site: str = "attention", on_generated: bool = False, batch_size: int = 64) -> list[str]:
-    """The greedy answers to ``prompts`` with ``scale * vector`` added in ``layer`` at the last
-    prompt token: what :func:`steered_exact_match` scores, kept so that a reader can count them
-    (a vector that makes every answer "positive" shows as one answer, not as a score).
+                    vector: torch.Tensor | None, steering: Steering | None, on_generated: bool = False,
+                    batch_size: int = 64) -> list[str]:
+    """The greedy answers to ``prompts`` with ``vector`` added as ``steering`` says: what
+    :func:`steered_exact_match` scores, kept so that a reader can count them (a vector that
+    makes every answer "positive" shows as one answer, not as a score).
 
     ``answers``: the gold answers, read only to size the generation (the longest, plus one
     token). ``on_generated=True`` also adds the vector at every generated token, as the
-    reference code's KV-cached ``generate`` does; the default adds it once, where the
-    first-token metric adds it, and lets the answer's later tokens read it through attention
-    (the prompt's cached keys and values carry it)."""
+    reference code's KV-cached ``generate`` does; the default adds it once, at the last prompt
+    token where the first-token metric adds it, and lets the answer's later tokens read it
+    through attention (the prompt's cached keys and values carry it)."""
     if not prompts:
         raise ValueError("no prompts given")
     max_new = max(len(answer_ids(tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
-    steer = _steering(model, vector, layer, scale, site)
+    steer = _steering(model, vector, steering)
     return greedy_generate(model, tokenizer, list(prompts), max_new_tokens=max_new, batch_size=batch_size,
                            prompt_context=steer, step_context=steer if on_generated else nullcontext)
 
 
 def steered_answers_each(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], steers: Sequence[Steer],
-                         site: str = "attention", on_generated: bool = False, batch_size: int = 64) -> list[list[str]]:
-    """Per ``(vector, layer, scale)`` of ``steers``, what :func:`steered_answers` gives, the
+                         on_generated: bool = False, batch_size: int = 64) -> list[list[str]]:
+    """Per ``(vector, steering)`` of ``steers``, what :func:`steered_answers` gives, the
     prompts' positions before the last computed once for all of them
     (:func:`ivedu.generation.greedy_generate_each`)."""
     if not prompts:
         raise ValueError("no prompts given")
     max_new = max(len(answer_ids(tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
     contexts = []
-    for vector, layer, scale in steers:
-        steer = _steering(model, vector, layer, scale, site)
+    for vector, steering in steers:
+        steer = _steering(model, vector, steering, each=True)
         contexts.append((steer, steer if on_generated else nullcontext))
     return greedy_generate_each(model, tokenizer, list(prompts), contexts, max_new_tokens=max_new,
                                 batch_size=batch_size)
 
 
 def steered_exact_match(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
-                        vector: torch.Tensor | None, layer: int, scale: float = 1.0,
-                        site: str = "attention", on_generated: bool = False, batch_size: int = 64) -> float:
+                        vector: torch.Tensor | None, steering: Steering | None, on_generated: bool = False,
+                        batch_size: int = 64) -> float:
     """Greedy exact match of :func:`steered_answers` against ``answers``, in [0, 1]."""
-    predictions = steered_answers(model, tokenizer, prompts, answers, vector, layer, scale, site,
-                                  on_generated, batch_size)
+    predictions = steered_answers(model, tokenizer, prompts, answers, vector, steering, on_generated, batch_size)
     return sum(exact_match(predictions, answers)) / len(answers)

@@ -16,6 +16,7 @@ from ivedu.costs import StepCost
 from ivedu.extraction import best_setting, build_vectors, scan_tasks, score_vectors, sweep
 from ivedu.finetune import METHODS, finetune
 from ivedu.generation import model_device
+from ivedu.intervention import Steering
 from ivedu.settings import Settings
 from ivedu.study import ModelUnderStudy
 from ivedu.world import Task
@@ -68,8 +69,8 @@ def measure_pipeline(lm: ModelUnderStudy, tasks: Sequence[Task], new_task: Task,
     def sweep_and_test():
         grid = sweep(model, tokenizer, scans, tasks, seed, fmt=fmt, settings=x)
         k, layer, scale = best_setting(grid, x, lm.layout.n_layers)
-        return score_vectors(model, tokenizer, tasks, build_vectors(model, scans, k), layer, scale, seed, fmt=fmt,
-                             settings=x)
+        return score_vectors(model, tokenizer, tasks, build_vectors(model, scans, k), Steering(layer, scale, x.site),
+                             seed, fmt=fmt, settings=x)
 
     _, cost = measure("intervention sweep + test", sweep_and_test, device)
     rows.append(cost)

@@ -16,7 +16,7 @@ from ivedu.dynamics import (Checkpoint, Fits, OverlayPoint, Restoration, SeedRun
                             residual_states, restoration, restoration_lead, restored_share, run_seed, summarise,
                             tracking_lead, watch_all, watch_prompts, watch_training)
 from ivedu.finetune import finetune, lora_model
-from ivedu.intervention import steered_first_token_accuracy
+from ivedu.intervention import Steering, steered_first_token_accuracy
 from ivedu.prompts import TINY_FORMAT
 from ivedu.settings import DynamicsSettings, FinetuneSettings, sub_seed
 from ivedu.study import ModelUnderStudy
@@ -94,14 +94,14 @@ def test_choose_steering_picks_the_best_valid_setting(lm, world):
     task = world.task("plural")
     vector = extract_vectors(lm, [task], k=2, n_prompts=16).vectors["plural"].vector
     prompts = instructed_set(task, "valid", fmt=TINY_FORMAT)
-    chosen = choose_steering(model, tokenizer, prompts, vector, layers=[0, 2], scales=[0.5, 8.0])
+    chosen = choose_steering(model, tokenizer, prompts, vector, layers=[0, 2], scales=[0.5, 8.0], site="attention")
     grid = {(layer, scale): steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers,
-                                                         vector, layer, scale)
+                                                         vector, Steering(layer, scale, "attention"))
             for layer in (0, 2) for scale in (0.5, 8.0)}
-    assert (chosen.layer, chosen.scale) in grid
+    assert (chosen.steering.layer, chosen.steering.scale) in grid and chosen.steering.site == "attention"
     assert chosen.valid_accuracy == max(grid.values())
     with pytest.raises(ValueError, match="at least one layer"):
-        choose_steering(model, tokenizer, prompts, vector, layers=[], scales=[1.0])
+        choose_steering(model, tokenizer, prompts, vector, layers=[], scales=[1.0], site="attention")
 
 
 def test_watch_training_observes_without_changing_training(tiny, world):
@@ -259,7 +259,7 @@ def test_restoration_never_chooses_a_cell_a_random_vector_breaks(lm, world, monk
     vector = extract_vectors(lm, [task], k=2, n_prompts=16).vectors["plural"].vector
     settings = DynamicsSettings(scales=(0.5, 1.0), layers=(1, 2))
     valid = instructed_set(task, "valid", fmt=lm.fmt)
-    best = choose_steering(lm.model, lm.tokenizer, valid, vector, [1, 2], [0.5, 1.0])  # without the rule
+    best = choose_steering(lm.model, lm.tokenizer, valid, vector, [1, 2], [0.5, 1.0], "attention").steering  # no rule
     # A cost grid where the cell the valid prompts prefer is the one a random vector breaks.
     grid = {(layer, scale): 0.5 if (layer, scale) == (best.layer, best.scale) else 0.0
             for layer in (1, 2) for scale in (0.5, 1.0)}
@@ -276,14 +276,14 @@ def test_restoration_never_chooses_a_cell_a_random_vector_breaks(lm, world, monk
     assert skipped.random_cost == pytest.approx(0.3)  # the cheapest cell's cost
     assert (skipped.exact_match, skipped.random_exact_match) == (plain["exact_match"], plain["exact_match"])
     with pytest.raises(ValueError, match="no cell of the grid is allowed"):
-        choose_steering(lm.model, lm.tokenizer, valid, vector, [1], [1.0], allowed=set())
+        choose_steering(lm.model, lm.tokenizer, valid, vector, [1], [1.0], "attention", allowed=set())
 
 
 def test_a_destructive_scale_is_never_chosen(lm, world):
     task = world.task("plural")
     vector = extract_vectors(lm, [task], k=2, n_prompts=16).vectors["plural"].vector
     valid = instructed_set(task, "valid", fmt=lm.fmt)
-    costs = random_costs(lm.model, lm.tokenizer, valid, vector, [1], [0.5, 1000.0])
+    costs = random_costs(lm.model, lm.tokenizer, valid, vector, [1], [0.5, 1000.0], 0, "attention")
     settings = DynamicsSettings(scales=(0.5, 1000.0), layers=(1,))
     assert costs[(1, 1000.0)] > settings.max_random_cost >= costs[(1, 0.5)]  # the case is what it should be
     row = restoration(lm.model, lm, [task], {"plural": vector}, settings)["plural"]

@@ -129,7 +129,7 @@ def test_a_shared_whole_word_first_token_is_the_task_not_the_tokenizer(tiny, wor
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         first_answer_tokens(tok, bare.prompts[:2], ["[ cat dog ]", "[ dog cat ]"])
-        steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, None, 0)
+        steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, None, None)
 
 
 def test_one_warning_per_call_names_at_most_five_shared_tokens():

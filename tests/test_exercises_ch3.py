@@ -12,7 +12,7 @@ from ivedu.dynamics import projections
 from ivedu.exercises import ExerciseError
 from ivedu.exercises.ch3 import (check_projection, check_restoration, check_restored_share, check_similarity_r2,
                                  restoration_reference, restored_shares_reference, similarity_r2_reference)
-from ivedu.intervention import steered_exact_match
+from ivedu.intervention import Steering, steered_exact_match
 
 
 def restoration_with_an_unscaled_random_vector(model, tokenizer, prompts, answers, vector, layer, scale,
@@ -20,7 +20,7 @@ def restoration_with_an_unscaled_random_vector(model, tokenizer, prompts, answer
     """Wrong: the control is a random vector of norm about sqrt(hidden), not of the vector's norm."""
     result = restoration_reference(model, tokenizer, prompts, answers, vector, layer, scale, site, seed)
     noise = torch.randn(vector.shape, generator=torch.Generator().manual_seed(seed)) * 10
-    result["random"] = steered_exact_match(model, tokenizer, prompts, answers, noise, layer, scale, site)
+    result["random"] = steered_exact_match(model, tokenizer, prompts, answers, noise, Steering(layer, scale, site))
     return result
 
 

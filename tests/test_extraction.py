@@ -8,6 +8,7 @@ from ivedu.evaluation import exact_match
 from ivedu.extraction import (ExtractionSettings, InterventionScores, best_setting, build_vectors, claim2_summary,
                               clean_prompts, controls_row, corrupted_prompts, extract_and_test, random_vector_cost,
                               scale_allowed, scan_task, scan_tasks, score_vectors)
+from ivedu.intervention import Steering
 from ivedu.prompts import TINY_FORMAT
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
@@ -60,7 +61,7 @@ def test_score_vectors_controls_each_task_with_the_next_tasks_vector(tiny, world
     tasks = [world.task("continent"), world.task("sentiment")]
     scans = scan_tasks(model, tok, tasks, 8, fmt=FMT)
     vectors = build_vectors(model, scans, 2)
-    scores = score_vectors(model, tok, tasks, vectors, 0, 1.0, fmt=FMT,
+    scores = score_vectors(model, tok, tasks, vectors, Steering(0, 1.0, "attention"), fmt=FMT,
                            settings=ExtractionSettings(n_random=1))
     assert [s.task for s in scores] == ["continent", "sentiment"]
     assert all(0.0 <= s.with_other_task <= 1.0 and 0.0 <= s.with_iv <= 1.0 for s in scores)

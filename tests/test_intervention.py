@@ -8,9 +8,9 @@ from ivedu.extraction import clean_prompts, corrupted_prompts
 from ivedu.evaluation import exact_match
 from ivedu.generation import encode_batch, last_token_logits, last_token_logits_each, prefix_cache
 from ivedu.hooks import add_to_residual
-from ivedu.intervention import (instruction_vector, random_vector_like, steered_answers, steered_answers_each,
-                                steered_exact_match, steered_first_token_accuracy, steered_first_token_hits,
-                                steered_first_token_hits_each)
+from ivedu.intervention import (Steering, instruction_vector, random_vector_like, steered_answers,
+                                steered_answers_each, steered_exact_match, steered_first_token_accuracy,
+                                steered_first_token_hits, steered_first_token_hits_each)
 from ivedu.prompts import TINY_FORMAT
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
@@ -52,48 +52,56 @@ def test_a_zero_vector_changes_nothing(tiny, world):
     bare = corrupted_prompts(world.task("first"), "test", n=12, fmt=FMT)
     zero = torch.zeros(128)
     for site in ("layer", "attention"):
-        assert steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, zero, 1, site=site) == \
-            steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, None, 1)
-        assert steered_exact_match(model, tok, bare.prompts, bare.answers, zero, 1, site=site) == \
-            steered_exact_match(model, tok, bare.prompts, bare.answers, None, 1)
+        steering = Steering(1, 1.0, site)
+        assert steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, zero, steering) == \
+            steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, None, None)
+        assert steered_exact_match(model, tok, bare.prompts, bare.answers, zero, steering) == \
+            steered_exact_match(model, tok, bare.prompts, bare.answers, None, None)
 
 
 def test_steered_answers_are_what_the_exact_match_scores(tiny, world):
     model, tok = tiny
     bare = corrupted_prompts(world.task("sentiment"), "test", n=None, fmt=FMT)
     vector = random_vector_like(torch.ones(128), seed=1) * 4
+    steering = Steering(1, 2.0, "attention")
     for vec in (None, vector):
-        answers = steered_answers(model, tok, bare.prompts, bare.answers, vec, 1, 2.0)
+        answers = steered_answers(model, tok, bare.prompts, bare.answers, vec, steering)
         assert len(answers) == len(bare.prompts) and all(isinstance(a, str) for a in answers)
-        assert steered_exact_match(model, tok, bare.prompts, bare.answers, vec, 1, 2.0) == \
+        assert steered_exact_match(model, tok, bare.prompts, bare.answers, vec, steering) == \
             sum(exact_match(answers, bare.answers)) / len(answers)
-        hits = steered_first_token_hits(model, tok, bare.prompts, bare.answers, vec, 1, 2.0)
-        assert sum(hits) / len(hits) == steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, vec, 1, 2.0)
-    assert steered_answers(model, tok, bare.prompts, bare.answers, vector, 1, 2.0) != \
-        steered_answers(model, tok, bare.prompts, bare.answers, None, 1, 2.0), "the vector changes some answer"
+        hits = steered_first_token_hits(model, tok, bare.prompts, bare.answers, vec, steering)
+        assert sum(hits) / len(hits) == steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, vec,
+                                                                     steering)
+    assert steered_answers(model, tok, bare.prompts, bare.answers, vector, steering) != \
+        steered_answers(model, tok, bare.prompts, bare.answers, None, None), "the vector changes some answer"
     with pytest.raises(ValueError, match="no prompts"):
-        steered_answers(model, tok, [], [], None, 1)
+        steered_answers(model, tok, [], [], None, None)
+    with pytest.raises(ValueError, match="needs a Steering"):
+        steered_answers(model, tok, bare.prompts, bare.answers, vector, None)
 
 
-def _steers(width: int) -> list:
-    """A sweep's worth of steerings: no vector, and random vectors of growing norm at every layer."""
+def _steers(width: int, site: str) -> list:
+    """A sweep's worth of (vector, Steering) pairs: no vector, and random vectors of growing norm at every layer."""
     vectors = [random_vector_like(torch.ones(width), seed=s) * norm for s, norm in ((1, 4.0), (2, 16.0))]
-    return [(None, 0, 1.0)] + [(v, layer, scale) for v in vectors for layer in range(4) for scale in (0.5, 2.0)]
+    return [(None, None)] + [(v, Steering(layer, scale, site)) for v in vectors for layer in range(4)
+                             for scale in (0.5, 2.0)]
 
 
 @pytest.mark.parametrize("site", ["attention", "layer"])
 def test_steerings_from_one_cached_prefix_equal_each_steering_alone(tiny, world, site):
     model, tok = tiny
     bare = clean_prompts(world.task("plural"), "test", n=40, fmt=FMT)  # instructed: the steerings break some
-    steers = _steers(128)
-    alone = [steered_first_token_hits(model, tok, bare.prompts, bare.answers, v, layer, scale, site)
-             for v, layer, scale in steers]
-    assert steered_first_token_hits_each(model, tok, bare.prompts, bare.answers, steers, site) == alone
+    steers = _steers(128, site)
+    alone = [steered_first_token_hits(model, tok, bare.prompts, bare.answers, v, steering) for v, steering in steers]
+    assert steered_first_token_hits_each(model, tok, bare.prompts, bare.answers, steers) == alone
     assert len({tuple(h) for h in alone}) > 2, "the steerings differ from one another"
     for on_generated in (False, True):
-        alone = [steered_answers(model, tok, bare.prompts, bare.answers, v, layer, scale, site, on_generated)
-                 for v, layer, scale in steers]
-        assert steered_answers_each(model, tok, bare.prompts, bare.answers, steers, site, on_generated) == alone
+        alone = [steered_answers(model, tok, bare.prompts, bare.answers, v, steering, on_generated)
+                 for v, steering in steers]
+        assert steered_answers_each(model, tok, bare.prompts, bare.answers, steers, on_generated) == alone
+    everywhere = [(steers[1][0], Steering(0, 1.0, site, positions="all"))]
+    with pytest.raises(ValueError, match="last prompt token only"):
+        steered_first_token_hits_each(model, tok, bare.prompts, bare.answers, everywhere)
 
 
 def test_last_token_logits_from_a_cached_prefix_are_the_whole_passes(tiny, world):

@@ -23,7 +23,7 @@ from ivedu.evaluation import instruction_following_score, knowledge_score
 from ivedu.extraction import clean_prompts, corrupted_prompts, layer_scale_sweep, scan_task
 from ivedu.finetune import finetune
 from ivedu.guided import GuidedObjective, GuidedSettings
-from ivedu.intervention import instruction_vector, steered_exact_match, steered_first_token_accuracy
+from ivedu.intervention import Steering, instruction_vector, steered_exact_match, steered_first_token_accuracy
 from ivedu.mediation import mean_head_activations
 from ivedu.prompts import TINY_FORMAT
 from model_types import (FAILS_IN_TRANSFORMERS, NO_KV_CACHE, NO_LORA, REFUSED, Unbuildable, causal_lm_types,
@@ -75,10 +75,12 @@ def test_scan_vector_intervention_finetuning_and_evaluation_run_and_give_finite_
     assert vector.vector.shape == (model_layout(model).hidden_size,) and torch.isfinite(vector.vector).all()
 
     bare = corrupted_prompts(task, "valid", "removed", n=None, fmt=FMT)
-    sweep = layer_scale_sweep(model, tokenizer, {task.name: vector}, {task.name: bare}, range(LAYERS), [1.0])
+    sweep = layer_scale_sweep(model, tokenizer, {task.name: vector}, {task.name: bare}, range(LAYERS), [1.0],
+                              "attention")
     assert sweep.shape == (LAYERS, 1) and torch.isfinite(sweep).all()
-    accuracy = steered_first_token_accuracy(model, tokenizer, bare.prompts, bare.answers, vector.vector, 0, 2.0)
-    em = steered_exact_match(model, tokenizer, bare.prompts, bare.answers, vector.vector, 0, 2.0)
+    accuracy = steered_first_token_accuracy(model, tokenizer, bare.prompts, bare.answers, vector.vector,
+                                            Steering(0, 2.0, "attention"))
+    em = steered_exact_match(model, tokenizer, bare.prompts, bare.answers, vector.vector, Steering(0, 2.0, "attention"))
     assert 0.0 <= accuracy <= 1.0 and 0.0 <= em <= 1.0
 
     tuned = finetune(model, tokenizer, other, method="full", steps=3, batch_size=4, warmup_steps=1, fmt=FMT)
@@ -133,7 +135,8 @@ def test_every_decoder_only_type_runs_scan_vector_steering_and_a_lora_step(model
     vector = instruction_vector(model, mean, heads, task.name)
     assert vector.vector.shape == (layout.hidden_size,) and torch.isfinite(vector.vector).all()
     bare = corrupted_prompts(task, "valid", "removed", n=None, fmt=FMT)
-    accuracy = steered_first_token_accuracy(model, tokenizer, bare.prompts, bare.answers, vector.vector, 0, 2.0)
+    accuracy = steered_first_token_accuracy(model, tokenizer, bare.prompts, bare.answers, vector.vector,
+                                            Steering(0, 2.0, "attention"))
     assert 0.0 <= accuracy <= 1.0
 
     if model_type in NO_LORA:

@@ -17,7 +17,7 @@ from ivedu.evaluation import instruction_following_score, knowledge_score
 from ivedu.extraction import clean_prompts, corrupted_prompts, scan_task
 from ivedu.finetune import finetune
 from ivedu.guided import GuidedObjective, GuidedSettings
-from ivedu.intervention import instruction_vector, steered_first_token_accuracy
+from ivedu.intervention import Steering, instruction_vector, steered_first_token_accuracy
 from ivedu.settings import settings as chapter_settings
 from ivedu.study import ModelUnderStudy, load_tasks, prompt_format
 
@@ -60,8 +60,8 @@ def test_scan_vector_steering_training_and_scores_on_the_real_model(setup):
     vector = instruction_vector(model, scan.mean_activations, scan.top_heads(k), task.name)
     assert vector.vector.shape == (576,) and torch.isfinite(vector.vector).all()
     bare = corrupted_prompts(task, "valid", "removed", n=None, fmt=fmt)
-    accuracy = steered_first_token_accuracy(model, tokenizer, bare.prompts, bare.answers, vector.vector, layer,
-                                            x.scales[0])
+    accuracy = steered_first_token_accuracy(model, tokenizer, bare.prompts, bare.answers, vector.vector,
+                                            Steering(layer, x.scales[0], x.site))
     assert 0.0 <= accuracy <= 1.0
 
     adapted = finetune(model, tokenizer, new, method="lora", steps=2, batch_size=4, warmup_steps=1,

@@ -32,7 +32,7 @@ from ivedu.exercises import (Case, ExerciseError, call_learner, check_against_re
 from ivedu.extraction import clean_prompts, corrupted_prompts
 from ivedu.generation import last_token_logits
 from ivedu.hooks import add_to_residual
-from ivedu.intervention import instruction_vector, steered_first_token_accuracy
+from ivedu.intervention import Steering, instruction_vector, steered_first_token_accuracy
 from ivedu.mediation import HeadScan, indirect_effects, mean_head_activations
 from ivedu.prompts import TINY_FORMAT
 
@@ -231,7 +231,7 @@ def check_add_to_residual(steered_logits: Callable, model=None, tokenizer=None, 
 
 def _valid_accuracies(model, tokenizer, vector, valid, layers, scales, site) -> dict[tuple[int, float], float]:
     return {(layer, scale): steered_first_token_accuracy(model, tokenizer, valid.prompts, valid.answers, vector,
-                                                         layer, scale, site)
+                                                         Steering(layer, scale, site))
             for layer in layers for scale in scales}
 
 
@@ -240,13 +240,13 @@ def choose_layer_and_scale_reference(model, tokenizer, vector, valid, test, laye
     first-token accuracy, and the test accuracy there: ``(layer, scale, test_accuracy)``."""
     grid = _valid_accuracies(model, tokenizer, vector, valid, layers, scales, site)
     layer, scale = max(grid, key=grid.get)  # the first maximum: fewest layers, smallest scale
-    return layer, scale, steered_first_token_accuracy(model, tokenizer, test.prompts, test.answers, vector, layer,
-                                                      scale, site)
+    return layer, scale, steered_first_token_accuracy(model, tokenizer, test.prompts, test.answers, vector,
+                                                      Steering(layer, scale, site))
 
 
 LAYER_SCALE_HINT = ("try every layer in `layers` and every scale in `scales`; for each, "
-                    "steered_first_token_accuracy(model, tokenizer, valid.prompts, valid.answers, vector, layer, scale, "
-                    "site) on the VALID prompts. Keep the best (any of the tied best is fine), then report "
+                    "steered_first_token_accuracy(model, tokenizer, valid.prompts, valid.answers, vector, "
+                    "Steering(layer, scale, site)) on the VALID prompts. Keep the best (any of the tied best is fine), then report "
                     "steered_first_token_accuracy on the TEST prompts at that one setting: (layer, scale, test "
                     "accuracy). The test prompts never take part in the choice.")
 
@@ -270,7 +270,8 @@ def _check_layer_and_scale_case(choose: Callable, label: str, model, tokenizer, 
             f"{grid[setting]:.3f}, but layer {best[0]}, scale {best[1]} reaches {grid[best]:.3f} on the valid "
             f"prompts: choose on the valid prompts (choosing on the test prompts reports an optimistic score).\n"
             f"Hint: {LAYER_SCALE_HINT}")
-    expected = steered_first_token_accuracy(model, tokenizer, test.prompts, test.answers, vector, *setting, site)
+    expected = steered_first_token_accuracy(model, tokenizer, test.prompts, test.answers, vector,
+                                            Steering(*setting, site))
     try:
         compare(accuracy, expected, "the reported accuracy", atol=1e-6)
     except ExerciseError as err:

@@ -28,7 +28,7 @@ import torch
 from ivedu.dynamics import TaskAtStage, instructed_set, projections, r_squared, restored_share
 from ivedu.exercises import (Case, check_against_reference, one_in, passed, perturbed_tiny_model, tiny_model,
                              tiny_world)
-from ivedu.intervention import random_vector_like, steered_exact_match
+from ivedu.intervention import Steering, random_vector_like, steered_exact_match
 from ivedu.prompts import TINY_FORMAT
 
 
@@ -37,7 +37,7 @@ def restoration_reference(model, tokenizer, prompts, answers, vector, layer, sca
     """Exercise 3.1's reference: exact match on ``prompts`` bare, with ``scale * vector`` added in
     ``layer`` at the last prompt token, and with ``random_vector_like(vector, seed)`` there instead."""
     def em(v):
-        return steered_exact_match(model, tokenizer, prompts, answers, v, layer, scale, site)
+        return steered_exact_match(model, tokenizer, prompts, answers, v, Steering(layer, scale, site))
 
     return {"bare": em(None), "vector": em(vector), "random": em(random_vector_like(vector, seed))}
 
@@ -54,10 +54,10 @@ def _original_vectors() -> dict[str, torch.Tensor]:
     return {name: iv.vector for name, iv in build_vectors(model, scans, 2).items()}
 
 
-RESTORATION_HINT = ("use ivedu.intervention.steered_exact_match(model, tokenizer, prompts, answers, vector, layer, "
-                    "scale, site) three times: with None (the fine-tuned model bare), with the original vector, and "
-                    "with random_vector_like(vector, seed) -- a random direction of the same norm, at the same layer "
-                    "and scale: the control. It adds the vector at the last prompt token only; wrapping a generation "
+RESTORATION_HINT = ("use ivedu.intervention.steered_exact_match(model, tokenizer, prompts, answers, vector, "
+                    "Steering(layer, scale, site)) three times: with None (the fine-tuned model bare), with the "
+                    "original vector, and with random_vector_like(vector, seed) -- a random direction of the same "
+                    "norm, at the same layer and scale: the control. It adds the vector at the last prompt token only; wrapping a generation "
                     "in add_to_residual would add it at every generated token too.")
 
 
