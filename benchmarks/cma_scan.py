@@ -25,7 +25,8 @@ import ivedu
 from ivedu.datasets import load_task
 from ivedu.extraction import clean_prompts, corrupted_prompts
 from ivedu.mediation import indirect_effects, indirect_effects_reference, mean_head_activations
-from ivedu.prompts import TINY_FORMAT, PromptFormat, chat_format
+from ivedu.prompts import TINY_FORMAT, chat_format
+from ivedu.study import ModelUnderStudy
 
 
 def random_llama(vocab_size: int, layers: int = 12, heads: int = 12, hidden: int = 768) -> LlamaForCausalLM:
@@ -37,10 +38,11 @@ def random_llama(vocab_size: int, layers: int = 12, heads: int = 12, hidden: int
     return LlamaForCausalLM(config).eval()
 
 
-def compare(model, tokenizer, task, n_prompts: int, fmt: PromptFormat = TINY_FORMAT) -> dict:
-    """Time both scans on ``n_prompts`` corrupted prompts of ``task``; their largest difference."""
-    clean = clean_prompts(task, n=n_prompts, fmt=fmt)
-    corrupted = corrupted_prompts(task, n=n_prompts, fmt=fmt)
+def compare(lm: ModelUnderStudy, task, n_prompts: int) -> dict:
+    """Time both scans on ``n_prompts`` corrupted prompts of ``task`` (in ``lm.fmt``); their largest difference."""
+    model, tokenizer = lm.model, lm.tokenizer
+    clean = clean_prompts(task, n=n_prompts, fmt=lm.fmt)
+    corrupted = corrupted_prompts(task, n=n_prompts, fmt=lm.fmt)
     means = mean_head_activations(model, tokenizer, clean.prompts)
     start = time.perf_counter()
     reference = indirect_effects_reference(model, tokenizer, corrupted.prompts, corrupted.answers, means)
@@ -62,12 +64,13 @@ def main() -> None:
     args = parser.parse_args()
     model, tokenizer = ivedu.load_model("tiny")
     task = ivedu.build_world(0).task("capital")
-    results = {"tiny_4x4": compare(model, tokenizer, task, args.prompts),
-               "llama_12x12_random": compare(random_llama(len(tokenizer)), tokenizer, task, args.prompts)}
+    random_model = ModelUnderStudy(random_llama(len(tokenizer)), tokenizer, TINY_FORMAT)
+    results = {"tiny_4x4": compare(ModelUnderStudy(model, tokenizer, TINY_FORMAT), task, args.prompts),
+               "llama_12x12_random": compare(random_model, task, args.prompts)}
     if args.smol:
         smol, smol_tokenizer = ivedu.load_model("smol", device="cpu")
-        results["smollm2_30x9"] = compare(smol, smol_tokenizer, load_task("singular-plural"), args.smol_prompts,
-                                          chat_format(smol_tokenizer))
+        results["smollm2_30x9"] = compare(ModelUnderStudy(smol, smol_tokenizer, chat_format(smol_tokenizer)),
+                                          load_task("singular-plural"), args.smol_prompts)
     summary = {"speedup": min(r["speedup"] for r in results.values()),
                "max_abs_diff": max(r["max_abs_diff"] for r in results.values()),
                "torch_threads": torch.get_num_threads(), "models": results}

@@ -40,8 +40,9 @@ def compare(profile: str, n_prompts: int = 64) -> None:
     prompts, golds = instructed_prompts(task, "train", [0], fmt=lm.fmt)
     prompts, golds = prompts[:n_prompts], golds[:n_prompts]
     max_new = max(len(answer_ids(lm.tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
-    plain, plain_out = timed(lambda: greedy_generate(lm.model, lm.tokenizer, prompts, max_new, use_cache=False))
-    cached, cached_out = timed(lambda: greedy_generate(lm.model, lm.tokenizer, prompts, max_new))
+    plain, plain_out = timed(lambda: greedy_generate(lm.model, lm.tokenizer, prompts, max_new, stop=lm.fmt.stop,
+                                                     use_cache=False))
+    cached, cached_out = timed(lambda: greedy_generate(lm.model, lm.tokenizer, prompts, max_new, stop=lm.fmt.stop))
     same = sum(a == b for a, b in zip(plain_out, cached_out))
     print(f"{profile:<5} {len(prompts)} prompts, {max_new} new tokens: whole sequence {plain:.3f} s, "
           f"cached {cached:.3f} s, {plain / cached:.1f}x; same answers {same}/{len(prompts)}")

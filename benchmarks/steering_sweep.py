@@ -26,7 +26,8 @@ from ivedu.datasets import load_task
 from ivedu.extraction import corrupted_prompts
 from ivedu.intervention import (Steering, random_vector_like, steered_answers, steered_answers_each,
                                 steered_first_token_hits, steered_first_token_hits_each)
-from ivedu.prompts import TINY_FORMAT, PromptFormat, chat_format
+from ivedu.prompts import TINY_FORMAT, chat_format
+from ivedu.study import ModelUnderStudy
 
 
 def cells(model, layers: int) -> list:
@@ -44,11 +45,11 @@ def timed(run) -> tuple[object, float]:
     return out, time.perf_counter() - start
 
 
-def compare(model, tokenizer, task, n_prompts: int, layers: int, fmt: PromptFormat = TINY_FORMAT) -> dict:
-    """Both ways over the same cells on ``n_prompts`` instruction-less prompts of ``task``."""
-    bare = corrupted_prompts(task, "train", n=n_prompts, fmt=fmt)
-    steers = cells(model, layers)
-    args = (model, tokenizer, bare.prompts, bare.answers)
+def compare(lm: ModelUnderStudy, task, n_prompts: int, layers: int) -> dict:
+    """Both ways over the same cells on ``n_prompts`` instruction-less prompts of ``task`` (in ``lm.fmt``)."""
+    bare = corrupted_prompts(task, "train", n=n_prompts, fmt=lm.fmt)
+    steers = cells(lm.model, layers)
+    args = (lm, bare.prompts, bare.answers)
     each_hits, each_hits_s = timed(lambda: steered_first_token_hits_each(*args, steers))
     one_hits, one_hits_s = timed(lambda: [steered_first_token_hits(*args, *steer) for steer in steers])
     each_answers, each_answers_s = timed(lambda: steered_answers_each(*args, steers))
@@ -67,11 +68,12 @@ def main() -> None:
     parser.add_argument("--smol", action="store_true", help="also SmolLM2-135M-Instruct with its chat prompts")
     args = parser.parse_args()
     model, tokenizer = ivedu.load_model("tiny")
-    results = {"tiny": compare(model, tokenizer, ivedu.build_world(0).task("plural"), args.prompts, layers=4)}
+    tiny = ModelUnderStudy(model, tokenizer, TINY_FORMAT, "tiny")
+    results = {"tiny": compare(tiny, ivedu.build_world(0).task("plural"), args.prompts, layers=4)}
     if args.smol:
         smol, smol_tokenizer = ivedu.load_model("smol", device="cpu")
-        results["smollm2"] = compare(smol, smol_tokenizer, load_task("singular-plural"), args.prompts, layers=3,
-                                     fmt=chat_format(smol_tokenizer))
+        results["smollm2"] = compare(ModelUnderStudy(smol, smol_tokenizer, chat_format(smol_tokenizer), "smol"),
+                                     load_task("singular-plural"), args.prompts, layers=3)
     summary = {"torch_threads": torch.get_num_threads(), "models": results}
     print(json.dumps(summary) if args.json else json.dumps(summary, indent=2))
 

@@ -54,7 +54,6 @@ from ivedu.generation import model_device
 from ivedu.guided import GuidedObjective, new_task_vectors
 from ivedu.intervention import InstructionVector, random_vector_like
 from ivedu.metrics import continual_metrics
-from ivedu.prompts import PromptFormat
 from ivedu.settings import TERMS, FinetuneSettings, GuidedSettings, Settings, sub_seed
 from ivedu.study import ModelUnderStudy, general_tasks
 from ivedu.world import Task, World
@@ -111,14 +110,13 @@ class ReplayObjective:
         return model(**batch).loss + self.weight * model(**replayed).loss
 
 
-def replay_buffer(tokenizer, tasks: Sequence[Task], per_task: int, seed: int,
-                  *, fmt: PromptFormat) -> list[TrainingSequence]:
+def replay_buffer(lm: ModelUnderStudy, tasks: Sequence[Task], per_task: int, seed: int) -> list[TrainingSequence]:
     """``per_task`` training sequences of each task ((example, instruction phrasing) pairs of
-    its train split, as :func:`ivedu.finetune.task_sequences` builds them, prompts in ``fmt``),
-    drawn with ``seed``."""
+    its train split, as :func:`ivedu.finetune.task_sequences` builds them for ``lm``), drawn
+    with ``seed``."""
     buffer: list[TrainingSequence] = []
     for task in tasks:
-        sequences = task_sequences(tokenizer, task, fmt=fmt)
+        sequences = task_sequences(lm, task)
         buffer += random.Random(sub_seed(seed, task.name)).sample(sequences, min(per_task, len(sequences)))
     return buffer
 
@@ -254,10 +252,8 @@ class GeneralScores:
 def general_scores(lm: ModelUnderStudy, tasks: Sequence[Task], split: str = "test", k: int = 4) -> GeneralScores:
     """Exact match of each general task zero-shot (GP's parts) and with ``k`` demonstrations
     (IP's; ``k=0`` skips them, the slowest score), prompts in ``lm.fmt``."""
-    zero = {t.name: exact_match_score(lm.model, lm.tokenizer, t, split, fmt=lm.fmt)
-            for t in tasks}
-    icl = ({t.name: in_context_score(lm.model, lm.tokenizer, t, split, k, fmt=lm.fmt).exact_match for t in tasks}
-           if k else {})
+    zero = {t.name: exact_match_score(lm, t, split) for t in tasks}
+    icl = {t.name: in_context_score(lm, t, split, k).exact_match for t in tasks} if k else {}
     return GeneralScores(zero, icl)
 
 
@@ -339,7 +335,7 @@ class MethodRun:
 def _objective_factory(method: Method, lm: ModelUnderStudy, tasks: Sequence[Task], steps: int, seed: int,
                        vectors: dict[str, InstructionVector] | None, records: list):
     """``loss_fn_for(previous, stage)`` for :func:`ivedu.finetune.finetune_sequence`."""
-    tokenizer, fmt = lm.tokenizer, lm.fmt
+    tokenizer = lm.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     fisher: dict[str, torch.Tensor] = {}
 
@@ -365,12 +361,12 @@ def _objective_factory(method: Method, lm: ModelUnderStudy, tasks: Sequence[Task
         if stage == 0:
             return None  # nothing to replay or to protect before the first task is learnt
         if method.kind == "replay":
-            return ReplayObjective(replay_buffer(tokenizer, tasks[:stage], method.replay_per_task, seed, fmt=fmt), pad,
+            return ReplayObjective(replay_buffer(lm, tasks[:stage], method.replay_per_task, seed), pad,
                                    method.replay_batch, method.replay_weight, sub_seed(seed, stage))
         # ewc: add the Fisher of the task just finished, at the weights it ended with
         previous_task = tasks[stage - 1]
         sample = random.Random(sub_seed(seed, f"fisher:{previous_task.name}")).sample(
-            task_sequences(tokenizer, previous_task, fmt=fmt), method.fisher_examples)
+            task_sequences(lm, previous_task), method.fisher_examples)
         for name, f in fisher_diagonal(previous, tokenizer, sample).items():
             fisher[name] = fisher.get(name, 0) + f
         anchor = {n: p.detach().clone() for n, p in previous.named_parameters()}

@@ -122,8 +122,9 @@ def diagnose(lm: ModelUnderStudy, task: Task, general: Sequence[Task], method: s
     data = settings.data
     result = tuned or finetune(lm.model, lm.tokenizer, task, seed=seed, fmt=lm.fmt,
                                **settings.finetune.kwargs(method))
-    after = score_abilities(result.model, lm.tokenizer, general, data.split, data.k_shots, fmt=lm.fmt)
-    new = exact_match_score(result.model, lm.tokenizer, task, data.split, fmt=lm.fmt)
+    tuned_lm = lm.with_model(result.model)
+    after = score_abilities(tuned_lm, general, data.split, data.k_shots)
+    new = exact_match_score(tuned_lm, task, data.split)
     return DiagnosisRun(seed, method, new, result.steps, round(result.seconds, 2), result.trainable_params,
                         tuple(result.losses), tuple(after))
 

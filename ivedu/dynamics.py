@@ -82,13 +82,12 @@ class StageVectors:
     vectors: dict[str, InstructionVector]
 
 
-def extract_vectors(lm: ModelUnderStudy, tasks: Sequence[Task], k: int, n_prompts: int = 48, seed: int = 0,
-                    settings: ExtractionSettings = ExtractionSettings(), progress: bool = False) -> StageVectors:
+def extract_vectors(lm: ModelUnderStudy, tasks: Sequence[Task], k: int, n_prompts: int, seed: int,
+                    settings: ExtractionSettings, progress: bool = False) -> StageVectors:
     """Chapter 2's scan (:func:`ivedu.extraction.scan_tasks`: clean prompts instructed, corrupted
     ones with the instruction removed, ``n_prompts`` of each from the train split, drawn with
     ``seed``) and each task's vector from its own top-``k`` heads, in ``lm.model`` as it is now."""
-    scans = scan_tasks(lm.model, lm.tokenizer, tasks, n_prompts, seed, fmt=lm.fmt, settings=settings,
-                       progress=progress)
+    scans = scan_tasks(lm, tasks, n_prompts, seed, settings, progress=progress)
     return StageVectors(scans, build_vectors(lm.model, scans, k))
 
 
@@ -186,7 +185,7 @@ class ChosenSteering:
 Cell = tuple[int, float]  # (layer, scale) of the restoration grid
 
 
-def choose_steering(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, layers: Sequence[int],
+def choose_steering(lm: ModelUnderStudy, prompts: PromptSet, vector: torch.Tensor, layers: Sequence[int],
                     scales: Sequence[float], site: str, allowed: Collection[Cell] | None = None) -> ChosenSteering:
     """The (layer, scale) whose steering at ``site`` gives the best first-token accuracy on ``prompts``.
 
@@ -196,7 +195,7 @@ def choose_steering(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, 
     ``None``: every cell.
     """
     cells = [cell for cell in itertools.product(layers, scales) if allowed is None or cell in allowed]
-    hits = steered_first_token_hits_each(model, tokenizer, prompts.prompts, prompts.answers,
+    hits = steered_first_token_hits_each(lm, prompts.prompts, prompts.answers,
                                          [(vector, Steering(*cell, site)) for cell in cells]) if cells else []
     best: ChosenSteering | None = None
     for cell, cell_hits in zip(cells, hits):
@@ -209,7 +208,7 @@ def choose_steering(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, 
     return best
 
 
-def random_costs(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, layers: Sequence[int],
+def random_costs(lm: ModelUnderStudy, prompts: PromptSet, vector: torch.Tensor, layers: Sequence[int],
                  scales: Sequence[float], seed: int, site: str) -> dict[Cell, float]:
     """Per (layer, scale): first-token accuracy on ``prompts`` without steering minus with a random
     vector of ``vector``'s norm (:func:`ivedu.intervention.random_vector_like` with ``seed``, the
@@ -220,27 +219,27 @@ def random_costs(model, tokenizer, prompts: PromptSet, vector: torch.Tensor, lay
     restoration there could not be told from its control (the scale rule of :func:`restoration`).
     """
     random = random_vector_like(vector, seed)
-    plain = steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers, None, None)
+    plain = steered_first_token_accuracy(lm, prompts.prompts, prompts.answers, None, None)
     cells = list(itertools.product(layers, scales))
-    hits = steered_first_token_hits_each(model, tokenizer, prompts.prompts, prompts.answers,
+    hits = steered_first_token_hits_each(lm, prompts.prompts, prompts.answers,
                                          [(random, Steering(*cell, site)) for cell in cells])
     return {cell: plain - sum(cell_hits) / len(cell_hits) for cell, cell_hits in zip(cells, hits)}
 
 
-def steered_scores(model, tokenizer, prompts: PromptSet, vector: torch.Tensor | None,
+def steered_scores(lm: ModelUnderStudy, prompts: PromptSet, vector: torch.Tensor | None,
                    steering: Steering | None) -> dict[str, float]:
     """Exact match and first-token accuracy on ``prompts`` with the vector added as ``steering``
     says (``None``, ``None``: without)."""
-    return steered_scores_each(model, tokenizer, prompts, [vector], steering)[0]
+    return steered_scores_each(lm, prompts, [vector], steering)[0]
 
 
-def steered_scores_each(model, tokenizer, prompts: PromptSet, vectors: Sequence[torch.Tensor | None],
+def steered_scores_each(lm: ModelUnderStudy, prompts: PromptSet, vectors: Sequence[torch.Tensor | None],
                         steering: Steering | None) -> list[dict[str, float]]:
     """:func:`steered_scores` for each of ``vectors`` at the same steering, the prompts' positions
     before the last computed once for all (:func:`ivedu.intervention.steered_answers_each`)."""
     steers = [(vector, steering) for vector in vectors]
-    hits = steered_first_token_hits_each(model, tokenizer, prompts.prompts, prompts.answers, steers)
-    answers = steered_answers_each(model, tokenizer, prompts.prompts, prompts.answers, steers)
+    hits = steered_first_token_hits_each(lm, prompts.prompts, prompts.answers, steers)
+    answers = steered_answers_each(lm, prompts.prompts, prompts.answers, steers)
     return [{"exact_match": sum(exact_match(a, prompts.answers)) / len(prompts.answers),
              "first_token": sum(h) / len(h)} for h, a in zip(hits, answers)]
 
@@ -295,21 +294,19 @@ def restoration(original: nn.Module, lm: ModelUnderStudy, tasks: Sequence[Task],
     for task in tasks:
         vector = vectors[task.name]
         valid, test = instructed_set(task, "valid", fmt=lm.fmt), instructed_set(task, "test", fmt=lm.fmt)
-        costs = random_costs(original, lm.tokenizer, valid, vector, layers, scales, seed, settings.site)
+        costs = random_costs(lm.with_model(original), valid, vector, layers, scales, seed, settings.site)
         allowed = {cell for cell, cost in costs.items() if cost <= settings.max_random_cost}
         constant = constant_score(task, "test")
         if not allowed:
-            plain = steered_scores(lm.model, lm.tokenizer, test, None, None)
+            plain = steered_scores(lm, test, None, None)
             cheapest = min(costs.values())
             out[task.name] = Restoration(None, None, plain["exact_match"], plain["first_token"], plain["exact_match"],
                                          plain["first_token"], cheapest, constant,
                                          f"no safe scale: a random vector costs at least {cheapest:.2f} "
                                          f"> max_random_cost {settings.max_random_cost}")
             continue
-        steering = choose_steering(lm.model, lm.tokenizer, valid, vector, layers, scales, settings.site,
-                                   allowed).steering
-        scores, random = steered_scores_each(lm.model, lm.tokenizer, test, [vector, random_vector_like(vector, seed)],
-                                             steering)
+        steering = choose_steering(lm, valid, vector, layers, scales, settings.site, allowed).steering
+        scores, random = steered_scores_each(lm, test, [vector, random_vector_like(vector, seed)], steering)
         out[task.name] = Restoration(steering.layer, steering.scale, scores["exact_match"], scores["first_token"],
                                      random["exact_match"], random["first_token"],
                                      costs[(steering.layer, steering.scale)], constant)
@@ -440,7 +437,7 @@ def compare_stage(original: nn.Module, lm: ModelUnderStudy, tasks: Sequence[Task
     for task in tasks:
         name = task.name
         test = instructed_set(task, "test", fmt=lm.fmt)
-        scores = steered_scores(lm.model, lm.tokenizer, test, None, None)
+        scores = steered_scores(lm, test, None, None)
         rows[name] = TaskAtStage(
             task=name,
             iv_cosine=cosine(start.vectors[name].vector, now.vectors[name].vector),
@@ -455,8 +452,8 @@ def compare_stage(original: nn.Module, lm: ModelUnderStudy, tasks: Sequence[Task
 
 
 def analyse_stage(original: nn.Module, lm: ModelUnderStudy, tasks: Sequence[Task], start: StageVectors,
-                  new_task: Task, seed: int, settings: DynamicsSettings, restore: bool = True,
-                  extraction: ExtractionSettings = ExtractionSettings()) -> tuple[dict[str, TaskAtStage], StageVectors]:
+                  new_task: Task, seed: int, settings: DynamicsSettings, restore: bool = True, *,
+                  extraction: ExtractionSettings) -> tuple[dict[str, TaskAtStage], StageVectors]:
     """Everything measured after one stage of fine-tuning, and the vectors re-extracted in it.
 
     ``original``: the model before any fine-tuning, ``start``: its vectors; ``lm``: the model
@@ -510,8 +507,7 @@ class Checkpoint:
 
 
 def checkpoint(original: nn.Module, lm: ModelUnderStudy, general: Sequence[Task], start: StageVectors, stage: int,
-               step: int, seed: int, settings: DynamicsSettings,
-               extraction: ExtractionSettings = ExtractionSettings()) -> Checkpoint:
+               step: int, seed: int, settings: DynamicsSettings, extraction: ExtractionSettings) -> Checkpoint:
     """A :class:`Checkpoint` of ``lm.model`` as it trains: a copy (LoRA merged into it, the
     model in training untouched) re-extracted as the stage ends are (``settings.heads`` heads,
     ``settings.n_prompts`` prompts drawn with ``seed``) and compared with ``original``."""
@@ -607,8 +603,7 @@ class SeedRun:
 
 
 def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Task], seed: int,
-             settings: DynamicsSettings, training: FinetuneSettings,
-             extraction: ExtractionSettings = ExtractionSettings(),
+             settings: DynamicsSettings, training: FinetuneSettings, extraction: ExtractionSettings,
              log: Callable[[str], None] | None = None) -> SeedRun:
     """Fine-tune along ``sequence`` and analyse every stage (:func:`analyse_stage`) for the
     ``general`` tasks, with the restoration after the first and the last stage (the two the

@@ -9,6 +9,11 @@
   instruction (:func:`in_context_score`).
 
 :func:`score_abilities` measures all three on many tasks at once, with an optional progress bar.
+
+Every score takes the model under study, ``lm`` (:class:`ivedu.study.ModelUnderStudy`: the
+model, its tokenizer and its prompt format): prompts are written in ``lm.fmt`` and greedy
+answers end at its stop strings. (The class is not imported here: :mod:`ivedu.study` scores
+known examples with this module.)
 """
 
 from __future__ import annotations
@@ -106,14 +111,14 @@ def starts_right_share(first_token_right: Sequence[bool], exact: Sequence[bool])
     return sum(bool(f) and not bool(e) for f, e in zip(first_token_right, exact)) / len(exact)
 
 
-def first_token_accuracy(model, tokenizer, prompts: Sequence[str], golds: Sequence[str]) -> list[bool]:
+def first_token_accuracy(lm, prompts: Sequence[str], golds: Sequence[str]) -> list[bool]:
     """Whether the most likely next token is the gold answer's first token, per prompt."""
-    logits = last_token_logits(model, tokenizer, prompts)
-    firsts = first_answer_tokens(tokenizer, prompts, golds)
+    logits = last_token_logits(lm.model, lm.tokenizer, prompts)
+    firsts = first_answer_tokens(lm.tokenizer, prompts, golds)
     return (logits.argmax(-1) == firsts).tolist()
 
 
-def known_examples(model, tokenizer, task: Task, *, fmt: PromptFormat, phrasing: int = 0) -> Task:
+def known_examples(lm, task: Task, phrasing: int = 0) -> Task:
     """``task`` cut to the examples the model answers correctly under its instruction, in every split.
 
     Todd et al. and the authors' code score a real model, and extract its vectors, only on
@@ -130,8 +135,8 @@ def known_examples(model, tokenizer, task: Task, *, fmt: PromptFormat, phrasing:
     kept: dict[str, tuple[Example, ...]] = {}
     for split in SPLITS:
         examples = task.split(split)
-        prompts = [instructed_prompt(task, ex.input, phrasing, fmt) for ex in examples]
-        right = _greedy_exact_match(model, tokenizer, prompts, [ex.output for ex in examples]) if examples else []
+        prompts = [instructed_prompt(task, ex.input, phrasing, lm.fmt) for ex in examples]
+        right = _greedy_exact_match(lm, prompts, [ex.output for ex in examples]) if examples else []
         kept[split] = tuple(ex for ex, ok in zip(examples, right) if ok)
     if not any(kept.values()):
         raise ValueError(f"the model answers none of task {task.name!r}'s examples correctly under its instruction; "
@@ -166,8 +171,7 @@ class TaskSurvey:
     first_token_only: float
 
 
-def survey_task(model, tokenizer, task: Task, split: str = "test", n: int | None = None,
-                *, fmt: PromptFormat) -> TaskSurvey:
+def survey_task(lm, task: Task, split: str = "test", n: int | None = None) -> TaskSurvey:
     """:class:`TaskSurvey` of ``task`` on the first ``n`` examples of ``split`` (all: ``None``).
 
     Which tasks a model can do under its instruction decides a profile's general tasks; the
@@ -177,24 +181,22 @@ def survey_task(model, tokenizer, task: Task, split: str = "test", n: int | None
     examples = list(task.split(split))[:n]
     if not examples:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
-    prompts = [instructed_prompt(task, ex.input, 0, fmt) for ex in examples]
+    prompts = [instructed_prompt(task, ex.input, 0, lm.fmt) for ex in examples]
     golds = [ex.output for ex in examples]
-    first = first_token_accuracy(model, tokenizer, prompts, golds)
-    predictions = greedy_answers(model, tokenizer, prompts, golds)
+    first = first_token_accuracy(lm, prompts, golds)
+    predictions = greedy_answers(lm, prompts, golds)
     em = exact_match(predictions, golds)
     copies = [" ".join(p.split()) == " ".join(ex.input.split()) for p, ex in zip(predictions, examples)]
     return TaskSurvey(task.name, split, len(examples), _mean(first), _mean(em), _mean(copies),
                       _mean([f and not e for f, e in zip(first, em)]))
 
 
-def instruction_following_score(model, tokenizer, task: Task, split: str = "heldout",
-                                phrasings: Sequence[int] | None = None,
-                                *, fmt: PromptFormat) -> InstructionScore:
-    """Exact match, first-token accuracy and answer probability under the task's instructions.
-
-    ``fmt``: the prompt format (:mod:`ivedu.prompts`; a chat model's from ``chat_format``)."""
-    prompts, golds = instructed_prompts(task, split, phrasings, fmt=fmt)
-    return _generation_score(model, tokenizer, task.name, prompts, golds)
+def instruction_following_score(lm, task: Task, split: str = "heldout",
+                                phrasings: Sequence[int] | None = None) -> InstructionScore:
+    """Exact match, first-token accuracy and answer probability under the task's instructions,
+    prompts in ``lm.fmt`` (a chat model's from :func:`ivedu.prompts.chat_format`)."""
+    prompts, golds = instructed_prompts(task, split, phrasings, fmt=lm.fmt)
+    return _generation_score(lm, task.name, prompts, golds)
 
 
 def instructed_prompts(task: Task, split: str, phrasings: Sequence[int] | None = None,
@@ -209,33 +211,33 @@ def instructed_prompts(task: Task, split: str, phrasings: Sequence[int] | None =
             [ex.output for _ in phrasings for ex in examples])
 
 
-def exact_match_score(model, tokenizer, task: Task, split: str = "heldout", phrasings: Sequence[int] | None = None,
-                      *, fmt: PromptFormat) -> float:
+def exact_match_score(lm, task: Task, split: str = "heldout", phrasings: Sequence[int] | None = None) -> float:
     """The exact match of :func:`instruction_following_score` alone: what the stop rule, the
     ``R`` matrix and the general-task scores need, without its first-token and answer-probability
     passes (on a real model, each as costly as a generation step)."""
-    prompts, golds = instructed_prompts(task, split, phrasings, fmt=fmt)
-    return _mean(_greedy_exact_match(model, tokenizer, prompts, golds))
+    prompts, golds = instructed_prompts(task, split, phrasings, fmt=lm.fmt)
+    return _mean(_greedy_exact_match(lm, prompts, golds))
 
 
-def greedy_answers(model, tokenizer, prompts: Sequence[str], golds: Sequence[str]) -> list[str]:
+def greedy_answers(lm, prompts: Sequence[str], golds: Sequence[str]) -> list[str]:
     """Greedy answers to ``prompts``, one token longer than the longest gold answer: long
-    enough to be right, and to show a wrong answer that merely starts right."""
-    max_new = max(len(answer_ids(tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
-    return greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new)
+    enough to be right, and to show a wrong answer that merely starts right; each cut where
+    ``lm.fmt`` ends an answer (:attr:`ivedu.prompts.PromptFormat.stop`)."""
+    max_new = max(len(answer_ids(lm.tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
+    return greedy_generate(lm.model, lm.tokenizer, prompts, max_new_tokens=max_new, stop=lm.fmt.stop)
 
 
-def _greedy_exact_match(model, tokenizer, prompts: Sequence[str], golds: Sequence[str]) -> list[bool]:
+def _greedy_exact_match(lm, prompts: Sequence[str], golds: Sequence[str]) -> list[bool]:
     """Whether each greedy answer (:func:`greedy_answers`) is the gold answer."""
-    return exact_match(greedy_answers(model, tokenizer, prompts, golds), golds)
+    return exact_match(greedy_answers(lm, prompts, golds), golds)
 
 
-def _generation_score(model, tokenizer, name: str, prompts: Sequence[str], golds: Sequence[str]) -> InstructionScore:
+def _generation_score(lm, name: str, prompts: Sequence[str], golds: Sequence[str]) -> InstructionScore:
     """Exact match of greedy answers, first-token accuracy and teacher-forced answer probability."""
-    predictions = greedy_answers(model, tokenizer, prompts, golds)
+    predictions = greedy_answers(lm, prompts, golds)
     em = exact_match(predictions, golds)
-    ft = first_token_accuracy(model, tokenizer, prompts, golds)
-    prob = answer_logprobs(model, tokenizer, prompts, golds).exp()
+    ft = first_token_accuracy(lm, prompts, golds)
+    prob = answer_logprobs(lm.model, lm.tokenizer, prompts, golds).exp()
     return InstructionScore(name, len(prompts), _mean(em), _mean(ft), float(prob.mean()),
                             starts_right_share(ft, em), balanced_accuracy(predictions, golds))
 
@@ -251,8 +253,7 @@ def demonstrations(task: Task, query: Example, k: int, seed: int = 0) -> list[Ex
     return random.Random(f"{seed}:{task.name}:{query.input}").sample(pool, min(k, len(pool)))
 
 
-def in_context_score(model, tokenizer, task: Task, split: str = "heldout", k: int = 4,
-                     seed: int = 0, *, fmt: PromptFormat) -> InstructionScore:
+def in_context_score(lm, task: Task, split: str = "heldout", k: int = 4, seed: int = 0) -> InstructionScore:
     """Instruction following stated by ``k`` demonstrations instead of an instruction.
 
     Prompts are :func:`ivedu.prompts.fewshot_prompt` (``input : x output : y ; ... input : q
@@ -262,15 +263,16 @@ def in_context_score(model, tokenizer, task: Task, split: str = "heldout", k: in
     examples = task.split(split)
     if not examples:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
-    prompts = [fewshot_prompt(demonstrations(task, ex, k, seed), ex.input, fmt) for ex in examples]
-    return _generation_score(model, tokenizer, task.name, prompts, [ex.output for ex in examples])
+    prompts = [fewshot_prompt(demonstrations(task, ex, k, seed), ex.input, lm.fmt) for ex in examples]
+    return _generation_score(lm, task.name, prompts, [ex.output for ex in examples])
 
 
-def knowledge_score(model, tokenizer, task: Task, split: str = "heldout") -> KnowledgeScore:
+def knowledge_score(lm, task: Task, split: str = "heldout") -> KnowledgeScore:
     """Ranking accuracy of the gold answer among the example's candidates, statement format.
 
     Each candidate is scored by the summed log-probability of its tokens after the statement
-    prefix; the gold answer must score strictly highest.
+    prefix; the gold answer must score strictly highest. The statement is plain text in every
+    format: knowledge is probed with no instruction at all.
     """
     examples = task.split(split)
     if not examples:
@@ -280,7 +282,7 @@ def knowledge_score(model, tokenizer, task: Task, split: str = "heldout") -> Kno
         for c in ex.candidates:
             prompts.append(statement_prompt(task, ex.input))
             answers.append(c)
-    scores = answer_logprobs(model, tokenizer, prompts, answers)
+    scores = answer_logprobs(lm.model, lm.tokenizer, prompts, answers)
     correct, gold_probs, start = [], [], 0
     for ex in examples:
         k = len(ex.candidates)
@@ -307,13 +309,12 @@ class TaskScores:
     gold_prob: float
 
 
-def score_tasks(model, tokenizer, tasks: Sequence[Task], split: str = "heldout",
-                *, fmt: PromptFormat) -> list[TaskScores]:
-    """Instruction following (prompts in ``fmt``) and knowledge of each task on ``split``."""
+def score_tasks(lm, tasks: Sequence[Task], split: str = "heldout") -> list[TaskScores]:
+    """Instruction following (prompts in ``lm.fmt``) and knowledge of each task on ``split``."""
     rows = []
     for task in tasks:
-        ifs = instruction_following_score(model, tokenizer, task, split, fmt=fmt)
-        kn = knowledge_score(model, tokenizer, task, split)
+        ifs = instruction_following_score(lm, task, split)
+        kn = knowledge_score(lm, task, split)
         rows.append(TaskScores(task.name, ifs.exact_match, ifs.first_token_accuracy, ifs.answer_prob,
                                kn.ranking_accuracy, kn.gold_prob))
     return rows
@@ -364,21 +365,21 @@ ABILITY_FIELDS = ("if_exact_match", "if_answer_prob", "icl_exact_match", "icl_an
                   "kn_ranking", "kn_gold_prob")
 
 
-def score_abilities(model, tokenizer, tasks: Sequence[Task], split: str = "heldout", k: int = 4,
-                    seed: int = 0, progress: bool = False, *, fmt: PromptFormat) -> list[AbilityScores]:
+def score_abilities(lm, tasks: Sequence[Task], split: str = "heldout", k: int = 4, seed: int = 0,
+                    progress: bool = False) -> list[AbilityScores]:
     """Instruction following (zero-shot and ``k``-shot) and knowledge of each task on ``split``.
 
     ``k=0`` skips the in-context score (its fields are NaN): it is the slowest of the three,
     its prompts being several times longer. ``progress=True`` shows a progress bar over the
-    tasks (on stderr). ``fmt`` formats the instructed and few-shot prompts; the knowledge
+    tasks (on stderr). ``lm.fmt`` formats the instructed and few-shot prompts; the knowledge
     probe is a plain statement in every format.
     """
     rows = []
     nan = float("nan")
     for task in _progress(tasks, progress, "scoring tasks"):
-        zero = instruction_following_score(model, tokenizer, task, split, fmt=fmt)
-        icl = in_context_score(model, tokenizer, task, split, k, seed, fmt=fmt) if k > 0 else None
-        kn = knowledge_score(model, tokenizer, task, split)
+        zero = instruction_following_score(lm, task, split)
+        icl = in_context_score(lm, task, split, k, seed) if k > 0 else None
+        kn = knowledge_score(lm, task, split)
         rows.append(AbilityScores(task.name, zero.exact_match, zero.answer_prob,
                                   icl.exact_match if icl else nan, icl.answer_prob if icl else nan,
                                   kn.ranking_accuracy, kn.gold_prob, zero.first_token_accuracy, zero.starts_right,

@@ -27,6 +27,7 @@ from ivedu.mediation import HeadScan, first_answer_tokens, gold_probs, indirect_
 from ivedu.prompts import (PromptFormat, bare_prompt, fewshot_prompt, instructed_prompt,
                            neutral_prompt, shuffled_fewshot_prompt)
 from ivedu.settings import ExtractionSettings, sub_seed
+from ivedu.study import ModelUnderStudy
 from ivedu.world import Task
 
 CLEAN_STYLES = ("instructed", "fewshot")
@@ -89,42 +90,42 @@ def corrupted_prompts(task: Task, split: str = "train", style: str = "removed", 
     return PromptSet(tuple(prompts), tuple(ex.output for ex in examples), tuple(ex.input for ex in examples))
 
 
-def mean_answer_prob(model, tokenizer, prompt_set: PromptSet) -> float:
+def mean_answer_prob(lm: ModelUnderStudy, prompt_set: PromptSet) -> float:
     """Mean P(correct first answer token) over a prompt set."""
-    logits = last_token_logits(model, tokenizer, prompt_set.prompts)
-    return float(gold_probs(logits, first_answer_tokens(tokenizer, prompt_set.prompts, prompt_set.answers)).mean())
+    logits = last_token_logits(lm.model, lm.tokenizer, prompt_set.prompts)
+    return float(gold_probs(logits, first_answer_tokens(lm.tokenizer, prompt_set.prompts, prompt_set.answers)).mean())
 
 
-def scan_task(model, tokenizer, task: Task, clean: PromptSet, corrupted: PromptSet,
+def scan_task(lm: ModelUnderStudy, task: Task, clean: PromptSet, corrupted: PromptSet,
               progress: bool = False) -> HeadScan:
     """Mean clean head activations and every head's average indirect effect on ``corrupted``."""
+    model, tokenizer = lm.model, lm.tokenizer
     means = mean_head_activations(model, tokenizer, clean.prompts)
     effects = indirect_effects(model, tokenizer, corrupted.prompts, corrupted.answers, means, progress=progress)
     return HeadScan(task.name, effects.mean(0), means.cpu(),
-                    corrupted_prob=mean_answer_prob(model, tokenizer, corrupted),
-                    clean_prob=mean_answer_prob(model, tokenizer, clean))
+                    corrupted_prob=mean_answer_prob(lm, corrupted), clean_prob=mean_answer_prob(lm, clean))
 
 
-def scan_tasks(model, tokenizer, tasks: Sequence[Task], n_prompts: int, seed: int = 0, *, fmt: PromptFormat,
-               settings: ExtractionSettings = ExtractionSettings(), progress: bool = False) -> dict[str, HeadScan]:
-    """Chapter 2's scan of every task in ``model`` as it is now: task name -> :class:`HeadScan`.
+def scan_tasks(lm: ModelUnderStudy, tasks: Sequence[Task], n_prompts: int, seed: int, settings: ExtractionSettings,
+               progress: bool = False) -> dict[str, HeadScan]:
+    """Chapter 2's scan of every task in ``lm.model`` as it is now: task name -> :class:`HeadScan`.
 
     Clean prompts in ``settings.clean_style`` (the instruction), corrupted prompts in
     ``settings.corrupted_style`` (the instruction removed), ``n_prompts`` of each from the
-    train split, drawn with ``seed``. Every step that needs vectors starts here: chapter 2's
+    train split, drawn with ``seed``, all in ``lm.fmt``. Every step that needs vectors starts here: chapter 2's
     extraction, chapter 3's re-extraction after each stage, chapter 4's new-task vectors and
     the cost measurement of chapter 5.
     """
     if not tasks:
         raise ValueError("no tasks to scan: give at least one task")
-    return {t.name: scan_task(model, tokenizer, t,
-                              clean_prompts(t, "train", settings.clean_style, n_prompts, seed=seed, fmt=fmt),
-                              corrupted_prompts(t, "train", settings.corrupted_style, n_prompts, seed=seed, fmt=fmt),
+    return {t.name: scan_task(lm, t,
+                              clean_prompts(t, "train", settings.clean_style, n_prompts, seed=seed, fmt=lm.fmt),
+                              corrupted_prompts(t, "train", settings.corrupted_style, n_prompts, seed=seed, fmt=lm.fmt),
                               progress=progress)
             for t in tasks}
 
 
-def layer_scale_sweep(model, tokenizer, vectors: dict[str, InstructionVector], prompt_sets: dict[str, PromptSet],
+def layer_scale_sweep(lm: ModelUnderStudy, vectors: dict[str, InstructionVector], prompt_sets: dict[str, PromptSet],
                       layers: Sequence[int], scales: Sequence[float], site: str) -> torch.Tensor:
     """Mean first-token accuracy over tasks with each task's vector added at ``site``: ``[layers, scales]``.
 
@@ -132,7 +133,7 @@ def layer_scale_sweep(model, tokenizer, vectors: dict[str, InstructionVector], p
     the layer and scale are chosen, never on the test prompts).
     """
     cells = list(itertools.product(layers, scales))
-    accuracy = {name: dict(zip(cells, _accuracies(model, tokenizer, ps,
+    accuracy = {name: dict(zip(cells, _accuracies(lm, ps,
                                                   [(vectors[name].vector, Steering(*cell, site)) for cell in cells])))
                 for name, ps in prompt_sets.items()}
     grid = torch.zeros(len(layers), len(scales))
@@ -142,10 +143,10 @@ def layer_scale_sweep(model, tokenizer, vectors: dict[str, InstructionVector], p
     return grid
 
 
-def _accuracies(model, tokenizer, prompt_set: PromptSet, steers: Sequence[Steer]) -> list[float]:
+def _accuracies(lm: ModelUnderStudy, prompt_set: PromptSet, steers: Sequence[Steer]) -> list[float]:
     """First-token accuracy on ``prompt_set`` under each steering, the prompts run once for all."""
-    return [sum(hits) / len(hits) for hits in steered_first_token_hits_each(model, tokenizer, prompt_set.prompts,
-                                                                            prompt_set.answers, steers)]
+    return [sum(hits) / len(hits)
+            for hits in steered_first_token_hits_each(lm, prompt_set.prompts, prompt_set.answers, steers)]
 
 
 @dataclass(frozen=True)
@@ -210,18 +211,17 @@ class InterventionScores:
                 "random": list(self.random_hits), "bare": list(self.bare_hits)}
 
 
-def evaluate_intervention(model, tokenizer, task: Task, vector: InstructionVector, other: InstructionVector,
-                          steering: Steering, seed: int, *, n_random: int, split: str = "test",
-                          fmt: PromptFormat) -> InterventionScores:
+def evaluate_intervention(lm: ModelUnderStudy, task: Task, vector: InstructionVector, other: InstructionVector,
+                          steering: Steering, seed: int, *, n_random: int, split: str = "test") -> InterventionScores:
     """Score ``task`` on ``split`` without its instruction: bare, and with each vector added as
     ``steering`` says -- its own and the controls (``n_random`` random vectors of equal norm drawn
     with ``seed``, another task's vector, and the constant answer)."""
-    clean = clean_prompts(task, split, "instructed", n=None, seed=seed, fmt=fmt)
-    bare = corrupted_prompts(task, split, "removed", n=None, seed=seed, fmt=fmt)
+    clean = clean_prompts(task, split, "instructed", n=None, seed=seed, fmt=lm.fmt)
+    bare = corrupted_prompts(task, split, "removed", n=None, seed=seed, fmt=lm.fmt)
 
     def run(prompt_set: PromptSet, vec: torch.Tensor | None) -> tuple[list[bool], list[str], list[bool]]:
-        firsts = steered_first_token_hits(model, tokenizer, prompt_set.prompts, prompt_set.answers, vec, steering)
-        answers = steered_answers(model, tokenizer, prompt_set.prompts, prompt_set.answers, vec, steering)
+        firsts = steered_first_token_hits(lm, prompt_set.prompts, prompt_set.answers, vec, steering)
+        answers = steered_answers(lm, prompt_set.prompts, prompt_set.answers, vec, steering)
         return firsts, answers, exact_match(answers, prompt_set.answers)
 
     def mean(flags: Sequence[bool | float]) -> float:
@@ -230,8 +230,8 @@ def evaluate_intervention(model, tokenizer, task: Task, vector: InstructionVecto
     def run_each(prompt_set: PromptSet, vectors: Sequence[torch.Tensor | None]) -> list:
         """:func:`run` for each vector, the prompts' positions before the last computed once for all."""
         steers = [(vec, steering) for vec in vectors]
-        firsts = steered_first_token_hits_each(model, tokenizer, prompt_set.prompts, prompt_set.answers, steers)
-        answers = steered_answers_each(model, tokenizer, prompt_set.prompts, prompt_set.answers, steers)
+        firsts = steered_first_token_hits_each(lm, prompt_set.prompts, prompt_set.answers, steers)
+        answers = steered_answers_each(lm, prompt_set.prompts, prompt_set.answers, steers)
         return [(f, a, exact_match(a, prompt_set.answers)) for f, a in zip(firsts, answers)]
 
     clean_ft, _, clean_ex = run(clean, None)
@@ -302,20 +302,20 @@ class Extraction:
                                       self.settings.scales.index(self.scale)])
 
 
-def sweep(model, tokenizer, scans: dict[str, HeadScan], tasks: Sequence[Task], seed: int = 0, *, fmt: PromptFormat,
-          settings: ExtractionSettings = ExtractionSettings()) -> torch.Tensor:
+def sweep(lm: ModelUnderStudy, scans: dict[str, HeadScan], tasks: Sequence[Task], seed: int,
+          settings: ExtractionSettings) -> torch.Tensor:
     """Mean valid first-token accuracy of instruction-less prompts with each task's vector added:
     ``[head counts, layers, scales]`` over ``settings.head_counts`` x
     ``settings.sweep_layers(n_layers)`` x ``settings.scales``."""
-    valid = {t.name: corrupted_prompts(t, "valid", "removed", n=None, seed=seed, fmt=fmt) for t in tasks}
+    valid = {t.name: corrupted_prompts(t, "valid", "removed", n=None, seed=seed, fmt=lm.fmt) for t in tasks}
     layers = settings.sweep_layers(next(iter(scans.values())).effects.shape[0])
-    return torch.stack([layer_scale_sweep(model, tokenizer, build_vectors(model, scans, k), valid,
-                                          layers, settings.scales, settings.site)
+    return torch.stack([layer_scale_sweep(lm, build_vectors(lm.model, scans, k), valid, layers, settings.scales,
+                                          settings.site)
                         for k in settings.head_counts])
 
 
-def random_vector_cost(model, tokenizer, scans: dict[str, HeadScan], tasks: Sequence[Task], seed: int = 0, *,
-                       fmt: PromptFormat, settings: ExtractionSettings = ExtractionSettings()) -> torch.Tensor:
+def random_vector_cost(lm: ModelUnderStudy, scans: dict[str, HeadScan], tasks: Sequence[Task], seed: int,
+                       settings: ExtractionSettings) -> torch.Tensor:
     """What a random vector costs the model where it does the task: ``[head counts, layers,
     scales]``, the mean over tasks of the instructed valid prompts' first-token accuracy
     without steering minus with a random vector added at that layer and scale.
@@ -325,17 +325,17 @@ def random_vector_cost(model, tokenizer, scans: dict[str, HeadScan], tasks: Sequ
     :func:`evaluate_intervention` does. A cell where noise of the vector's size already breaks
     instructed prompts is one where adding anything is destructive, and a gain there says
     little (:func:`scale_allowed`)."""
-    instructed = {t.name: clean_prompts(t, "valid", "instructed", n=None, seed=seed, fmt=fmt) for t in tasks}
+    instructed = {t.name: clean_prompts(t, "valid", "instructed", n=None, seed=seed, fmt=lm.fmt) for t in tasks}
     layers = settings.sweep_layers(next(iter(scans.values())).effects.shape[0])
-    base = {name: steered_first_token_accuracy(model, tokenizer, ps.prompts, ps.answers, None, None)
+    base = {name: steered_first_token_accuracy(lm, ps.prompts, ps.answers, None, None)
             for name, ps in instructed.items()}
     grid = torch.zeros(len(settings.head_counts), len(layers), len(settings.scales))
     cells = list(itertools.product(layers, settings.scales))
     for a, k in enumerate(settings.head_counts):
-        vectors = build_vectors(model, scans, k)
+        vectors = build_vectors(lm.model, scans, k)
         randoms = {name: random_vector_like(vectors[name].vector, sub_seed(seed, i)) for i, name in enumerate(instructed)}
         steers = {name: [(randoms[name], Steering(*cell, settings.site)) for cell in cells] for name in instructed}
-        steered = {name: dict(zip(cells, _accuracies(model, tokenizer, ps, steers[name])))
+        steered = {name: dict(zip(cells, _accuracies(lm, ps, steers[name])))
                    for name, ps in instructed.items()}
         for b, layer in enumerate(layers):
             for c, scale in enumerate(settings.scales):
@@ -371,21 +371,19 @@ def best_setting(grid: torch.Tensor, settings: ExtractionSettings, n_layers: int
     return settings.head_counts[k_index], layers[layer_index], settings.scales[scale_index]
 
 
-def score_vectors(model, tokenizer, tasks: Sequence[Task], vectors: dict[str, InstructionVector],
-                  steering: Steering, seed: int = 0, *, fmt: PromptFormat,
-                  settings: ExtractionSettings = ExtractionSettings()) -> list[InterventionScores]:
+def score_vectors(lm: ModelUnderStudy, tasks: Sequence[Task], vectors: dict[str, InstructionVector],
+                  steering: Steering, seed: int, settings: ExtractionSettings) -> list[InterventionScores]:
     """Every task's test scores with its vector added as ``steering`` says
     (:func:`evaluate_intervention`, ``settings.n_random`` random controls); the other-task
     control for task ``i`` is task ``i + 1``'s vector (cyclically)."""
     names = [t.name for t in tasks]
-    return [evaluate_intervention(model, tokenizer, t, vectors[t.name], vectors[names[(i + 1) % len(names)]],
-                                  steering, seed, n_random=settings.n_random, split="test", fmt=fmt)
+    return [evaluate_intervention(lm, t, vectors[t.name], vectors[names[(i + 1) % len(names)]], steering, seed,
+                                  n_random=settings.n_random, split="test")
             for i, t in enumerate(tasks)]
 
 
-def extract_and_test(model, tokenizer, tasks: Sequence[Task], seed: int = 0,
-                     settings: ExtractionSettings = ExtractionSettings(), progress: bool = False, *,
-                     fmt: PromptFormat) -> Extraction:
+def extract_and_test(lm: ModelUnderStudy, tasks: Sequence[Task], seed: int, settings: ExtractionSettings,
+                     progress: bool = False) -> Extraction:
     """Scan every task on train prompts, choose k / layer / scale on valid, report on test.
 
     :func:`scan_tasks`, then :func:`sweep` and :func:`best_setting` on the valid split, then
@@ -396,17 +394,15 @@ def extract_and_test(model, tokenizer, tasks: Sequence[Task], seed: int = 0,
     """
     if len(tasks) < 2:
         raise ValueError("give at least two tasks: each task's vector is controlled by another task's")
-    scans = scan_tasks(model, tokenizer, tasks, settings.n_prompts, seed, fmt=fmt, settings=settings,
-                       progress=progress)
-    grid = sweep(model, tokenizer, scans, tasks, seed, fmt=fmt, settings=settings)
+    scans = scan_tasks(lm, tasks, settings.n_prompts, seed, settings, progress=progress)
+    grid = sweep(lm, scans, tasks, seed, settings)
     cost, allowed = None, None
     if settings.max_random_cost is not None:
-        cost = random_vector_cost(model, tokenizer, scans, tasks, seed, fmt=fmt, settings=settings)
+        cost = random_vector_cost(lm, scans, tasks, seed, settings)
         allowed = scale_allowed(cost, settings.max_random_cost)
     k, layer, scale = best_setting(grid, settings, scans[tasks[0].name].effects.shape[0], allowed)
-    vectors = build_vectors(model, scans, k)
-    scores = score_vectors(model, tokenizer, tasks, vectors, Steering(layer, scale, settings.site), seed, fmt=fmt,
-                           settings=settings)
+    vectors = build_vectors(lm.model, scans, k)
+    scores = score_vectors(lm, tasks, vectors, Steering(layer, scale, settings.site), seed, settings)
     return Extraction(scans, grid, k, layer, scale, vectors, scores, settings, cost)
 
 

@@ -30,6 +30,7 @@ from ivedu.evaluation import AbilityScores, exact_match_score, score_abilities
 from ivedu.generation import model_device
 from ivedu.prompts import PromptFormat
 from ivedu.settings import sub_seed
+from ivedu.study import ModelUnderStudy
 from ivedu.world import Task
 
 METHODS = ("full", "lora")
@@ -82,10 +83,10 @@ def linear_module_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def task_sequences(tokenizer, task: Task, split: str = "train",
-                   *, fmt: PromptFormat) -> list[TrainingSequence]:
-    """Every example of ``split`` under every instruction phrasing (prompts in ``fmt``), answer-only labels."""
-    return [instructed_sequence(tokenizer, task, ex, p, fmt=fmt)
+def task_sequences(lm: ModelUnderStudy, task: Task, split: str = "train") -> list[TrainingSequence]:
+    """Every example of ``split`` under every instruction phrasing (prompts in ``lm.fmt``, tokens of
+    ``lm.tokenizer``), answer-only labels."""
+    return [instructed_sequence(lm.tokenizer, task, ex, p, fmt=lm.fmt)
             for ex in task.split(split) for p in range(len(task.instructions))]
 
 
@@ -148,7 +149,8 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
-    sequences = task_sequences(tokenizer, task, split, fmt=fmt)
+    lm = ModelUnderStudy(model, tokenizer, fmt)
+    sequences = task_sequences(lm, task, split)
     if not sequences:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
     if eval_examples is not None and eval_examples < 1:
@@ -194,7 +196,7 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
             on_step(step, result.losses[-1])
         if stop_at is not None and (step + 1) % eval_every == 0:
             tuned.eval()
-            score = exact_match_score(tuned, tokenizer, checked, eval_split, fmt=fmt)
+            score = exact_match_score(lm.with_model(tuned), checked, eval_split)
             tuned.train()
             result.checks.append((step + 1, score))
             if score >= stop_at:
@@ -259,10 +261,9 @@ class SequenceResult:
     model: nn.Module
 
 
-def sequence_scores(model: nn.Module, tokenizer, tasks: Sequence[Task], split: str = "test",
-                    *, fmt: PromptFormat) -> list[float]:
+def sequence_scores(lm: ModelUnderStudy, tasks: Sequence[Task], split: str = "test") -> list[float]:
     """Exact match of each of ``tasks`` on ``split`` under its instruction: a row of ``R``."""
-    return [exact_match_score(model, tokenizer, t, split, fmt=fmt) for t in tasks]
+    return [exact_match_score(lm, t, split) for t in tasks]
 
 
 def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, method: str = "full",
@@ -298,9 +299,11 @@ def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, met
     if baseline is not None and len(baseline) != len(tasks):
         raise ValueError(f"{len(baseline)} baseline scores for {len(tasks)} tasks")
 
+    lm = ModelUnderStudy(model, tokenizer, fmt)
+
     def score(m, new: Sequence[float] | None = None) -> tuple[list[float], list[AbilityScores]]:
-        new = list(new) if new is not None else sequence_scores(m, tokenizer, tasks, split, fmt=fmt)
-        return new, score_abilities(m, tokenizer, general_tasks, general_split, k, fmt=fmt) if general_tasks else []
+        new = list(new) if new is not None else sequence_scores(lm.with_model(m), tasks, split)
+        return new, score_abilities(lm.with_model(m), general_tasks, general_split, k) if general_tasks else []
 
     baseline, general0 = score(model, baseline)
     R = np.zeros((len(tasks), len(tasks)))

@@ -193,11 +193,15 @@ def _takes_cache(model: torch.nn.Module) -> bool:
 
 @torch.no_grad()
 def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                    max_new_tokens: int = 6, batch_size: int = 128, stop: Sequence[str] = (";",), *,
+                    max_new_tokens: int = 6, batch_size: int = 128, *, stop: Sequence[str],
                     prompt_context: Callable[[], AbstractContextManager] = nullcontext,
                     step_context: Callable[[], AbstractContextManager] = nullcontext,
                     use_cache: bool = True) -> list[str]:
     """Greedy continuations of each prompt, cut at EOS or at any ``stop`` string, stripped.
+
+    ``stop``: the prompt format's end of an answer (:attr:`ivedu.prompts.PromptFormat.stop`:
+    ``";"`` in the tiny format, a chat template's end of turn, cut at its token id where it is a
+    special token); ``()``: EOS alone.
 
     The prompt runs once and each new token is one more forward pass of length 1 over the key-value
     cache, as ``generate`` does; with ``use_cache=False``, or a model whose forward keeps no
@@ -210,19 +214,20 @@ def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     """
     ids = prompt_ids(tokenizer, prompts)
     check_fits(model, ids, max_new_tokens, f"prompt plus {max_new_tokens} generated tokens")
+    ends = _end_ids(tokenizer, stop)
     texts: list[str] = []
     for sl in batches(len(ids), batch_size):
         batch = encode_batch(tokenizer, ids[sl], model_device(model))
         rows = _greedy_rows(model, tokenizer, batch, max_new_tokens, prompt_context, step_context,
                             use_cache and _takes_cache(model))
-        texts.extend(_decode(tokenizer, row, stop) for row in rows)
+        texts.extend(_decode(tokenizer, row, stop, ends) for row in rows)
     return texts
 
 
 @torch.no_grad()
 def greedy_generate_each(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                         contexts: Sequence[tuple[Context, Context]], max_new_tokens: int = 6, batch_size: int = 128,
-                         stop: Sequence[str] = (";",)) -> list[list[str]]:
+                         contexts: Sequence[tuple[Context, Context]], max_new_tokens: int = 6, batch_size: int = 128, *,
+                         stop: Sequence[str]) -> list[list[str]]:
     """Per ``(prompt_context, step_context)`` pair, :func:`greedy_generate` under it.
 
     As in :func:`last_token_logits_each`, each ``prompt_context`` must act at the prompt's last
@@ -231,6 +236,7 @@ def greedy_generate_each(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     keeps no cache, each pair runs :func:`greedy_generate`'s plain loop."""
     ids = prompt_ids(tokenizer, prompts)
     check_fits(model, ids, max_new_tokens, f"prompt plus {max_new_tokens} generated tokens")
+    ends = _end_ids(tokenizer, stop)
     texts: list[list[str]] = [[] for _ in contexts]
     for sl in batches(len(ids), batch_size):
         batch = encode_batch(tokenizer, ids[sl], model_device(model))
@@ -238,15 +244,23 @@ def greedy_generate_each(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
         for out, (prompt_context, step_context) in zip(texts, contexts):
             rows = _greedy_rows(model, tokenizer, batch, max_new_tokens, prompt_context, step_context,
                                 prefix is not None, prefix)
-            out.extend(_decode(tokenizer, row, stop) for row in rows)
+            out.extend(_decode(tokenizer, row, stop, ends) for row in rows)
     return texts
 
 
-def _decode(tokenizer: PreTrainedTokenizerBase, row: list[int], stop: Sequence[str]) -> str:
-    """A generated row as text: cut at EOS and at any ``stop`` string, whitespace collapsed."""
-    if tokenizer.eos_token_id in row:
-        row = row[: row.index(tokenizer.eos_token_id)]
-    text = tokenizer.decode(row, skip_special_tokens=True)
+def _end_ids(tokenizer: PreTrainedTokenizerBase, stop: Sequence[str]) -> set[int]:
+    """The token ids an answer ends at: EOS, and each ``stop`` string the tokenizer holds as one
+    special token (a chat template's ``<|im_end|>`` or ``<end_of_turn>``), which decoding drops,
+    so that its text never shows to be cut at."""
+    special = set(tokenizer.all_special_tokens)
+    return {tokenizer.eos_token_id} | {tokenizer.convert_tokens_to_ids(s) for s in stop if s in special}
+
+
+def _decode(tokenizer: PreTrainedTokenizerBase, row: list[int], stop: Sequence[str], ends: set[int]) -> str:
+    """A generated row as text: cut at the first of ``ends`` (:func:`_end_ids`) and at any ``stop``
+    string, whitespace collapsed."""
+    cut = next((i for i, token in enumerate(row) if token in ends), len(row))
+    text = tokenizer.decode(row[:cut], skip_special_tokens=True)
     for s in stop:
         text = text.split(s)[0]
     return " ".join(text.split())

@@ -234,8 +234,7 @@ def new_task_vectors(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Setti
     do the task -- the report measures which, before any training relies on it.
     """
     g = settings.guided
-    scans = scan_tasks(lm.model, lm.tokenizer, tasks, g.vector_prompts, seed, fmt=lm.fmt,
-                       settings=settings.extraction, progress=progress)
+    scans = scan_tasks(lm, tasks, g.vector_prompts, seed, settings.extraction, progress=progress)
     vectors = build_vectors(lm.model, scans, g.vector_heads)
     reports = {}
     for task in tasks:
@@ -243,7 +242,7 @@ def new_task_vectors(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Setti
         bare = corrupted_prompts(task, "valid", "removed", n=None, seed=seed, fmt=lm.fmt)
 
         def accuracy(vector: torch.Tensor | None) -> float:
-            return steered_first_token_accuracy(lm.model, lm.tokenizer, bare.prompts, bare.answers, vector,
+            return steered_first_token_accuracy(lm, bare.prompts, bare.answers, vector,
                                                 Steering(g.loss.layer, g.loss.scale, g.loss.site))
 
         reports[task.name] = VectorReport(task.name, iv.heads, iv.norm, scan.clean_prob, scan.corrupted_prob,

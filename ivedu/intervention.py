@@ -27,6 +27,7 @@ from ivedu.generation import greedy_generate, greedy_generate_each, last_token_l
 from ivedu.hooks import add_to_residual
 from ivedu.mediation import Head, first_answer_tokens
 from ivedu.prompts import answer_ids
+from ivedu.study import ModelUnderStudy
 
 
 @dataclass(frozen=True)
@@ -111,35 +112,35 @@ def _steering(model, vector: torch.Tensor | None, steering: Steering | None, eac
     return steer
 
 
-def steered_first_token_hits(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+def steered_first_token_hits(lm: ModelUnderStudy, prompts: Sequence[str], answers: Sequence[str],
                              vector: torch.Tensor | None, steering: Steering | None) -> list[bool]:
     """Per prompt, whether its most likely next token is the answer's first token, with
     ``vector`` added as ``steering`` says (``None``: no vector)."""
-    with _steering(model, vector, steering)():
-        return first_token_accuracy(model, tokenizer, prompts, answers)
+    with _steering(lm.model, vector, steering)():
+        return first_token_accuracy(lm, prompts, answers)
 
 
-def steered_first_token_hits_each(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+def steered_first_token_hits_each(lm: ModelUnderStudy, prompts: Sequence[str], answers: Sequence[str],
                                   steers: Sequence[Steer]) -> list[list[bool]]:
     """Per ``(vector, steering)`` of ``steers``, what :func:`steered_first_token_hits` gives:
     the same prompts under many steerings for about the price of one pass
     (:func:`ivedu.generation.last_token_logits_each`: each vector acts at the last token only, so
     the positions before it are computed once)."""
-    contexts = [_steering(model, vector, steering, each=True) for vector, steering in steers]
-    firsts = first_answer_tokens(tokenizer, prompts, answers)
+    contexts = [_steering(lm.model, vector, steering, each=True) for vector, steering in steers]
+    firsts = first_answer_tokens(lm.tokenizer, prompts, answers)
     return [(logits.argmax(-1) == firsts).tolist()
-            for logits in last_token_logits_each(model, tokenizer, prompts, contexts)]
+            for logits in last_token_logits_each(lm.model, lm.tokenizer, prompts, contexts)]
 
 
-def steered_first_token_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+def steered_first_token_accuracy(lm: ModelUnderStudy, prompts: Sequence[str], answers: Sequence[str],
                                  vector: torch.Tensor | None, steering: Steering | None) -> float:
     """Share of prompts whose most likely next token is the answer's first token, with
     ``vector`` added as ``steering`` says (``None``: no vector)."""
-    hits = steered_first_token_hits(model, tokenizer, prompts, answers, vector, steering)
+    hits = steered_first_token_hits(lm, prompts, answers, vector, steering)
     return sum(hits) / len(hits)
 
 
-def steered_answers(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+def steered_answers(lm: ModelUnderStudy, prompts: Sequence[str], answers: Sequence[str],
                     vector: torch.Tensor | None, steering: Steering | None, on_generated: bool = False,
                     batch_size: int = 64) -> list[str]:
     """The greedy answers to ``prompts`` with ``vector`` added as ``steering`` says: what
@@ -150,34 +151,35 @@ def steered_answers(model, tokenizer, prompts: Sequence[str], answers: Sequence[
     token). ``on_generated=True`` also adds the vector at every generated token, as the
     reference code's KV-cached ``generate`` does; the default adds it once, at the last prompt
     token where the first-token metric adds it, and lets the answer's later tokens read it
-    through attention (the prompt's cached keys and values carry it)."""
+    through attention (the prompt's cached keys and values carry it). Each answer ends where
+    ``lm.fmt`` ends one (:attr:`ivedu.prompts.PromptFormat.stop`)."""
     if not prompts:
         raise ValueError("no prompts given")
-    max_new = max(len(answer_ids(tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
-    steer = _steering(model, vector, steering)
-    return greedy_generate(model, tokenizer, list(prompts), max_new_tokens=max_new, batch_size=batch_size,
-                           prompt_context=steer, step_context=steer if on_generated else nullcontext)
+    max_new = max(len(answer_ids(lm.tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
+    steer = _steering(lm.model, vector, steering)
+    return greedy_generate(lm.model, lm.tokenizer, list(prompts), max_new_tokens=max_new, batch_size=batch_size,
+                           stop=lm.fmt.stop, prompt_context=steer, step_context=steer if on_generated else nullcontext)
 
 
-def steered_answers_each(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], steers: Sequence[Steer],
+def steered_answers_each(lm: ModelUnderStudy, prompts: Sequence[str], answers: Sequence[str], steers: Sequence[Steer],
                          on_generated: bool = False, batch_size: int = 64) -> list[list[str]]:
     """Per ``(vector, steering)`` of ``steers``, what :func:`steered_answers` gives, the
     prompts' positions before the last computed once for all of them
     (:func:`ivedu.generation.greedy_generate_each`)."""
     if not prompts:
         raise ValueError("no prompts given")
-    max_new = max(len(answer_ids(tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
+    max_new = max(len(answer_ids(lm.tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
     contexts = []
     for vector, steering in steers:
-        steer = _steering(model, vector, steering, each=True)
+        steer = _steering(lm.model, vector, steering, each=True)
         contexts.append((steer, steer if on_generated else nullcontext))
-    return greedy_generate_each(model, tokenizer, list(prompts), contexts, max_new_tokens=max_new,
-                                batch_size=batch_size)
+    return greedy_generate_each(lm.model, lm.tokenizer, list(prompts), contexts, max_new_tokens=max_new,
+                                batch_size=batch_size, stop=lm.fmt.stop)
 
 
-def steered_exact_match(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+def steered_exact_match(lm: ModelUnderStudy, prompts: Sequence[str], answers: Sequence[str],
                         vector: torch.Tensor | None, steering: Steering | None, on_generated: bool = False,
                         batch_size: int = 64) -> float:
     """Greedy exact match of :func:`steered_answers` against ``answers``, in [0, 1]."""
-    predictions = steered_answers(model, tokenizer, prompts, answers, vector, steering, on_generated, batch_size)
+    predictions = steered_answers(lm, prompts, answers, vector, steering, on_generated, batch_size)
     return sum(exact_match(predictions, answers)) / len(answers)

@@ -2,9 +2,10 @@
 
 Every measurement of the book writes prompts, and a prompt is only right in the format the
 model was instruction-tuned with: the tiny format for the tiny model, the model's own chat
-template for a real one (:func:`ivedu.prompts.chat_format`). A :class:`ModelUnderStudy` keeps
-the three together, so no step can score a chat model in the tiny format by forgetting an
-argument. Chapters and commands start with::
+template for a real one (:func:`ivedu.prompts.chat_format`), which also says where a generated
+answer ends (:attr:`ivedu.prompts.PromptFormat.stop`). A :class:`ModelUnderStudy` keeps the three
+together and every step of the method takes it whole, so no step can score a chat model in the
+tiny format by forgetting an argument. Chapters and commands start with::
 
     s = settings("ch1", PROFILE)
     lm = load_study(s)        # the model, its tokenizer, its prompt format
@@ -195,7 +196,7 @@ def known_task(lm: ModelUnderStudy, task: Task) -> Task:
             return replace(task, **{split: tuple(task.split(split)[i] for i in kept[split]) for split in SPLITS})
         except (ValueError, KeyError, IndexError, TypeError):
             pass  # unreadable: computed again and rewritten below
-    known = known_examples(lm.model, lm.tokenizer, task, fmt=lm.fmt)
+    known = known_examples(lm, task)
     kept = {split: _positions(task.split(split), known.split(split)) for split in SPLITS}
     save_result(kept, path)  # the atomic JSON write of results/, reused
     return known

@@ -64,14 +64,15 @@ class TeachingReport:
     after: dict[str, float]
 
 
-def teaching_sequences(tokenizer, tasks: Sequence[Task], settings: TeachingSettings, *, fmt) -> list[TrainingSequence]:
+def teaching_sequences(lm, tasks: Sequence[Task], settings: TeachingSettings) -> list[TrainingSequence]:
     """``settings.examples_per_task`` training sequences per task, from its train split only.
 
     Each is an (example, instruction phrasing) pair written as the study writes its prompts
-    (``fmt``), learning the answer and EOS. A task with at most :data:`FEW_LABELS` distinct
-    answers draws its labels in turn (positive, negative, positive, ...): taught from an
-    unbalanced sample, a label becomes the model's default answer, and a vector that pushes it
-    would then pass for the task. Pairs are drawn without repeating until all are used.
+    (``lm.fmt``, tokens of ``lm.tokenizer``), learning the answer and EOS. A task with at most
+    :data:`FEW_LABELS` distinct answers draws its labels in turn (positive, negative, positive,
+    ...): taught from an unbalanced sample, a label becomes the model's default answer, and a
+    vector that pushes it would then pass for the task. Pairs are drawn without repeating until
+    all are used.
     """
     rng = random.Random(settings.seed)
     out: list[TrainingSequence] = []
@@ -91,7 +92,7 @@ def teaching_sequences(tokenizer, tasks: Sequence[Task], settings: TeachingSetti
             i = len(drawn) % len(pools)
             drawn.append(pools[i][cursor[i] % len(pools[i])])
             cursor[i] += 1
-        out += [instructed_sequence(tokenizer, task, ex, p, fmt=fmt) for ex, p in drawn]
+        out += [instructed_sequence(lm.tokenizer, task, ex, p, fmt=lm.fmt) for ex, p in drawn]
     rng.shuffle(out)
     return out
 
@@ -100,7 +101,7 @@ def train_stage(lm, tasks: Sequence[Task], settings: TeachingSettings, progress:
     """A LoRA (``settings``) trained on :func:`teaching_sequences` of ``tasks``, on a copy of
     ``lm.model``: ``(peft model, per-step losses, seconds)``. AdamW, ten steps of warm-up, then
     a constant rate; gradients clipped at norm 1, as in :func:`ivedu.finetune.finetune`."""
-    sequences = teaching_sequences(lm.tokenizer, tasks, settings, fmt=lm.fmt)
+    sequences = teaching_sequences(lm, tasks, settings)
     model = lora_model(copy.deepcopy(lm.model), settings.lora_rank, settings.lora_alpha, seed=settings.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
@@ -128,8 +129,8 @@ def train_stage(lm, tasks: Sequence[Task], settings: TeachingSettings, progress:
 def report_scores(lm, tasks: Sequence[Task]) -> dict[str, float]:
     """Exact match under the first instruction on the first :data:`REPORT_EXAMPLES` valid
     examples of each task: how far the stage took each task."""
-    return {t.name: exact_match_score(lm.model, lm.tokenizer, first_examples(t, "valid", REPORT_EXAMPLES), "valid",
-                                      phrasings=[0], fmt=lm.fmt) for t in tasks}
+    return {t.name: exact_match_score(lm, first_examples(t, "valid", REPORT_EXAMPLES), "valid", phrasings=[0])
+            for t in tasks}
 
 
 def save_stage(model, report: TeachingReport, folder: Path) -> Path:

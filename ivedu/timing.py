@@ -60,17 +60,15 @@ def measure_pipeline(lm: ModelUnderStudy, tasks: Sequence[Task], new_task: Task,
     model, tokenizer, fmt, x = lm.model, lm.tokenizer, lm.fmt, settings.extraction
     device = model_device(model)
     rows = []
-    scans, cost = measure("scan (causal mediation)",
-                          lambda: scan_tasks(model, tokenizer, tasks, x.n_prompts, seed, fmt=fmt, settings=x), device)
+    scans, cost = measure("scan (causal mediation)", lambda: scan_tasks(lm, tasks, x.n_prompts, seed, x), device)
     rows.append(cost)
     _, cost = measure("vector (sum of top heads)", lambda: build_vectors(model, scans, x.head_counts[0]), device)
     rows.append(cost)
 
     def sweep_and_test():
-        grid = sweep(model, tokenizer, scans, tasks, seed, fmt=fmt, settings=x)
+        grid = sweep(lm, scans, tasks, seed, x)
         k, layer, scale = best_setting(grid, x, lm.layout.n_layers)
-        return score_vectors(model, tokenizer, tasks, build_vectors(model, scans, k), Steering(layer, scale, x.site),
-                             seed, fmt=fmt, settings=x)
+        return score_vectors(lm, tasks, build_vectors(model, scans, k), Steering(layer, scale, x.site), seed, x)
 
     _, cost = measure("intervention sweep + test", sweep_and_test, device)
     rows.append(cost)

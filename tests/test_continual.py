@@ -51,22 +51,21 @@ def test_methods_are_checked():
         Method("x", "plain", base="adapter")
 
 
-def test_the_replay_buffer_keeps_a_few_examples_of_each_finished_task(tiny, tasks):
-    _, tokenizer = tiny
-    buffer = replay_buffer(tokenizer, tasks, per_task=5, seed=0, fmt=TINY_FORMAT)
+def test_the_replay_buffer_keeps_a_few_examples_of_each_finished_task(lm, tasks):
+    buffer = replay_buffer(lm, tasks, per_task=5, seed=0)
     assert len(buffer) == 10
-    assert buffer == replay_buffer(tokenizer, tasks, per_task=5, seed=0, fmt=TINY_FORMAT)
-    assert buffer != replay_buffer(tokenizer, tasks, per_task=5, seed=1, fmt=TINY_FORMAT)
-    first = set(map(tuple, (s.input_ids for s in task_sequences(tokenizer, tasks[0], fmt=TINY_FORMAT))))
+    assert buffer == replay_buffer(lm, tasks, per_task=5, seed=0)
+    assert buffer != replay_buffer(lm, tasks, per_task=5, seed=1)
+    first = set(map(tuple, (s.input_ids for s in task_sequences(lm, tasks[0]))))
     assert sum(tuple(s.input_ids) in first for s in buffer) == 5
     with pytest.raises(ValueError, match="empty"):
         ReplayObjective([], 0, 4, 1.0, 0)
 
 
-def test_replay_adds_the_replayed_batch_loss(tiny, tasks):
-    model, tokenizer = tiny
-    buffer = replay_buffer(tokenizer, tasks[:1], per_task=4, seed=0, fmt=TINY_FORMAT)
-    batch = collate(task_sequences(tokenizer, tasks[1], fmt=TINY_FORMAT)[:4], tokenizer.pad_token_id)
+def test_replay_adds_the_replayed_batch_loss(lm, tasks):
+    model, tokenizer = lm.model, lm.tokenizer
+    buffer = replay_buffer(lm, tasks[:1], per_task=4, seed=0)
+    batch = collate(task_sequences(lm, tasks[1])[:4], tokenizer.pad_token_id)
     objective = ReplayObjective(buffer, tokenizer.pad_token_id, batch_size=4, weight=0.5, seed=0)
     with torch.no_grad():
         expected = model(**batch).loss + 0.5 * model(**collate(buffer, tokenizer.pad_token_id)).loss
@@ -74,12 +73,12 @@ def test_replay_adds_the_replayed_batch_loss(tiny, tasks):
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_fisher_is_non_negative_has_every_weight_and_restores_the_flags(tiny, tasks):
-    model, tokenizer = tiny
+def test_fisher_is_non_negative_has_every_weight_and_restores_the_flags(lm, tasks):
+    model, tokenizer = lm.model, lm.tokenizer
     frozen = copy.deepcopy(model)
     for p in frozen.parameters():
         p.requires_grad_(False)
-    fisher = fisher_diagonal(frozen, tokenizer, task_sequences(tokenizer, tasks[0], fmt=TINY_FORMAT)[:3])
+    fisher = fisher_diagonal(frozen, tokenizer, task_sequences(lm, tasks[0])[:3])
     params = dict(frozen.named_parameters())
     assert set(fisher) == set(params)
     assert all(f.shape == params[n].shape and (f >= 0).all() for n, f in fisher.items())
@@ -166,23 +165,21 @@ def test_guided_training_with_full_fine_tuning(lm, world, tasks, vectors):
     assert run.history[1][0]["kl_all"] == pytest.approx(0.0, abs=1e-6)  # a full copy starts equal to its teacher at every stage
 
 
-def test_the_prompt_format_reaches_replay_and_general_scores(tiny, world, tasks, monkeypatch):
+def test_the_prompt_format_reaches_replay_and_general_scores(lm, world, tasks, monkeypatch):
     import ivedu.evaluation as evaluation
     from ivedu.continual import general_scores
     from ivedu.prompts import PromptFormat
 
-    _, tokenizer = tiny
-    marked = PromptFormat(input_prefix="question :", output_prefix="answer :")
-    assert (replay_buffer(tokenizer, tasks, per_task=3, seed=0, fmt=marked)
-            != replay_buffer(tokenizer, tasks, 3, 0, fmt=TINY_FORMAT))
+    marked = dataclasses.replace(lm, fmt=PromptFormat(input_prefix="question :", output_prefix="answer :"))
+    assert replay_buffer(marked, tasks, per_task=3, seed=0) != replay_buffer(lm, tasks, 3, 0)
     seen = []
 
-    def capture(model, tokenizer, name, prompts, golds):
+    def capture(lm, name, prompts, golds):
         seen.extend(prompts)
         return evaluation.InstructionScore(name, len(prompts), 0.0, 0.0, 0.0)
 
     monkeypatch.setattr(evaluation, "_generation_score", capture)
-    general_scores(ModelUnderStudy(tiny[0], tokenizer, marked), [small(world.task("first"))], "valid", k=2)
+    general_scores(marked, [small(world.task("first"))], "valid", k=2)
     assert seen and all(p.startswith("question :") and p.endswith("answer :") for p in seen)
 
 

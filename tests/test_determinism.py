@@ -9,6 +9,7 @@ import ivedu
 from ivedu.extraction import build_vectors, clean_prompts, corrupted_prompts, scan_task
 from ivedu.toy import TinyConfig, train_tiny_model
 from ivedu.prompts import TINY_FORMAT
+from ivedu.study import ModelUnderStudy
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
 
@@ -17,7 +18,7 @@ SMALL = TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=
 
 
 def scans(model, tok, tasks, seed):
-    return {t.name: scan_task(model, tok, t, clean_prompts(t, n=8, seed=seed, fmt=FMT),
+    return {t.name: scan_task(ModelUnderStudy(model, tok, FMT), t, clean_prompts(t, n=8, seed=seed, fmt=FMT),
                               corrupted_prompts(t, n=8, seed=seed, fmt=FMT))
             for t in tasks}
 

@@ -18,8 +18,11 @@ from ivedu.dynamics import (Checkpoint, Fits, OverlayPoint, Restoration, SeedRun
 from ivedu.finetune import finetune, lora_model
 from ivedu.intervention import Steering, steered_first_token_accuracy
 from ivedu.prompts import TINY_FORMAT
-from ivedu.settings import DynamicsSettings, FinetuneSettings, sub_seed
+from ivedu.settings import DynamicsSettings, ExtractionSettings, FinetuneSettings, sub_seed
 from ivedu.study import ModelUnderStudy
+
+
+SCAN = ExtractionSettings()  # chapter 2's scan: instructed clean prompts, the instruction removed in the corrupted
 
 
 @pytest.fixture(scope="module")
@@ -90,18 +93,17 @@ def test_projections_on_unit_directions():
 
 
 def test_choose_steering_picks_the_best_valid_setting(lm, world):
-    model, tokenizer = lm.model, lm.tokenizer
     task = world.task("plural")
-    vector = extract_vectors(lm, [task], k=2, n_prompts=16).vectors["plural"].vector
+    vector = extract_vectors(lm, [task], 2, 16, 0, SCAN).vectors["plural"].vector
     prompts = instructed_set(task, "valid", fmt=TINY_FORMAT)
-    chosen = choose_steering(model, tokenizer, prompts, vector, layers=[0, 2], scales=[0.5, 8.0], site="attention")
-    grid = {(layer, scale): steered_first_token_accuracy(model, tokenizer, prompts.prompts, prompts.answers,
-                                                         vector, Steering(layer, scale, "attention"))
+    chosen = choose_steering(lm, prompts, vector, layers=[0, 2], scales=[0.5, 8.0], site="attention")
+    grid = {(layer, scale): steered_first_token_accuracy(lm, prompts.prompts, prompts.answers, vector,
+                                                         Steering(layer, scale, "attention"))
             for layer in (0, 2) for scale in (0.5, 8.0)}
     assert (chosen.steering.layer, chosen.steering.scale) in grid and chosen.steering.site == "attention"
     assert chosen.valid_accuracy == max(grid.values())
     with pytest.raises(ValueError, match="at least one layer"):
-        choose_steering(model, tokenizer, prompts, vector, layers=[], scales=[1.0], site="attention")
+        choose_steering(lm, prompts, vector, layers=[], scales=[1.0], site="attention")
 
 
 def test_watch_training_observes_without_changing_training(tiny, world):
@@ -119,7 +121,7 @@ def test_watch_training_observes_without_changing_training(tiny, world):
 
 def test_an_unchanged_model_keeps_its_vectors(lm, world):
     tasks = [world.task("plural"), world.task("first")]
-    start = extract_vectors(lm, tasks, k=2, n_prompts=16)
+    start = extract_vectors(lm, tasks, 2, 16, 0, SCAN)
     rows = compare_stage(lm.model, lm, tasks, start, start)
     assert list(rows) == ["plural", "first"]
     for name, row in rows.items():
@@ -135,7 +137,7 @@ def test_an_unchanged_model_keeps_its_vectors(lm, world):
 
 def test_restoration_reports_the_vector_and_its_random_control(lm, world):
     task = world.task("plural")
-    vector = extract_vectors(lm, [task], k=2, n_prompts=16).vectors["plural"].vector
+    vector = extract_vectors(lm, [task], 2, 16, 0, SCAN).vectors["plural"].vector
     every_layer = DynamicsSettings(scales=(1.0,), layers=None)
     row = restoration(lm.model, lm, [task], {"plural": vector}, every_layer)["plural"]
     assert isinstance(row, Restoration)
@@ -152,8 +154,8 @@ def test_restoration_reports_the_vector_and_its_random_control(lm, world):
 def test_analyse_stage_restores_and_subtracts(lm, world):
     tasks = [world.task("plural"), world.task("first")]
     settings = DynamicsSettings(heads=2, n_prompts=16, scales=(1.0,), layers=(1,))
-    start = extract_vectors(lm, tasks, settings.heads, settings.n_prompts)
-    rows, now = analyse_stage(lm.model, lm, tasks, start, world.task("first_french"), 0, settings)
+    start = extract_vectors(lm, tasks, settings.heads, settings.n_prompts, 0, SCAN)
+    rows, now = analyse_stage(lm.model, lm, tasks, start, world.task("first_french"), 0, settings, extraction=SCAN)
     assert set(now.vectors) == {"plural", "first", "first_french"}  # the new task's vector is the one subtracted
     for name, row in rows.items():
         assert row.iv_cosine == pytest.approx(1.0)  # same model, same prompts: the same vector
@@ -161,7 +163,8 @@ def test_analyse_stage_restores_and_subtracts(lm, world):
         assert (row.subtracted.layer, row.subtracted.scale) == (1, -1.0)
         assert row.restored.random_cost <= settings.max_random_cost and row.restored.skipped is None
         assert row.restored.constant_em == constant_score(world.task(name), "test")
-    plain, _ = analyse_stage(lm.model, lm, tasks, start, world.task("first_french"), 0, settings, restore=False)
+    plain, _ = analyse_stage(lm.model, lm, tasks, start, world.task("first_french"), 0, settings, restore=False,
+                             extraction=SCAN)
     assert all(row.restored is None for row in plain.values())
     assert plain["plural"] == replace(rows["plural"], restored=None, subtracted=None)
 
@@ -232,7 +235,7 @@ def test_run_seed_trains_as_finetune_sequence_and_watches_the_first_stage(lm, wo
     sequence = [_small(world.task("first_french")), _small(world.task("last_french"))]
     settings = DynamicsSettings(heads=2, n_prompts=8, scales=(1.0,), layers=(0,), watch_every=2, watch_prompts=2)
     training = FinetuneSettings(max_steps=4, stop_at=None, warmup_steps=1)
-    run = run_seed(lm, general, sequence, 3, settings, training)
+    run = run_seed(lm, general, sequence, 3, settings, training, SCAN)
     assert [s.stage for s in run.stages] == [0, 1, 2]
     assert [s.task for s in run.stages] == [None, "first_french", "last_french"]
     assert [s.steps for s in run.stages] == [None, 4, 4]
@@ -245,7 +248,7 @@ def test_run_seed_trains_as_finetune_sequence_and_watches_the_first_stage(lm, wo
     assert run.stages[1].rows["plural"].param_distance == pytest.approx(parameter_distance(lm.model, alone))
     # The step-0 snapshot is the original model's state: the overlay starts from it.
     prompts, owners = watch_prompts(general, 2, fmt=lm.fmt)
-    start = extract_vectors(lm, general, 2, 8, 3)
+    start = extract_vectors(lm, general, 2, 8, 3, SCAN)
     first = overlay([(0, residual_states(lm.model, lm.tokenizer, prompts))], owners, start,
                     start.vectors["plural"].vector)[0]
     assert run.stages[1].overlay[0].old == pytest.approx(first.old)
@@ -256,10 +259,10 @@ def test_run_seed_trains_as_finetune_sequence_and_watches_the_first_stage(lm, wo
 
 def test_restoration_never_chooses_a_cell_a_random_vector_breaks(lm, world, monkeypatch):
     task = world.task("plural")
-    vector = extract_vectors(lm, [task], k=2, n_prompts=16).vectors["plural"].vector
+    vector = extract_vectors(lm, [task], 2, 16, 0, SCAN).vectors["plural"].vector
     settings = DynamicsSettings(scales=(0.5, 1.0), layers=(1, 2))
     valid = instructed_set(task, "valid", fmt=lm.fmt)
-    best = choose_steering(lm.model, lm.tokenizer, valid, vector, [1, 2], [0.5, 1.0], "attention").steering  # no rule
+    best = choose_steering(lm, valid, vector, [1, 2], [0.5, 1.0], "attention").steering  # without the rule
     # A cost grid where the cell the valid prompts prefer is the one a random vector breaks.
     grid = {(layer, scale): 0.5 if (layer, scale) == (best.layer, best.scale) else 0.0
             for layer in (1, 2) for scale in (0.5, 1.0)}
@@ -271,19 +274,19 @@ def test_restoration_never_chooses_a_cell_a_random_vector_breaks(lm, world, monk
     monkeypatch.setattr(ivedu.dynamics, "random_costs", lambda *args: {cell: 0.3 + 0.1 * i for i, cell in enumerate(grid)})
     skipped = restoration(lm.model, lm, [task], {"plural": vector}, settings)["plural"]
     test = instructed_set(task, "test", fmt=lm.fmt)
-    plain = ivedu.dynamics.steered_scores(lm.model, lm.tokenizer, test, None, None)
+    plain = ivedu.dynamics.steered_scores(lm, test, None, None)
     assert skipped.layer is None and skipped.scale is None and "no safe scale" in skipped.skipped
     assert skipped.random_cost == pytest.approx(0.3)  # the cheapest cell's cost
     assert (skipped.exact_match, skipped.random_exact_match) == (plain["exact_match"], plain["exact_match"])
     with pytest.raises(ValueError, match="no cell of the grid is allowed"):
-        choose_steering(lm.model, lm.tokenizer, valid, vector, [1], [1.0], "attention", allowed=set())
+        choose_steering(lm, valid, vector, [1], [1.0], "attention", allowed=set())
 
 
 def test_a_destructive_scale_is_never_chosen(lm, world):
     task = world.task("plural")
-    vector = extract_vectors(lm, [task], k=2, n_prompts=16).vectors["plural"].vector
+    vector = extract_vectors(lm, [task], 2, 16, 0, SCAN).vectors["plural"].vector
     valid = instructed_set(task, "valid", fmt=lm.fmt)
-    costs = random_costs(lm.model, lm.tokenizer, valid, vector, [1], [0.5, 1000.0], 0, "attention")
+    costs = random_costs(lm, valid, vector, [1], [0.5, 1000.0], 0, "attention")
     settings = DynamicsSettings(scales=(0.5, 1000.0), layers=(1,))
     assert costs[(1, 1000.0)] > settings.max_random_cost >= costs[(1, 0.5)]  # the case is what it should be
     row = restoration(lm.model, lm, [task], {"plural": vector}, settings)["plural"]
@@ -298,10 +301,11 @@ def test_a_destructive_scale_is_never_chosen(lm, world):
 def test_a_checkpoint_of_an_unchanged_model_is_the_original(lm, world):
     general = [_small(world.task("plural")), _small(world.task("first"))]
     settings = DynamicsSettings(heads=2, n_prompts=8)
-    start = extract_vectors(lm, general, 2, 8, 0)
+    start = extract_vectors(lm, general, 2, 8, 0, SCAN)
     original = compare_stage(lm.model, lm, general, start, start)
     # A fresh LoRA adapter changes nothing: merged, it is the original model (and is merged, not compared as is).
-    point = checkpoint(lm.model, lm.with_model(lora_model(copy.deepcopy(lm.model))), general, start, 1, 7, 0, settings)
+    point = checkpoint(lm.model, lm.with_model(lora_model(copy.deepcopy(lm.model))), general, start, 1, 7, 0, settings,
+                       SCAN)
     assert (point.stage, point.step) == (1, 7)
     assert point.rows == original
 
@@ -314,8 +318,8 @@ def test_checkpoints_along_training_leave_the_training_unchanged(lm, world, monk
     real = ivedu.dynamics.finetune_sequence
     monkeypatch.setattr(ivedu.dynamics, "finetune_sequence", lambda *a, **k: trained.append(real(*a, **k)))
     settings = DynamicsSettings(heads=2, n_prompts=8, scales=(1.0,), layers=(1,), watch_every=3, watch_prompts=2)
-    plain = run_seed(lm, general, sequence, 3, settings, training)
-    watched = run_seed(lm, general, sequence, 3, replace(settings, checkpoint_every=2), training)
+    plain = run_seed(lm, general, sequence, 3, settings, training, SCAN)
+    watched = run_seed(lm, general, sequence, 3, replace(settings, checkpoint_every=2), training, SCAN)
     assert plain.checkpoints == ()
     # Every 2 steps of every stage, not step 0 (the stage before's end) nor the stage's end (its own analysis).
     assert [(c.stage, c.step) for c in watched.checkpoints] == [(1, 2), (1, 4), (2, 2), (2, 4)]

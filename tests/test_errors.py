@@ -18,6 +18,7 @@ from ivedu.tokenizer import build_tokenizer
 from ivedu.toy import TinyConfig, train_tiny_model
 from ivedu.world import Example, Task, check_task_examples, custom_task
 from ivedu.prompts import TINY_FORMAT
+from ivedu.study import ModelUnderStudy
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
 
@@ -82,7 +83,7 @@ def test_a_prompt_longer_than_the_context_is_refused_before_any_forward_pass(tin
     with pytest.raises(ValueError, match=message):
         mean_head_activations(model, tok, [prompt_of(130)])
     with pytest.raises(ValueError, match="prompt plus 6 generated tokens is 131 tokens long"):
-        greedy_generate(model, tok, [prompt_of(125)], max_new_tokens=6)
+        greedy_generate(model, tok, [prompt_of(125)], max_new_tokens=6, stop=FMT.stop)
     with pytest.raises(ValueError, match="prompt with its answer is 129 tokens long"):
         answer_logprobs(model, tok, [prompt_of(128)], ["lima"])
     assert last_token_logits(model, tok, [prompt_of(128)]).shape == (1, len(tok))  # exactly full is fine
@@ -129,7 +130,7 @@ def test_a_shared_whole_word_first_token_is_the_task_not_the_tokenizer(tiny, wor
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         first_answer_tokens(tok, bare.prompts[:2], ["[ cat dog ]", "[ dog cat ]"])
-        steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, None, None)
+        steered_first_token_accuracy(ModelUnderStudy(model, tok, FMT), bare.prompts, bare.answers, None, None)
 
 
 def test_one_warning_per_call_names_at_most_five_shared_tokens():

@@ -12,6 +12,7 @@ import ivedu
 from ivedu.evaluation import (AbilityScores, demonstrations, format_abilities, in_context_score,
                               instruction_following_score, knowledge_score, mean_abilities, score_abilities)
 from ivedu.prompts import fewshot_prompt
+from ivedu.study import ModelUnderStudy
 from ivedu.tokenizer import build_tokenizer
 from ivedu.world import Example, Task
 from ivedu.prompts import TINY_FORMAT
@@ -57,7 +58,7 @@ def softmax_at(model, row: str, col: str, tok) -> float:
 
 def test_instruction_following_score_on_known_answers(known):
     model, tok, task = known
-    score = instruction_following_score(model, tok, task, "test", fmt=FMT)
+    score = instruction_following_score(ModelUnderStudy(model, tok, FMT), task, "test")
     assert score.n == 2
     assert score.exact_match == 0.5  # "b" is right for "a", wrong for "d"
     assert score.first_token_accuracy == 0.5
@@ -67,7 +68,7 @@ def test_instruction_following_score_on_known_answers(known):
 
 def test_knowledge_score_on_known_answers(known):
     model, tok, task = known
-    score = knowledge_score(model, tok, task, "test")
+    score = knowledge_score(ModelUnderStudy(model, tok, FMT), task, "test")
     assert score.ranking_accuracy == 0.5  # "is" -> b beats c: right for "a", wrong for "d"
     p_b, p_c = softmax_at(model, "is", "b", tok), softmax_at(model, "is", "c", tok)
     assert p_b / p_c == pytest.approx(math.exp(2), rel=1e-5)
@@ -76,7 +77,7 @@ def test_knowledge_score_on_known_answers(known):
 
 def test_in_context_score_on_known_answers(known):
     model, tok, task = known
-    score = in_context_score(model, tok, task, "test", k=2, fmt=FMT)
+    score = in_context_score(ModelUnderStudy(model, tok, FMT), task, "test", k=2)
     assert score.n == 2 and score.exact_match == 0.5
 
 
@@ -91,7 +92,7 @@ def test_demonstrations_are_deterministic_from_train_and_never_the_query(known):
 
 def test_score_abilities_without_demonstrations_leaves_in_context_empty(known):
     model, tok, task = known
-    (row,) = score_abilities(model, tok, [task], "test", k=0, fmt=FMT)
+    (row,) = score_abilities(ModelUnderStudy(model, tok, FMT), [task], "test", k=0)
     assert row.task == "toy" and row.if_exact_match == 0.5 and row.kn_ranking == 0.5
     assert math.isnan(row.icl_exact_match) and math.isnan(row.icl_answer_prob)
 
@@ -108,12 +109,13 @@ def test_the_shipped_model_follows_and_knows_its_world():
     model, tok = ivedu.load_model("tiny")
     world = ivedu.build_world(0)
     tasks = [world.task("continent"), world.task("last")]
-    rows = score_abilities(model, tok, tasks, "test", k=4, fmt=FMT)
+    rows = score_abilities(ModelUnderStudy(model, tok, FMT), tasks, "test", k=4)
     means = mean_abilities(rows)
     assert means["if_exact_match"] >= 0.9 and means["kn_ranking"] >= 0.95
     assert all(0 <= v <= 1 for v in means.values())
     # The new task it was never taught: the answer is known to be out of reach.
-    assert instruction_following_score(model, tok, world.task("first_french"), "test", fmt=FMT).exact_match < 0.2
+    assert instruction_following_score(ModelUnderStudy(model, tok, FMT), world.task("first_french"),
+                                       "test").exact_match < 0.2
 
 
 def test_scores_build_their_prompts_in_the_given_format(tiny, world, monkeypatch):
@@ -122,7 +124,7 @@ def test_scores_build_their_prompts_in_the_given_format(tiny, world, monkeypatch
 
     seen = []
 
-    def capture(model, tokenizer, name, prompts, golds):
+    def capture(lm, name, prompts, golds):
         seen.extend(prompts)
         return evaluation.InstructionScore(name, len(prompts), 0.0, 0.0, 0.0)
 
@@ -130,8 +132,8 @@ def test_scores_build_their_prompts_in_the_given_format(tiny, world, monkeypatch
     qa = PromptFormat(input_prefix="Q:", output_prefix="A:", separator="\n", instruction_end="\n")
     model, tokenizer = tiny
     task = world.task("capital")
-    evaluation.instruction_following_score(model, tokenizer, task, "valid", fmt=qa)
-    evaluation.in_context_score(model, tokenizer, task, "valid", k=2, fmt=qa)
+    evaluation.instruction_following_score(ModelUnderStudy(model, tokenizer, qa), task, "valid")
+    evaluation.in_context_score(ModelUnderStudy(model, tokenizer, qa), task, "valid", k=2)
     assert seen and all(p.startswith("Q:") and p.endswith("A:") for p in seen)
     assert not any("input :" in p for p in seen)
 
@@ -142,11 +144,12 @@ def test_known_examples_keep_exactly_what_the_model_answers_right_under_its_inst
 
     model, tokenizer = tiny
     task = world.task("antonym")
-    known = known_examples(model, tokenizer, task, fmt=FMT)
+    known = known_examples(ModelUnderStudy(model, tokenizer, FMT), task)
     for split in ("train", "valid", "test"):
         examples = task.split(split)
         golds = [ex.output for ex in examples]
-        answers = greedy_answers(model, tokenizer, [instructed_prompt(task, ex.input, 0, TINY_FORMAT) for ex in examples], golds)
+        prompts = [instructed_prompt(task, ex.input, 0, TINY_FORMAT) for ex in examples]
+        answers = greedy_answers(ModelUnderStudy(model, tokenizer, FMT), prompts, golds)
         right = exact_match(answers, golds)
         assert known.split(split) == tuple(ex for ex, ok in zip(examples, right) if ok)
     assert 0 < split_sizes(known)["test"] <= split_sizes(task)["test"]
@@ -160,7 +163,7 @@ def test_known_examples_refuse_an_echo_that_starts_like_the_answer(known):
     model, tok, task = known  # the model answers "b" to every instructed prompt
     echo = replace(task, train=(), valid=(), test=(Example("a", "b", ("c",)), Example("b", "b d", ("c",))))
     # "b d" starts with the model's answer "b" (the first-token rule would keep it); the whole answer is wrong
-    assert known_examples(model, tok, echo, fmt=FMT).test == (echo.test[0],)
+    assert known_examples(ModelUnderStudy(model, tok, FMT), echo).test == (echo.test[0],)
 
 
 def test_exact_match_ignores_spacing_and_a_final_full_stop_but_not_case():
@@ -180,7 +183,7 @@ def test_a_task_the_model_cannot_do_at_all_is_refused_by_name(tiny, world):
     task = world.task("capital")
     wrong = replace(task, train=(), valid=(), test=tuple(Example(ex.input, "banana") for ex in task.test[:3]))
     with pytest.raises(ValueError, match="none of task 'capital'"):
-        known_examples(model, tokenizer, wrong, fmt=FMT)
+        known_examples(ModelUnderStudy(model, tokenizer, FMT), wrong)
 
 
 def test_survey_task_reports_what_the_first_token_rule_credits_alone(known):
@@ -190,19 +193,19 @@ def test_survey_task_reports_what_the_first_token_rule_credits_alone(known):
 
     model, tok, task = known  # the model answers "b" to every instructed prompt
     echo = replace(task, test=task.test + (Example("b", "b d", ("c",)),))  # the answer starts like its input
-    survey = survey_task(model, tok, echo, "test", fmt=FMT)
+    survey = survey_task(ModelUnderStudy(model, tok, FMT), echo, "test")
     assert (survey.n, survey.first_token, survey.exact_match) == (3, 2 / 3, 1 / 3)
     assert survey.copies == 1 / 3, "'b' repeats the third input"
     assert survey.first_token_only == 1 / 3, "the third answer's first token is right, the answer is not"
-    assert survey_task(model, tok, echo, "test", n=1, fmt=FMT).n == 1
+    assert survey_task(ModelUnderStudy(model, tok, FMT), echo, "test", n=1).n == 1
     with pytest.raises(ValueError, match="no examples in split 'valid'"):
-        survey_task(model, tok, echo, "valid", fmt=FMT)
+        survey_task(ModelUnderStudy(model, tok, FMT), echo, "valid")
 
 
 def test_exact_match_score_is_the_instruction_scores_exact_match(known):
     from ivedu.evaluation import exact_match_score
 
     model, tok, task = known
-    assert exact_match_score(model, tok, task, "test", fmt=FMT) == 0.5
-    assert exact_match_score(model, tok, task, "test", fmt=FMT) == \
-        instruction_following_score(model, tok, task, "test", fmt=FMT).exact_match
+    assert exact_match_score(ModelUnderStudy(model, tok, FMT), task, "test") == 0.5
+    assert exact_match_score(ModelUnderStudy(model, tok, FMT), task, "test") == \
+        instruction_following_score(ModelUnderStudy(model, tok, FMT), task, "test").exact_match

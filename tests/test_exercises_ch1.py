@@ -12,6 +12,7 @@ from exercise_solutions import small, smol_world, solution, stub
 from ivedu.exercises import ExerciseError
 from ivedu.exercises.ch1 import (abilities_reference, check_abilities, check_backward_transfer,
                                  check_instruction_exact_match, check_knowledge_score)
+from ivedu.study import ModelUnderStudy
 
 
 def knowledge_under_the_instruction(model, tokenizer, task, split="test"):
@@ -32,8 +33,7 @@ def knowledge_mean_per_token(model, tokenizer, task, split="test"):
     the sum. Every candidate of the tiny world is one word-level token, so only a real tokenizer
     tells the two apart."""
     from ivedu.generation import answer_logprobs
-    from ivedu.prompts import answer_ids
-    from ivedu.prompts import statement_prompt
+    from ivedu.prompts import answer_ids, statement_prompt
 
     correct = []
     for ex in task.split(split):
@@ -44,7 +44,7 @@ def knowledge_mean_per_token(model, tokenizer, task, split="test"):
     return sum(correct) / len(correct)
 
 
-def exact_match_first_phrasing_only(model, tokenizer, task, split="test", fmt=None):
+def exact_match_first_phrasing_only(model, tokenizer, task, split, fmt):
     """Wrong: scores only the first instruction phrasing."""
     from ivedu.evaluation import exact_match
     from ivedu.generation import greedy_generate
@@ -52,19 +52,19 @@ def exact_match_first_phrasing_only(model, tokenizer, task, split="test", fmt=No
 
     examples = task.split(split)
     predictions = greedy_generate(model, tokenizer, [instructed_prompt(task, ex.input, 0, fmt) for ex in examples],
-                                  max_new_tokens=8)
+                                  max_new_tokens=8, stop=fmt.stop)
     hits = exact_match(predictions, [ex.output for ex in examples])
     return sum(hits) / len(hits)
 
 
-def exact_match_in_the_plain_format(model, tokenizer, task, split="test", fmt=None):
+def exact_match_in_the_plain_format(model, tokenizer, task, split, fmt):
     """Wrong: ignores ``fmt`` and prompts in the tiny model's plain format, which a chat model does not follow."""
     from ivedu.prompts import TINY_FORMAT
 
     return solution("01_diagnosis", "instruction_exact_match")(model, tokenizer, task, split, TINY_FORMAT)
 
 
-def exact_match_words_for_tokens(model, tokenizer, task, split="test", fmt=None):
+def exact_match_words_for_tokens(model, tokenizer, task, split, fmt):
     """Wrong: generates one token per word of the longest answer (plus one) -- enough with the tiny
     model's word-level tokenizer, too few where a word is several tokens."""
     from ivedu.evaluation import exact_match
@@ -74,12 +74,12 @@ def exact_match_words_for_tokens(model, tokenizer, task, split="test", fmt=None)
     examples = task.split(split)
     prompts = [instructed_prompt(task, ex.input, p, fmt) for p in range(len(task.instructions)) for ex in examples]
     golds = [ex.output for _ in task.instructions for ex in examples]
-    hits = exact_match(greedy_generate(model, tokenizer, prompts, max_new_tokens=max(len(g.split()) for g in golds) + 1),
-                       golds)
+    max_new = max(len(g.split()) for g in golds) + 1
+    hits = exact_match(greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new, stop=fmt.stop), golds)
     return sum(hits) / len(hits)
 
 
-def knowledge_after_the_instruction(model, tokenizer, task, split="test", fmt=None):
+def knowledge_after_the_instruction(model, tokenizer, task, split, fmt):
     """Wrong: exercise 1.3 with the candidates ranked after the instruction, in the chat format."""
     from ivedu.generation import answer_logprobs
     from ivedu.prompts import instructed_prompt
@@ -93,7 +93,7 @@ def knowledge_after_the_instruction(model, tokenizer, task, split="test", fmt=No
     return {"instruction_following": right["instruction_following"], "knowledge": sum(ranked) / len(ranked)}
 
 
-def abilities_first_phrasing_only(model, tokenizer, task, split="test", fmt=None):
+def abilities_first_phrasing_only(model, tokenizer, task, split, fmt):
     """Wrong: exercise 1.3 with instruction following scored under the first phrasing only."""
     from ivedu.evaluation import exact_match, greedy_answers
     from ivedu.prompts import instructed_prompt
@@ -101,7 +101,7 @@ def abilities_first_phrasing_only(model, tokenizer, task, split="test", fmt=None
     examples = task.split(split)
     prompts = [instructed_prompt(task, ex.input, 0, fmt) for ex in examples]
     golds = [ex.output for ex in examples]
-    hits = exact_match(greedy_answers(model, tokenizer, prompts, golds), golds)
+    hits = exact_match(greedy_answers(ModelUnderStudy(model, tokenizer, fmt), prompts, golds), golds)
     return {"instruction_following": sum(hits) / len(hits),
             "knowledge": abilities_reference(model, tokenizer, task, split, fmt)["knowledge"]}
 
@@ -145,7 +145,7 @@ def smol_case(smol):
     tasks cut to a few examples."""
     settings, model, tokenizer, fmt, world = smol_world(smol, "ch1")
     tasks = [small(world.task(name)) for name in settings.data.general_tasks]
-    return {"model": model, "tokenizer": tokenizer, "tasks": tasks, "split": "test", "fmt": fmt}
+    return {"lm": ModelUnderStudy(model, tokenizer, fmt, "smol"), "tasks": tasks, "split": "test"}
 
 
 def test_abilities_check_passes_the_solution_on_the_real_model(smol_case, capsys):
@@ -159,9 +159,10 @@ def test_abilities_check_fails_the_stub_and_a_planted_wrong_answer_on_the_real_m
     with pytest.raises(ExerciseError, match="statement_prompt"):
         check_abilities(knowledge_after_the_instruction, **smol_case)
     # the chapter's own cases catch it too: on a real model the instruction changes the ranking
-    args = (smol_case["model"], smol_case["tokenizer"])
-    gaps = [abs(knowledge_after_the_instruction(*args, t, "test", smol_case["fmt"])["knowledge"]
-                - abilities_reference(*args, t, "test", smol_case["fmt"])["knowledge"]) for t in smol_case["tasks"]]
+    lm = smol_case["lm"]
+    args = (lm.model, lm.tokenizer)
+    gaps = [abs(knowledge_after_the_instruction(*args, t, "test", lm.fmt)["knowledge"]
+                - abilities_reference(*args, t, "test", lm.fmt)["knowledge"]) for t in smol_case["tasks"]]
     assert max(gaps) > 1 / len(smol_case["tasks"][0].test), gaps
 
 
@@ -170,12 +171,12 @@ def smol_scores(smol):
     """Exercises 1.1 and 1.2's check cells on the smol profile: SmolLM2 before fine-tuning, its two
     general tasks cut to the checker's own 12 examples, and its chat format (exercise 1.2's only)."""
     settings, model, tokenizer, fmt, world = smol_world(smol, "ch1")
-    return {"model": model, "tokenizer": tokenizer, "split": "test",
-            "tasks": [small(world.task(name), 12) for name in settings.data.general_tasks]}, fmt
+    return {"lm": ModelUnderStudy(model, tokenizer, fmt, "smol"), "split": "test",
+            "tasks": [small(world.task(name), 12) for name in settings.data.general_tasks]}
 
 
 def test_knowledge_score_check_on_the_real_model(smol, smol_scores, capsys):
-    where, _ = smol_scores
+    where = smol_scores
     check_knowledge_score(solution("01_diagnosis", "knowledge_ranking"), **where)
     assert "8 task/model pairs" in capsys.readouterr().out
     with pytest.raises(ExerciseError, match="NotImplementedError"):
@@ -191,12 +192,12 @@ def test_knowledge_score_check_on_the_real_model(smol, smol_scores, capsys):
 
 
 def test_instruction_exact_match_check_on_the_real_model(smol_scores, capsys):
-    where, fmt = smol_scores
-    check_instruction_exact_match(solution("01_diagnosis", "instruction_exact_match"), **where, fmt=fmt)
+    where = smol_scores
+    check_instruction_exact_match(solution("01_diagnosis", "instruction_exact_match"), **where)
     assert "8 task/model pairs" in capsys.readouterr().out
     with pytest.raises(ExerciseError, match="NotImplementedError"):
-        check_instruction_exact_match(stub, **where, fmt=fmt)
+        check_instruction_exact_match(stub, **where)
     with pytest.raises(ExerciseError, match="(?s)chapter's model on the 'capitalize' task.*chapter's format fmt"):
-        check_instruction_exact_match(exact_match_in_the_plain_format, **where, fmt=fmt)
+        check_instruction_exact_match(exact_match_in_the_plain_format, **where)
     with pytest.raises(ExerciseError, match="(?s)chapter's model on the 'capitalize' task.*not its words"):
-        check_instruction_exact_match(exact_match_words_for_tokens, **where, fmt=fmt)
+        check_instruction_exact_match(exact_match_words_for_tokens, **where)

@@ -14,6 +14,7 @@ from exercise_solutions import small, smol_world, solution, stub
 from ivedu.exercises import ExerciseError
 from ivedu.exercises.ch2 import (check_add_to_residual, check_indirect_effect, check_instruction_vector,
                                  check_layer_and_scale, choose_layer_and_scale_reference, vector_from_top_heads)
+from ivedu.study import ModelUnderStudy
 
 
 def indirect_effect_all_positions(model, tokenizer, prompts, answers, mean_activations, layer, head):
@@ -85,14 +86,14 @@ def steered_logits_after_the_layer(model, tokenizer, prompts, layer, vector, sca
         return last_token_logits(model, tokenizer, prompts)
 
 
-def chosen_on_test(model, tokenizer, vector, valid, test, layers, scales, site="attention"):
+def chosen_on_test(lm, vector, valid, test, layers, scales, site="attention"):
     """Wrong: chooses the layer and scale on the test prompts it reports on."""
-    return choose_layer_and_scale_reference(model, tokenizer, vector, test, test, layers, scales, site)
+    return choose_layer_and_scale_reference(lm, vector, test, test, layers, scales, site)
 
 
-def reports_the_valid_accuracy(model, tokenizer, vector, valid, test, layers, scales, site="attention"):
+def reports_the_valid_accuracy(lm, vector, valid, test, layers, scales, site="attention"):
     """Wrong: chooses on valid but reports the valid accuracy instead of the test accuracy."""
-    return choose_layer_and_scale_reference(model, tokenizer, vector, valid, valid, layers, scales, site)
+    return choose_layer_and_scale_reference(lm, vector, valid, valid, layers, scales, site)
 
 
 def steered_logits_all_positions(model, tokenizer, prompts, layer, vector, scale=1.0):
@@ -164,7 +165,8 @@ def smol_scan(smol):
     settings, model, tokenizer, fmt, world = smol_world(smol, "ch2")
     task = small(world.task(settings.data.general_tasks[0]), 6)
     corrupted = corrupted_prompts(task, "train", n=6, fmt=fmt)
-    scan = scan_task(model, tokenizer, task, clean_prompts(task, "train", n=6, fmt=fmt), corrupted)
+    scan = scan_task(ModelUnderStudy(model, tokenizer, fmt, "smol"), task, clean_prompts(task, "train", n=6, fmt=fmt),
+                     corrupted)
     return settings, model, tokenizer, fmt, task, corrupted, scan
 
 
@@ -176,7 +178,7 @@ def smol_case(smol_scan):
 
     settings, model, tokenizer, fmt, task, _, scan = smol_scan
     x = settings.extraction
-    return {"model": model, "tokenizer": tokenizer,
+    return {"lm": ModelUnderStudy(model, tokenizer, fmt, "smol"),
             "vector": vector_from_top_heads(model, scan.mean_activations, scan.effects, x.head_counts[0]),
             "valid": corrupted_prompts(task, "valid", "removed", n=None, fmt=fmt),
             "test": corrupted_prompts(task, "test", "removed", n=None, fmt=fmt),

@@ -2,6 +2,7 @@
 tiny model and, for the restoration and the projection, on the real-model profile (smol)."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,21 +14,20 @@ from ivedu.exercises import ExerciseError
 from ivedu.exercises.ch3 import (check_projection, check_restoration, check_restored_share, check_similarity_r2,
                                  restoration_reference, restored_shares_reference, similarity_r2_reference)
 from ivedu.intervention import Steering, steered_exact_match
+from ivedu.study import ModelUnderStudy
 
 
-def restoration_with_an_unscaled_random_vector(model, tokenizer, prompts, answers, vector, layer, scale,
-                                               site="attention", seed=0):
+def restoration_with_an_unscaled_random_vector(lm, prompts, answers, vector, steering, seed=0):
     """Wrong: the control is a random vector of norm about sqrt(hidden), not of the vector's norm."""
-    result = restoration_reference(model, tokenizer, prompts, answers, vector, layer, scale, site, seed)
+    result = restoration_reference(lm, prompts, answers, vector, steering, seed)
     noise = torch.randn(vector.shape, generator=torch.Generator().manual_seed(seed)) * 10
-    result["random"] = steered_exact_match(model, tokenizer, prompts, answers, noise, Steering(layer, scale, site))
+    result["random"] = steered_exact_match(lm, prompts, answers, noise, steering)
     return result
 
 
-def restoration_after_the_whole_layer(model, tokenizer, prompts, answers, vector, layer, scale, site="attention",
-                                      seed=0):
+def restoration_after_the_whole_layer(lm, prompts, answers, vector, steering, seed=0):
     """Wrong: adds the vectors after the whole decoder layer, not at the chapter's site."""
-    return restoration_reference(model, tokenizer, prompts, answers, vector, layer, scale, "layer", seed)
+    return restoration_reference(lm, prompts, answers, vector, replace(steering, site="layer"), seed)
 
 
 def mean_of_per_task_shares(original, finetuned, restored, random):
@@ -110,13 +110,14 @@ def smol_case(smol):
     from ivedu.intervention import instruction_vector
 
     settings, model, tokenizer, fmt, world = smol_world(smol, "ch3")
+    lm = ModelUnderStudy(model, tokenizer, fmt, "smol")
     task = small(world.task(settings.data.general_tasks[0]), 4)
-    scan = scan_task(model, tokenizer, task, clean_prompts(task, "train", n=4, fmt=fmt),
+    scan = scan_task(lm, task, clean_prompts(task, "train", n=4, fmt=fmt),
                      corrupted_prompts(task, "train", n=4, fmt=fmt))
     iv = instruction_vector(model, scan.mean_activations, scan.top_heads(settings.dynamics.heads))
     test = instructed_set(task, "test", fmt=fmt)
-    return {"model": model, "tokenizer": tokenizer, "prompts": test.prompts, "answers": test.answers,
-            "vector": iv.vector * 4, "layer": settings.dynamics.layers[0], "scale": 2.0, "site": settings.dynamics.site}
+    return {"lm": lm, "prompts": test.prompts, "answers": test.answers, "vector": iv.vector * 4,
+            "steering": Steering(settings.dynamics.layers[0], 2.0, settings.dynamics.site)}
 
 
 def test_restoration_check_on_the_real_model(smol_case, capsys):

@@ -121,11 +121,13 @@ def smol_case(smol):
     from ivedu.extraction import clean_prompts, corrupted_prompts, scan_task
     from ivedu.finetune import lora_model, task_sequences
     from ivedu.intervention import instruction_vector
+    from ivedu.study import ModelUnderStudy
 
     settings, model, tokenizer, fmt, world = smol_world(smol, "ch4")
     task = small(world.task(settings.data.sequence[1]), 4)
-    batch = collate(task_sequences(tokenizer, task, fmt=fmt)[:4], tokenizer.pad_token_id)
-    scan = scan_task(model, tokenizer, task, clean_prompts(task, "train", n=4, fmt=fmt),
+    lm = ModelUnderStudy(model, tokenizer, fmt, "smol")
+    batch = collate(task_sequences(lm, task)[:4], tokenizer.pad_token_id)
+    scan = scan_task(lm, task, clean_prompts(task, "train", n=4, fmt=fmt),
                      corrupted_prompts(task, "train", n=4, fmt=fmt))
     iv = instruction_vector(model, scan.mean_activations, scan.top_heads(4))
     student = lora_model(copy.deepcopy(model), settings.finetune.lora_rank, settings.finetune.lora_alpha,

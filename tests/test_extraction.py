@@ -10,20 +10,21 @@ from ivedu.extraction import (ExtractionSettings, InterventionScores, best_setti
                               scale_allowed, scan_task, scan_tasks, score_vectors)
 from ivedu.intervention import Steering
 from ivedu.prompts import TINY_FORMAT
+from ivedu.study import ModelUnderStudy
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
 
 
 def test_scan_tasks_is_the_scan_of_each_task_on_its_own_prompts(tiny, world):
-    model, tok = tiny
+    lm = ModelUnderStudy(*tiny, FMT)
     tasks = [world.task("capital"), world.task("first")]
-    scans = scan_tasks(model, tok, tasks, 6, seed=1, fmt=FMT)
+    scans = scan_tasks(lm, tasks, 6, 1, ExtractionSettings())
     assert list(scans) == ["capital", "first"]
-    one = scan_task(model, tok, tasks[1], clean_prompts(tasks[1], n=6, seed=1, fmt=FMT),
+    one = scan_task(lm, tasks[1], clean_prompts(tasks[1], n=6, seed=1, fmt=FMT),
                     corrupted_prompts(tasks[1], n=6, seed=1, fmt=FMT))
     assert torch.equal(scans["first"].effects, one.effects)
     with pytest.raises(ValueError, match="no tasks"):
-        scan_tasks(model, tok, [], 6, fmt=FMT)
+        scan_tasks(lm, [], 6, 0, ExtractionSettings())
 
 
 def test_best_setting_reads_the_grid_in_head_layer_scale_order_and_breaks_ties_to_the_first():
@@ -57,12 +58,11 @@ def test_scale_allowed_keeps_the_cells_whose_random_cost_is_at_most_the_bar():
 
 
 def test_score_vectors_controls_each_task_with_the_next_tasks_vector(tiny, world):
-    model, tok = tiny
+    lm = ModelUnderStudy(*tiny, FMT)
     tasks = [world.task("continent"), world.task("sentiment")]
-    scans = scan_tasks(model, tok, tasks, 8, fmt=FMT)
-    vectors = build_vectors(model, scans, 2)
-    scores = score_vectors(model, tok, tasks, vectors, Steering(0, 1.0, "attention"), fmt=FMT,
-                           settings=ExtractionSettings(n_random=1))
+    scans = scan_tasks(lm, tasks, 8, 0, ExtractionSettings())
+    vectors = build_vectors(lm.model, scans, 2)
+    scores = score_vectors(lm, tasks, vectors, Steering(0, 1.0, "attention"), 0, ExtractionSettings(n_random=1))
     assert [s.task for s in scores] == ["continent", "sentiment"]
     assert all(0.0 <= s.with_other_task <= 1.0 and 0.0 <= s.with_iv <= 1.0 for s in scores)
     for task, s in zip(tasks, scores):
@@ -123,7 +123,7 @@ def test_instruction_vectors_carry_their_tasks(tiny, world):
     model, tok = tiny
     tasks = [world.task(name) for name in ("continent", "sentiment", "first", "bracket")]
     settings = ExtractionSettings(n_prompts=24, head_counts=(2,), scales=(1.0, 1.5), n_random=2)
-    result = extract_and_test(model, tok, tasks, seed=0, settings=settings, fmt=FMT)
+    result = extract_and_test(ModelUnderStudy(model, tok, FMT), tasks, seed=0, settings=settings)
     assert result.sweep.shape == (1, 4, 2)
     assert result.mean("with_iv") - result.mean("corrupted") >= 0.3
     assert result.mean("with_iv") - result.mean("with_random") >= 0.3
@@ -136,7 +136,7 @@ def test_the_chosen_scale_obeys_the_scale_rule(tiny, world):
     model, tok = tiny
     tasks = [world.task(name) for name in ("sentiment", "first")]
     settings = ExtractionSettings(n_prompts=8, head_counts=(2,), scales=(1.0, 4.0, 16.0), n_random=1, layers=(0, 1))
-    result = extract_and_test(model, tok, tasks, seed=0, settings=settings, fmt=FMT)
+    result = extract_and_test(ModelUnderStudy(model, tok, FMT), tasks, seed=0, settings=settings)
     assert result.random_cost.shape == result.sweep.shape == (1, 2, 3)
     assert result.chosen_random_cost <= settings.max_random_cost
     allowed = scale_allowed(result.random_cost, settings.max_random_cost)
@@ -144,10 +144,10 @@ def test_the_chosen_scale_obeys_the_scale_rule(tiny, world):
     best = int(torch.where(allowed, result.sweep, torch.tensor(-1.0)).flatten().argmax())
     layer_index, scale_index = divmod(best, 3)
     assert (settings.layers[layer_index], settings.scales[scale_index]) == (result.layer, result.scale)
-    again = random_vector_cost(model, tok, result.scans, tasks, 0, fmt=FMT, settings=settings)
+    again = random_vector_cost(ModelUnderStudy(model, tok, FMT), result.scans, tasks, 0, settings=settings)
     assert torch.equal(again, result.random_cost), "the cost grid repeats"
-    off = extract_and_test(model, tok, tasks, seed=0, settings=ExtractionSettings(
-        n_prompts=8, head_counts=(2,), scales=(1.0,), n_random=1, layers=(0,), max_random_cost=None), fmt=FMT)
+    off = extract_and_test(ModelUnderStudy(model, tok, FMT), tasks, seed=0, settings=ExtractionSettings(
+        n_prompts=8, head_counts=(2,), scales=(1.0,), n_random=1, layers=(0,), max_random_cost=None))
     assert off.random_cost is None and off.chosen_random_cost is None
 
 
@@ -157,7 +157,7 @@ def test_a_restricted_sweep_tries_only_its_layers_and_chooses_among_them(tiny, w
     model, tok = tiny
     tasks = [world.task(name) for name in ("sentiment", "first")]
     settings = ExtractionSettings(n_prompts=8, head_counts=(2,), scales=(1.0, 2.0), n_random=1, layers=(2, 3))
-    result = extract_and_test(model, tok, tasks, seed=0, settings=settings, fmt=FMT)
+    result = extract_and_test(ModelUnderStudy(model, tok, FMT), tasks, seed=0, settings=settings)
     assert result.sweep.shape == (1, 2, 2)
     assert result.layer in (2, 3)
     assert result.scans["first"].effects.shape == (4, 4), "the scan still covers every layer"

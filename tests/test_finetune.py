@@ -11,6 +11,7 @@ from ivedu.tokenizer import world_tokenizer
 from ivedu.toy import TinyConfig, build_tiny_model
 from ivedu.world import build_world
 from ivedu.prompts import TINY_FORMAT
+from ivedu.study import ModelUnderStudy
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
 
@@ -73,9 +74,9 @@ def test_the_loss_falls(setup):
 
 
 def test_training_data_is_the_train_split_under_every_phrasing_with_answer_only_labels(setup):
-    _, tokenizer, world = setup
+    model, tokenizer, world = setup
     task = world.task("first_french")
-    sequences = task_sequences(tokenizer, task, fmt=FMT)
+    sequences = task_sequences(ModelUnderStudy(model, tokenizer, FMT), task)
     assert len(sequences) == len(task.train) * len(task.instructions)
     first = sequences[0]
     learnt = [i for i, label in zip(first.input_ids, first.labels) if label != -100]
@@ -96,8 +97,8 @@ def test_the_stop_rule_can_check_a_fixed_subset_of_the_valid_split(setup, monkey
     task = world.task("first_french")
     checked = []
     real = ft.exact_match_score
-    monkeypatch.setattr(ft, "exact_match_score", lambda m, t, task, split, **k: checked.append(task.split(split))
-                        or real(m, t, task, split, **k))
+    monkeypatch.setattr(ft, "exact_match_score", lambda lm, task, split, **k: checked.append(task.split(split))
+                        or real(lm, task, split, **k))
     finetune(model, tokenizer, task, steps=4, lr=1e-3, seed=0, stop_at=1.1, eval_every=2, eval_examples=5, fmt=FMT)
     assert checked == [task.valid[:5]] * 2
     assert ft.first_examples(task, "heldout", 3).split("heldout") == (task.valid + task.test)[:3]
@@ -111,7 +112,7 @@ def test_a_sequence_takes_its_baseline_when_the_caller_has_measured_it(setup, mo
     model, tokenizer, world = setup
     tasks = [world.task("first_french"), world.task("middle")]
     plain = finetune_sequence(model, tokenizer, tasks, method="lora", steps=1, lr=1e-3, seed=0, fmt=FMT)
-    assert plain.baseline.tolist() == ft.sequence_scores(model, tokenizer, tasks, "test", fmt=FMT)
+    assert plain.baseline.tolist() == ft.sequence_scores(ModelUnderStudy(model, tokenizer, FMT), tasks, "test")
     given = finetune_sequence(model, tokenizer, tasks, method="lora", steps=1, lr=1e-3, seed=0, fmt=FMT,
                               baseline=plain.baseline.tolist())
     assert given.baseline.tolist() == plain.baseline.tolist() and (given.R == plain.R).all()

@@ -25,8 +25,8 @@ def few_prompts(vector_prompts: int = 8, **guided):
 
 @pytest.fixture(scope="module")
 def batch(tiny, world):
-    _, tokenizer = tiny
-    sequences = task_sequences(tokenizer, world.task("first_french"), fmt=TINY_FORMAT)[:4]
+    model, tokenizer = tiny
+    sequences = task_sequences(ModelUnderStudy(model, tokenizer, TINY_FORMAT), world.task("first_french"))[:4]
     return collate(sequences, tokenizer.pad_token_id), sequences
 
 
@@ -260,8 +260,8 @@ def test_the_control_sequence_is_half_known_by_the_original_model_and_chapter_1s
     control = settings("ch4", "tiny").data.control_sequence
 
     def accuracy(name: str) -> float:
-        return instruction_following_score(model, tokenizer, world.task(name), "test",
-                                           fmt=TINY_FORMAT).first_token_accuracy
+        return instruction_following_score(ModelUnderStudy(model, tokenizer, TINY_FORMAT), world.task(name),
+                                           "test").first_token_accuracy
 
     assert len(control) == 3 and all(world.task(n).is_new for n in control)
     half_known = {n: accuracy(n) for n in control}

@@ -12,6 +12,7 @@ from ivedu.intervention import (Steering, instruction_vector, random_vector_like
                                 steered_answers_each, steered_exact_match, steered_first_token_accuracy,
                                 steered_first_token_hits, steered_first_token_hits_each)
 from ivedu.prompts import TINY_FORMAT
+from ivedu.study import ModelUnderStudy
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
 
@@ -48,36 +49,36 @@ def test_random_vector_has_the_same_norm_and_is_seeded():
 
 
 def test_a_zero_vector_changes_nothing(tiny, world):
-    model, tok = tiny
+    lm = ModelUnderStudy(*tiny, FMT)
     bare = corrupted_prompts(world.task("first"), "test", n=12, fmt=FMT)
     zero = torch.zeros(128)
     for site in ("layer", "attention"):
         steering = Steering(1, 1.0, site)
-        assert steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, zero, steering) == \
-            steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, None, None)
-        assert steered_exact_match(model, tok, bare.prompts, bare.answers, zero, steering) == \
-            steered_exact_match(model, tok, bare.prompts, bare.answers, None, None)
+        assert steered_first_token_accuracy(lm, bare.prompts, bare.answers, zero, steering) == \
+            steered_first_token_accuracy(lm, bare.prompts, bare.answers, None, None)
+        assert steered_exact_match(lm, bare.prompts, bare.answers, zero, steering) == \
+            steered_exact_match(lm, bare.prompts, bare.answers, None, None)
 
 
 def test_steered_answers_are_what_the_exact_match_scores(tiny, world):
-    model, tok = tiny
+    lm = ModelUnderStudy(*tiny, FMT)
     bare = corrupted_prompts(world.task("sentiment"), "test", n=None, fmt=FMT)
     vector = random_vector_like(torch.ones(128), seed=1) * 4
     steering = Steering(1, 2.0, "attention")
     for vec in (None, vector):
-        answers = steered_answers(model, tok, bare.prompts, bare.answers, vec, steering)
+        answers = steered_answers(lm, bare.prompts, bare.answers, vec, steering)
         assert len(answers) == len(bare.prompts) and all(isinstance(a, str) for a in answers)
-        assert steered_exact_match(model, tok, bare.prompts, bare.answers, vec, steering) == \
+        assert steered_exact_match(lm, bare.prompts, bare.answers, vec, steering) == \
             sum(exact_match(answers, bare.answers)) / len(answers)
-        hits = steered_first_token_hits(model, tok, bare.prompts, bare.answers, vec, steering)
-        assert sum(hits) / len(hits) == steered_first_token_accuracy(model, tok, bare.prompts, bare.answers, vec,
+        hits = steered_first_token_hits(lm, bare.prompts, bare.answers, vec, steering)
+        assert sum(hits) / len(hits) == steered_first_token_accuracy(lm, bare.prompts, bare.answers, vec,
                                                                      steering)
-    assert steered_answers(model, tok, bare.prompts, bare.answers, vector, steering) != \
-        steered_answers(model, tok, bare.prompts, bare.answers, None, None), "the vector changes some answer"
+    assert steered_answers(lm, bare.prompts, bare.answers, vector, steering) != \
+        steered_answers(lm, bare.prompts, bare.answers, None, None), "the vector changes some answer"
     with pytest.raises(ValueError, match="no prompts"):
-        steered_answers(model, tok, [], [], None, None)
+        steered_answers(lm, [], [], None, None)
     with pytest.raises(ValueError, match="needs a Steering"):
-        steered_answers(model, tok, bare.prompts, bare.answers, vector, None)
+        steered_answers(lm, bare.prompts, bare.answers, vector, None)
 
 
 def _steers(width: int, site: str) -> list:
@@ -89,19 +90,19 @@ def _steers(width: int, site: str) -> list:
 
 @pytest.mark.parametrize("site", ["attention", "layer"])
 def test_steerings_from_one_cached_prefix_equal_each_steering_alone(tiny, world, site):
-    model, tok = tiny
+    lm = ModelUnderStudy(*tiny, FMT)
     bare = clean_prompts(world.task("plural"), "test", n=40, fmt=FMT)  # instructed: the steerings break some
     steers = _steers(128, site)
-    alone = [steered_first_token_hits(model, tok, bare.prompts, bare.answers, v, steering) for v, steering in steers]
-    assert steered_first_token_hits_each(model, tok, bare.prompts, bare.answers, steers) == alone
+    alone = [steered_first_token_hits(lm, bare.prompts, bare.answers, v, steering) for v, steering in steers]
+    assert steered_first_token_hits_each(lm, bare.prompts, bare.answers, steers) == alone
     assert len({tuple(h) for h in alone}) > 2, "the steerings differ from one another"
     for on_generated in (False, True):
-        alone = [steered_answers(model, tok, bare.prompts, bare.answers, v, steering, on_generated)
+        alone = [steered_answers(lm, bare.prompts, bare.answers, v, steering, on_generated)
                  for v, steering in steers]
-        assert steered_answers_each(model, tok, bare.prompts, bare.answers, steers, on_generated) == alone
+        assert steered_answers_each(lm, bare.prompts, bare.answers, steers, on_generated) == alone
     everywhere = [(steers[1][0], Steering(0, 1.0, site, positions="all"))]
     with pytest.raises(ValueError, match="last prompt token only"):
-        steered_first_token_hits_each(model, tok, bare.prompts, bare.answers, everywhere)
+        steered_first_token_hits_each(lm, bare.prompts, bare.answers, everywhere)
 
 
 def test_last_token_logits_from_a_cached_prefix_are_the_whole_passes(tiny, world):

@@ -97,6 +97,18 @@ def test_no_module_imports_itself_through_others():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+def test_no_format_parameter_has_a_default():
+    """A prompt format is the model's (``lm.fmt``) or passed on purpose, never a silent default."""
+    for path in MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args
+                positional = args.posonlyargs + args.args
+                defaulted = positional[len(positional) - len(args.defaults):] + [
+                    a for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+                assert "fmt" not in {a.arg for a in defaulted}, f"{path.name}: {node.name}"
+
+
 def test_the_readme_layout_names_every_module():
     readme = (ROOT / "README.md").read_text()
     layout = readme[readme.index("## Layout"):]

@@ -26,6 +26,7 @@ from ivedu.guided import GuidedObjective, GuidedSettings
 from ivedu.intervention import Steering, instruction_vector, steered_exact_match, steered_first_token_accuracy
 from ivedu.mediation import mean_head_activations
 from ivedu.prompts import TINY_FORMAT
+from ivedu.study import ModelUnderStudy
 from model_types import (FAILS_IN_TRANSFORMERS, NO_KV_CACHE, NO_LORA, REFUSED, Unbuildable, causal_lm_types,
                          tiny_causal_lm)
 from test_architectures import EXTRA, FORMER_TABLE, HEADS, HIDDEN, LAYERS
@@ -64,9 +65,10 @@ def finite(*values: float) -> bool:
 def test_scan_vector_intervention_finetuning_and_evaluation_run_and_give_finite_numbers(arch, tiny, world):
     _, tokenizer = tiny
     model = random_model(arch, tokenizer)
+    lm = ModelUnderStudy(model, tokenizer, FMT)
     task, other = small(world.task("capital")), small(world.task("antonym"))
 
-    scan = scan_task(model, tokenizer, task, clean_prompts(task, "train", n=6, fmt=FMT),
+    scan = scan_task(lm, task, clean_prompts(task, "train", n=6, fmt=FMT),
                      corrupted_prompts(task, "train", n=6, fmt=FMT))
     assert scan.effects.shape == (LAYERS, HEADS) and torch.isfinite(scan.effects).all()
     assert finite(scan.clean_prob, scan.corrupted_prob)
@@ -75,12 +77,11 @@ def test_scan_vector_intervention_finetuning_and_evaluation_run_and_give_finite_
     assert vector.vector.shape == (model_layout(model).hidden_size,) and torch.isfinite(vector.vector).all()
 
     bare = corrupted_prompts(task, "valid", "removed", n=None, fmt=FMT)
-    sweep = layer_scale_sweep(model, tokenizer, {task.name: vector}, {task.name: bare}, range(LAYERS), [1.0],
-                              "attention")
+    sweep = layer_scale_sweep(lm, {task.name: vector}, {task.name: bare}, range(LAYERS), [1.0], "attention")
     assert sweep.shape == (LAYERS, 1) and torch.isfinite(sweep).all()
-    accuracy = steered_first_token_accuracy(model, tokenizer, bare.prompts, bare.answers, vector.vector,
-                                            Steering(0, 2.0, "attention"))
-    em = steered_exact_match(model, tokenizer, bare.prompts, bare.answers, vector.vector, Steering(0, 2.0, "attention"))
+    steering = Steering(0, 2.0, "attention")
+    accuracy = steered_first_token_accuracy(lm, bare.prompts, bare.answers, vector.vector, steering)
+    em = steered_exact_match(lm, bare.prompts, bare.answers, vector.vector, steering)
     assert 0.0 <= accuracy <= 1.0 and 0.0 <= em <= 1.0
 
     tuned = finetune(model, tokenizer, other, method="full", steps=3, batch_size=4, warmup_steps=1, fmt=FMT)
@@ -99,8 +100,8 @@ def test_scan_vector_intervention_finetuning_and_evaluation_run_and_give_finite_
                       target_modules=targets, loss_fn=objective, fmt=FMT)
     assert guided.steps == 2 and finite(*guided.losses) and len(objective.history) == 2
     assert all(finite(*terms.values()) for terms in objective.history)
-    score = instruction_following_score(tuned.model, tokenizer, task, "test", fmt=FMT)
-    knowledge = knowledge_score(tuned.model, tokenizer, task, "test")
+    score = instruction_following_score(lm.with_model(tuned.model), task, "test")
+    knowledge = knowledge_score(lm.with_model(tuned.model), task, "test")
     assert finite(score.exact_match, score.first_token_accuracy, score.answer_prob)
     assert finite(knowledge.ranking_accuracy, knowledge.gold_prob)
 
@@ -120,6 +121,7 @@ def test_every_decoder_only_type_runs_scan_vector_steering_and_a_lora_step(model
             model_layout(model)
         return
     layout = model_layout(model)
+    lm = ModelUnderStudy(model, tokenizer, FMT)
     if model_type in FAILS_IN_TRANSFORMERS:
         pytest.skip(f"fails in transformers itself: {FAILS_IN_TRANSFORMERS[model_type]}")
     task, other = small(world.task("capital"), n_heldout=2), small(world.task("antonym"))
@@ -129,14 +131,14 @@ def test_every_decoder_only_type_runs_scan_vector_steering_and_a_lora_step(model
         mean, heads = mean_head_activations(model, tokenizer, clean.prompts), [(0, 0), (layout.n_layers - 1, 1)]
         assert mean.shape == (layout.n_layers, layout.n_heads, layout.head_dim)
     else:
-        scan = scan_task(model, tokenizer, task, clean, corrupted_prompts(task, "train", n=4, fmt=FMT))
+        scan = scan_task(lm, task, clean, corrupted_prompts(task, "train", n=4, fmt=FMT))
         assert scan.effects.shape == (layout.n_layers, layout.n_heads) and torch.isfinite(scan.effects).all()
         mean, heads = scan.mean_activations, scan.top_heads(2)
     vector = instruction_vector(model, mean, heads, task.name)
     assert vector.vector.shape == (layout.hidden_size,) and torch.isfinite(vector.vector).all()
     bare = corrupted_prompts(task, "valid", "removed", n=None, fmt=FMT)
-    accuracy = steered_first_token_accuracy(model, tokenizer, bare.prompts, bare.answers, vector.vector,
-                                            Steering(0, 2.0, "attention"))
+    steering = Steering(0, 2.0, "attention")
+    accuracy = steered_first_token_accuracy(lm, bare.prompts, bare.answers, vector.vector, steering)
     assert 0.0 <= accuracy <= 1.0
 
     if model_type in NO_LORA:

@@ -50,7 +50,8 @@ def test_scan_vector_steering_training_and_scores_on_the_real_model(setup):
     settings, model, tokenizer, world, fmt = setup
     task = small(world.task(settings.data.general_tasks[0]))
     new = small(world.task(settings.data.new_task))
-    scan = scan_task(model, tokenizer, task, clean_prompts(task, "train", n=6, fmt=fmt),
+    lm = ModelUnderStudy(model, tokenizer, fmt, "smol")
+    scan = scan_task(lm, task, clean_prompts(task, "train", n=6, fmt=fmt),
                      corrupted_prompts(task, "train", n=6, fmt=fmt))
     assert scan.effects.shape == (30, 9) and torch.isfinite(scan.effects).all()
     assert scan.clean_prob > scan.corrupted_prob  # the instruction makes the answer likelier on a real model
@@ -60,7 +61,7 @@ def test_scan_vector_steering_training_and_scores_on_the_real_model(setup):
     vector = instruction_vector(model, scan.mean_activations, scan.top_heads(k), task.name)
     assert vector.vector.shape == (576,) and torch.isfinite(vector.vector).all()
     bare = corrupted_prompts(task, "valid", "removed", n=None, fmt=fmt)
-    accuracy = steered_first_token_accuracy(model, tokenizer, bare.prompts, bare.answers, vector.vector,
+    accuracy = steered_first_token_accuracy(lm, bare.prompts, bare.answers, vector.vector,
                                             Steering(layer, x.scales[0], x.site))
     assert 0.0 <= accuracy <= 1.0
 
@@ -75,6 +76,6 @@ def test_scan_vector_steering_training_and_scores_on_the_real_model(setup):
                       lr=settings.finetune.lr_lora, loss_fn=objective, fmt=fmt)
     assert guided.steps == 2 and all(math.isfinite(v) for terms in objective.history for v in terms.values())
 
-    before = instruction_following_score(model, tokenizer, task, "test", fmt=fmt)
-    knowledge = knowledge_score(model, tokenizer, task, "test")
+    before = instruction_following_score(lm, task, "test")
+    knowledge = knowledge_score(lm, task, "test")
     assert 0.0 <= before.exact_match <= 1.0 and 0.0 <= knowledge.ranking_accuracy <= 1.0

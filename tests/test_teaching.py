@@ -26,13 +26,12 @@ def _tiny_stage(tmp_path, steps=2):
     return lm, teaching, save_stage(model, report, tmp_path / "tiny-taught")
 
 
-def test_a_few_label_task_is_taught_with_its_labels_in_turn(tiny, world):
-    model, tokenizer = tiny
+def test_a_few_label_task_is_taught_with_its_labels_in_turn(world):
     a, b = sorted({ex.output for ex in world.task("plural").train})[:2]  # two words of the tiny vocabulary
     examples = tuple(Example(f"w{i}", a if i < 18 else b) for i in range(20))
     task = Task("answer", "classification", ("Say yes or no.",), ("{x} is {y}",), examples, (), ())
     lm = load_study(settings("ch0", "tiny"))
-    seqs = teaching_sequences(tokenizer, [task], TeachingSettings(tasks=("answer",), examples_per_task=10), fmt=lm.fmt)
+    seqs = teaching_sequences(lm, [task], TeachingSettings(tasks=("answer",), examples_per_task=10))
     learnt = Counter(tuple(label for label in s.labels if label != -100) for s in seqs)
     assert len(seqs) == 10 and sorted(learnt.values()) == [5, 5]  # 18 of 20 answer a, yet a and b are taught 5 each
 

@@ -12,6 +12,7 @@ import ivedu
 from ivedu.evaluation import score_tasks
 from ivedu.models import tiny_recipe
 from ivedu.prompts import TINY_FORMAT
+from ivedu.study import ModelUnderStudy
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
 
@@ -20,7 +21,7 @@ FMT = TINY_FORMAT  # the tiny model's prompt format
 def heldout_scores():
     model, tokenizer = ivedu.load_model("tiny")
     world = ivedu.build_world(tiny_recipe()["config"]["world_seed"])
-    return {row.task: row for row in score_tasks(model, tokenizer, world.general, split="heldout", fmt=FMT)}
+    return {row.task: row for row in score_tasks(ModelUnderStudy(model, tokenizer, FMT), world.general, "heldout")}
 
 
 def test_follows_instructions_on_heldout_inputs(heldout_scores):

@@ -25,7 +25,8 @@ differed, and giving a hint. This module holds what every checker shares:
   on the chapter's own model (any profile): a tolerance of one example, a tolerance of the
   model's dtype, and a task cut to a few examples;
 - :func:`tiny_model` and :func:`tiny_world`, the shipped tiny model and its world, loaded once
-  per process, so a check takes a second or two whatever model the chapter runs on, and
+  per process, so a check takes a second or two whatever model the chapter runs on (and
+  :func:`tiny_study`, it or a copy as a model under study, with the tiny format), and
   :func:`perturbed_tiny_model`, a damaged copy whose
   mistakes expose answers that are right only on a near-perfect model.
 """
@@ -236,6 +237,16 @@ def tiny_model():
     model, tokenizer = ivedu.load_model("tiny")
     model.eval()
     return model, tokenizer
+
+
+def tiny_study(model: torch.nn.Module | None = None):
+    """The shipped tiny model -- or ``model``, e.g. :func:`perturbed_tiny_model`'s copy -- as a
+    model under study (:class:`ivedu.study.ModelUnderStudy`), with the tiny tokenizer and format."""
+    from ivedu.prompts import TINY_FORMAT
+    from ivedu.study import ModelUnderStudy
+
+    tiny, tokenizer = tiny_model()
+    return ModelUnderStudy(tiny if model is None else model, tokenizer, TINY_FORMAT, "tiny")
 
 
 @lru_cache(maxsize=1)

@@ -5,8 +5,8 @@
 
 The tiny model's tokenizer is word-level, so a wrong way of finding an answer's tokens
 (encoding ``" " + answer`` on its own) can still come out right on it. The check therefore
-also runs on the chapter's own tokenizer and prompt format when the chapter passes them
-(SmolLM2's byte-level BPE after its chat template on the smol profile, Qwen's on colab,
+also runs on the chapter's own tokenizer and prompt format when the chapter passes its model
+under study (SmolLM2's byte-level BPE after its chat template on the smol profile, Qwen's on colab,
 Llama-2's on paper), and on two tokenizers of the kinds real chat models use, trained here on
 a few sentences in a fraction of a second, with no download: a byte-level BPE (GPT-2, SmolLM2,
 Qwen: a space is part of the next token, ``Ġparis``) and a SentencePiece-style Unigram with
@@ -58,34 +58,32 @@ def metaspace_tokenizer() -> PreTrainedTokenizerFast:
                                    unk_token="<unk>")
 
 
-def _chapter_cases(tokenizer, tasks, fmt) -> list[Case]:
+def _chapter_cases(lm, tasks) -> list[Case]:
     """Prompt/answer pairs of the chapter: the first test example of up to three of ``tasks``
-    after its instructed prompt and after a two-shot prompt, both in ``fmt``, with ``tokenizer``."""
+    after its instructed prompt and after a two-shot prompt, both in ``lm.fmt``, with ``lm.tokenizer``."""
     cases = []
     for task in list(tasks)[:3]:
         example = (task.test or task.valid or task.train)[0]
         cases.append(Case(f"with the chapter's tokenizer, after the {task.name!r} task's instructed prompt in the "
-                          f"chapter's format", (tokenizer, instructed_prompt(task, example.input, 0, fmt),
+                          f"chapter's format", (lm.tokenizer, instructed_prompt(task, example.input, 0, lm.fmt),
                                                 example.output)))
         demos = [ex for ex in task.train if ex != example][:2]
         if demos:
             cases.append(Case(f"with the chapter's tokenizer, after a two-shot prompt of the {task.name!r} task",
-                              (tokenizer, fewshot_prompt(demos, example.input, fmt=fmt), example.output)))
+                              (lm.tokenizer, fewshot_prompt(demos, example.input, lm.fmt), example.output)))
     return cases
 
 
-def check_answer_tokens(answer_token_ids: Callable, tokenizer=None, tasks=(), fmt=None) -> None:
+def check_answer_tokens(answer_token_ids: Callable, lm=None, tasks=()) -> None:
     """Exercise 0.1: ``answer_token_ids(tokenizer, prompt, answer) -> list[int]``, the ids that
     ``encode(join_answer(prompt, answer))`` has after the ids of ``encode(prompt)``, and a
     ``ValueError`` when the prompt's ids are not the first ids of the joint text.
 
-    Checked on the tiny model's tokenizer, then -- when given -- on the chapter's ``tokenizer``
-    with prompts of up to three of ``tasks`` in ``fmt`` (on a chat model, the answer follows the
-    template's assistant header), then on the two trained tokenizers; exactly on every profile.
+    Checked on the tiny model's tokenizer, then -- when given -- on the tokenizer of the chapter's
+    model under study ``lm`` with prompts of up to three of ``tasks`` in its format (on a chat
+    model, the answer follows the template's assistant header), then on the two trained
+    tokenizers; exactly on every profile.
     """
-    if tokenizer is not None and fmt is None:
-        raise ValueError("pass the chapter's prompt format with its tokenizer: check_answer_tokens(..., "
-                         "tokenizer=tokenizer, tasks=..., fmt=fmt)")
     _, tiny = tiny_model()
     world = tiny_world()
     capital, bracket = world.task("capital"), world.task("bracket")
@@ -96,7 +94,7 @@ def check_answer_tokens(answer_token_ids: Callable, tokenizer=None, tasks=(), fm
              (tiny, instructed_prompt(capital, fact.input, 0, TINY_FORMAT), fact.output)),
         Case("with the tiny model's tokenizer, a several-token answer after a few-shot prompt",
              (tiny, fewshot_prompt(bracket.train[:2], items.input, fmt=TINY_FORMAT), items.output)),
-        *(_chapter_cases(tokenizer, tasks, fmt) if tokenizer is not None else []),
+        *(_chapter_cases(lm, tasks) if lm is not None else []),
         Case("with a byte-level BPE (like SmolLM2's), after a prompt ending in 'A:'",
              (byte_level, QA_PROMPT, "Paris")),
         Case("with a byte-level BPE (like SmolLM2's), after a prompt ending in a newline, as a chat "
@@ -126,7 +124,7 @@ def check_answer_tokens(answer_token_ids: Callable, tokenizer=None, tasks=(), fm
             "text (the tokenizer merged the prompt's trailing space into 'ĠParis'): the answer's tokens are not "
             "defined there, so raise ValueError.\nHint: compare joint[:len(before)] with before, the prompt's own "
             "ids, and raise ValueError when they differ.")
-    where = "the tiny model's, the chapter's and two trained tokenizers" if tokenizer is not None else "three tokenizers"
+    where = "the tiny model's, the chapter's and two trained tokenizers" if lm is not None else "three tokenizers"
     passed("answer tokens", f"{n} prompt/answer pairs in {where} match ivedu.prompts.answer_ids, "
                             "and a merged prompt is refused")
 

@@ -14,8 +14,8 @@
   (reference: :func:`ivedu.metrics.backward_transfer`).
 
 Exercises 1.1 to 1.3 score a model, so their checks run on the tiny model and a damaged copy
-(exactly) and then on the chapter's own model and tasks when the chapter passes them, within
-one example (:func:`ivedu.exercises.one_in`); exercise 1.4 is arithmetic on a matrix and is
+(exactly) and then on the chapter's own model under study and tasks when the chapter passes
+them, within one example (:func:`ivedu.exercises.one_in`); exercise 1.4 is arithmetic on a matrix and is
 the same check on every profile.
 """
 
@@ -27,9 +27,10 @@ import numpy as np
 
 from ivedu.evaluation import exact_match_score, knowledge_score
 from ivedu.exercises import (Case, check_against_reference, first_examples, one_in, passed, perturbed_tiny_model,
-                             tiny_model, tiny_world)
+                             tiny_model, tiny_study, tiny_world)
 from ivedu.metrics import backward_transfer
 from ivedu.prompts import TINY_FORMAT
+from ivedu.study import ModelUnderStudy
 
 
 def _model_cases(task_names: tuple[str, ...], split: str = "test") -> list[Case]:
@@ -43,13 +44,14 @@ def _model_cases(task_names: tuple[str, ...], split: str = "test") -> list[Case]
     return cases
 
 
-def _on_chapter_model(learner: Callable, reference: Callable, model, tokenizer, tasks, split: str, hint: str,
+def _on_chapter_model(learner: Callable, reference: Callable, lm: ModelUnderStudy, tasks, split: str, hint: str,
                       extra: tuple = (), items_per_example: Callable = lambda task: 1,
                       examples: int | None = None) -> int:
-    """Check ``learner`` against ``reference`` on the chapter's ``model``, for up to two of
-    ``tasks`` cut to their first ``examples`` examples (default: :func:`ivedu.exercises.first_examples`'s),
-    each called with ``(model, tokenizer, task, split, *extra)`` and compared within one of its
-    scored items (``items_per_example(task)`` per example). Returns the number of cases checked."""
+    """Check ``learner`` against ``reference`` on the chapter's model under study ``lm``, for up to
+    two of ``tasks`` cut to their first ``examples`` examples (default:
+    :func:`ivedu.exercises.first_examples`'s), each called with ``(lm.model, lm.tokenizer, task,
+    split, *extra)`` and compared within one of its scored items (``items_per_example(task)`` per
+    example). Returns the number of cases checked."""
     n = 0
     for task in list(tasks)[:2]:
         cut = first_examples(task) if examples is None else first_examples(task, examples)
@@ -57,7 +59,7 @@ def _on_chapter_model(learner: Callable, reference: Callable, model, tokenizer, 
         n += check_against_reference(
             learner, reference,
             [Case(f"with the chapter's model on the {task.name!r} task, {split} split (its first {examples} "
-                  "examples)", (model, tokenizer, cut, split, *extra))],
+                  "examples)", (lm.model, lm.tokenizer, cut, split, *extra))],
             hint=hint, atol=one_in(examples * items_per_example(cut)), rtol=0.0)
     return n
 
@@ -75,59 +77,65 @@ KNOWLEDGE_HINT = ("score every candidate with answer_logprobs(model, tokenizer, 
                   "differently.")
 
 
-def check_knowledge_score(knowledge_ranking: Callable, model=None, tokenizer=None, tasks=(),
+def _knowledge_reference(study: Callable) -> Callable:
+    """Exercise 1.1's reference on the model ``study(model)`` makes a model under study of."""
+    def reference(model, tokenizer, task, split):
+        return knowledge_score(study(model), task, split).ranking_accuracy
+
+    return reference
+
+
+def check_knowledge_score(knowledge_ranking: Callable, lm: ModelUnderStudy | None = None, tasks=(),
                           split: str = "test") -> None:
     """Exercise 1.1: ``knowledge_ranking(model, tokenizer, task, split) -> float``.
 
     The share of ``task.split(split)``'s examples whose gold answer (``example.candidates[0]``)
     gets a strictly higher summed log-probability than every other candidate, each scored
     after ``statement_prompt(task, example.input)``. Checked exactly on the tiny model and a
-    damaged copy, then on the chapter's ``model`` for up to two of ``tasks`` (their first
-    examples), within one example: a real model's near-ties may fall either way when the
-    learner batches the candidates differently.
+    damaged copy, then on the chapter's model under study ``lm`` for up to two of ``tasks``
+    (their first examples), within one example: a real model's near-ties may fall either way
+    when the learner batches the candidates differently.
     """
-    def reference(model, tokenizer, task, split):
-        return knowledge_score(model, tokenizer, task, split).ranking_accuracy
-
-    n = check_against_reference(knowledge_ranking, reference, _model_cases(("sentiment", "first", "antonym")),
-                                hint=KNOWLEDGE_HINT)
-    if model is not None:
-        n += _on_chapter_model(knowledge_ranking, reference, model, tokenizer, tasks, split, KNOWLEDGE_HINT,
-                               examples=KNOWLEDGE_EXAMPLES)
+    n = check_against_reference(knowledge_ranking, _knowledge_reference(tiny_study),
+                                _model_cases(("sentiment", "first", "antonym")), hint=KNOWLEDGE_HINT)
+    if lm is not None:
+        n += _on_chapter_model(knowledge_ranking, _knowledge_reference(lm.with_model), lm, tasks, split,
+                               KNOWLEDGE_HINT, examples=KNOWLEDGE_EXAMPLES)
     passed("knowledge score", f"{n} task/model pairs match ivedu.evaluation.knowledge_score")
 
 
 EXACT_MATCH_HINT = ("build one prompt per example and per phrasing, instructed_prompt(task, example.input, phrasing, "
                     "fmt) for phrasing in range(len(task.instructions)) -- in the chapter's format fmt: a chat model "
-                    "asked in another format answers something else --, generate with greedy_generate and enough new "
+                    "asked in another format answers something else --, generate with greedy_generate, enough new "
                     "tokens for the longest answer (len(answer_ids(tokenizer, prompt, gold)) + 1: count the answer's "
-                    "tokens, not its words -- a real tokenizer splits a word into several), and compare with "
-                    "evaluation.exact_match, which ignores extra spaces and a final full stop.")
+                    "tokens, not its words -- a real tokenizer splits a word into several) and stop=fmt.stop (where "
+                    "the format ends an answer), and compare with evaluation.exact_match, which ignores extra spaces "
+                    "and a final full stop.")
 
 
-def check_instruction_exact_match(instruction_exact_match: Callable, model=None, tokenizer=None, tasks=(),
-                                  split: str = "test", fmt=None) -> None:
+def check_instruction_exact_match(instruction_exact_match: Callable, lm: ModelUnderStudy | None = None, tasks=(),
+                                  split: str = "test") -> None:
     """Exercise 1.2: ``instruction_exact_match(model, tokenizer, task, split, fmt) -> float``.
 
     Exact match (:func:`ivedu.evaluation.exact_match`) of the greedy answer to
     ``instructed_prompt(task, example.input, phrasing, fmt)``, averaged over every example of
     the split *and* every instruction phrasing of the task. Checked exactly on the tiny model
-    and a damaged copy (tiny format), then on the chapter's ``model`` in its format ``fmt`` for
-    up to two of ``tasks`` (their first examples), within one answer. A chat model prompted in
-    the tiny model's plain format answers almost nothing right (SmolLM2: none of the first
-    eight capitalize or sentiment examples), so the chapter's case is where a prompt built
-    without ``fmt`` shows.
+    and a damaged copy (tiny format), then on the chapter's model under study ``lm`` (called
+    with its model, tokenizer and format) for up to two of ``tasks`` (their first examples),
+    within one answer. A chat model prompted in the tiny model's plain format answers almost
+    nothing right (SmolLM2: none of the first eight capitalize or sentiment examples), so the
+    chapter's case is where a prompt built without ``fmt`` shows.
     """
     def reference(model, tokenizer, task, split, fmt):
-        return exact_match_score(model, tokenizer, task, split, fmt=fmt)
+        return exact_match_score(ModelUnderStudy(model, tokenizer, fmt), task, split)
 
     n = check_against_reference(instruction_exact_match, reference,
                                 [Case(c.label, c.args + (TINY_FORMAT,)) for c in _model_cases(("antonym", "capital",
                                                                                                 "first"))],
                                 hint=EXACT_MATCH_HINT)
-    if model is not None:
-        n += _on_chapter_model(instruction_exact_match, reference, model, tokenizer, tasks, split, EXACT_MATCH_HINT,
-                               extra=(fmt,), items_per_example=lambda task: len(task.instructions))
+    if lm is not None:
+        n += _on_chapter_model(instruction_exact_match, reference, lm, tasks, split, EXACT_MATCH_HINT,
+                               extra=(lm.fmt,), items_per_example=lambda task: len(task.instructions))
     passed("instruction-following exact match", f"{n} task/model pairs match ivedu.evaluation's exact match "
                                                  "under every phrasing")
 
@@ -135,29 +143,29 @@ def check_instruction_exact_match(instruction_exact_match: Callable, model=None,
 def abilities_reference(model, tokenizer, task, split, fmt) -> dict[str, float]:
     """Exercise 1.3's reference: ``{"instruction_following": exact match under every phrasing,
     "knowledge": ranking accuracy after the statement}`` of ``task.split(split)``."""
-    return {"instruction_following": exact_match_score(model, tokenizer, task, split, fmt=fmt),
-            "knowledge": knowledge_score(model, tokenizer, task, split).ranking_accuracy}
+    lm = ModelUnderStudy(model, tokenizer, fmt)
+    return {"instruction_following": exact_match_score(lm, task, split),
+            "knowledge": knowledge_score(lm, task, split).ranking_accuracy}
 
 
 ABILITIES_HINT = (
     "instruction following: one prompt per example and phrasing, instructed_prompt(task, ex.input, p, fmt) for p "
-    "in range(len(task.instructions)); greedy answers with ivedu.evaluation.greedy_answers(model, tokenizer, "
-    "prompts, golds) (one token past the longest gold answer); the share that ivedu.evaluation.exact_match counts "
-    "as right -- it compares normalise_answer(answer), so a final full stop or extra spaces do not count against "
-    "a chat model. Knowledge: no instruction and no fmt -- each candidate's summed log-probability after "
+    "in range(len(task.instructions)); greedy answers with ivedu.evaluation.greedy_answers(ModelUnderStudy(model, "
+    "tokenizer, fmt), prompts, golds) (one token past the longest gold answer, cut where fmt ends an answer); the "
+    "share that ivedu.evaluation.exact_match counts as right -- it compares normalise_answer(answer), so a final "
+    "full stop or extra spaces do not count against a chat model. Knowledge: no instruction and no fmt -- each candidate's summed log-probability after "
     "statement_prompt(task, ex.input) (answer_logprobs), correct when candidates[0] scores strictly above every "
     "other candidate.")
 
 
-def check_abilities(abilities: Callable, model=None, tokenizer=None, tasks=(), split: str = "test",
-                    fmt=None) -> None:
+def check_abilities(abilities: Callable, lm: ModelUnderStudy | None = None, tasks=(), split: str = "test") -> None:
     """Exercise 1.3: ``abilities(model, tokenizer, task, split, fmt) -> {"instruction_following":
     float, "knowledge": float}``.
 
-    Checked exactly on the tiny model and a damaged copy (tiny format), then on ``model`` --
-    the chapter's fine-tuned model, on any profile -- for up to three of ``tasks`` in ``fmt``,
-    within one example (:func:`ivedu.exercises.one_in`): a real model's near-ties may fall
-    either way when the batching differs.
+    Checked exactly on the tiny model and a damaged copy (tiny format), then on ``lm`` -- the
+    chapter's fine-tuned model under study, on any profile -- for up to three of ``tasks`` in
+    ``lm.fmt``, within one example (:func:`ivedu.exercises.one_in`): a real model's near-ties may
+    fall either way when the batching differs.
     """
     n = check_against_reference(abilities, abilities_reference,
                                 [Case(c.label, c.args + (TINY_FORMAT,)) for c in _model_cases(("capital", "antonym"))],
@@ -167,7 +175,8 @@ def check_abilities(abilities: Callable, model=None, tokenizer=None, tasks=(), s
         n += check_against_reference(
             abilities, abilities_reference,
             [Case(f"with the chapter's model on the {task.name!r} task, {split} split ({examples} examples)",
-                  (model, tokenizer, task, split, fmt))], hint=ABILITIES_HINT, atol=one_in(examples), rtol=0.0)
+                  (lm.model, lm.tokenizer, task, split, lm.fmt))], hint=ABILITIES_HINT, atol=one_in(examples),
+            rtol=0.0)
     passed("both abilities", f"{n} task/model pairs match ivedu.evaluation's exact match and knowledge score")
 
 

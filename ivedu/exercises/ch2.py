@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from ivedu.exercises import (Case, ExerciseError, call_learner, check_against_reference, compare, passed,
-                             rounding_rtol, tiny_model, tiny_world, without_leftover_hooks)
+                             rounding_rtol, tiny_model, tiny_study, tiny_world, without_leftover_hooks)
 from ivedu.extraction import clean_prompts, corrupted_prompts
 from ivedu.generation import last_token_logits
 from ivedu.hooks import add_to_residual
@@ -229,36 +229,36 @@ def check_add_to_residual(steered_logits: Callable, model=None, tokenizer=None, 
                                                      "output")
 
 
-def _valid_accuracies(model, tokenizer, vector, valid, layers, scales, site) -> dict[tuple[int, float], float]:
-    return {(layer, scale): steered_first_token_accuracy(model, tokenizer, valid.prompts, valid.answers, vector,
+def _valid_accuracies(lm, vector, valid, layers, scales, site) -> dict[tuple[int, float], float]:
+    return {(layer, scale): steered_first_token_accuracy(lm, valid.prompts, valid.answers, vector,
                                                          Steering(layer, scale, site))
             for layer in layers for scale in scales}
 
 
-def choose_layer_and_scale_reference(model, tokenizer, vector, valid, test, layers, scales, site="attention"):
+def choose_layer_and_scale_reference(lm, vector, valid, test, layers, scales, site="attention"):
     """Exercise 2.4's reference: the first (layer, scale) of the grid with the best valid
     first-token accuracy, and the test accuracy there: ``(layer, scale, test_accuracy)``."""
-    grid = _valid_accuracies(model, tokenizer, vector, valid, layers, scales, site)
+    grid = _valid_accuracies(lm, vector, valid, layers, scales, site)
     layer, scale = max(grid, key=grid.get)  # the first maximum: fewest layers, smallest scale
-    return layer, scale, steered_first_token_accuracy(model, tokenizer, test.prompts, test.answers, vector,
+    return layer, scale, steered_first_token_accuracy(lm, test.prompts, test.answers, vector,
                                                       Steering(layer, scale, site))
 
 
 LAYER_SCALE_HINT = ("try every layer in `layers` and every scale in `scales`; for each, "
-                    "steered_first_token_accuracy(model, tokenizer, valid.prompts, valid.answers, vector, "
+                    "steered_first_token_accuracy(lm, valid.prompts, valid.answers, vector, "
                     "Steering(layer, scale, site)) on the VALID prompts. Keep the best (any of the tied best is fine), then report "
                     "steered_first_token_accuracy on the TEST prompts at that one setting: (layer, scale, test "
                     "accuracy). The test prompts never take part in the choice.")
 
 
-def _check_layer_and_scale_case(choose: Callable, label: str, model, tokenizer, vector, valid, test, layers, scales,
+def _check_layer_and_scale_case(choose: Callable, label: str, lm, vector, valid, test, layers, scales,
                                 site: str) -> None:
-    got = call_learner(choose, model, tokenizer, vector, valid, test, tuple(layers), tuple(scales), site, label=label)
+    got = call_learner(choose, lm, vector, valid, test, tuple(layers), tuple(scales), site, label=label)
     name = getattr(choose, "__name__", "your function")
     if not isinstance(got, (tuple, list)) or len(got) != 3:
         raise ExerciseError(f"`{name}` {label} returned {got!r}; return a tuple (layer, scale, test_accuracy).")
     layer, scale, accuracy = got
-    grid = _valid_accuracies(model, tokenizer, vector, valid, layers, scales, site)
+    grid = _valid_accuracies(lm, vector, valid, layers, scales, site)
     setting = (int(layer), float(scale)) if isinstance(layer, (int, float)) and isinstance(scale, (int, float)) else None
     if setting not in grid:
         raise ExerciseError(f"`{name}` {label} chose layer {layer!r} and scale {scale!r}, which are not in the grid "
@@ -270,8 +270,7 @@ def _check_layer_and_scale_case(choose: Callable, label: str, model, tokenizer, 
             f"{grid[setting]:.3f}, but layer {best[0]}, scale {best[1]} reaches {grid[best]:.3f} on the valid "
             f"prompts: choose on the valid prompts (choosing on the test prompts reports an optimistic score).\n"
             f"Hint: {LAYER_SCALE_HINT}")
-    expected = steered_first_token_accuracy(model, tokenizer, test.prompts, test.answers, vector,
-                                            Steering(*setting, site))
+    expected = steered_first_token_accuracy(lm, test.prompts, test.answers, vector, Steering(*setting, site))
     try:
         compare(accuracy, expected, "the reported accuracy", atol=1e-6)
     except ExerciseError as err:
@@ -280,33 +279,33 @@ def _check_layer_and_scale_case(choose: Callable, label: str, model, tokenizer, 
                             f"Hint: {LAYER_SCALE_HINT}") from None
 
 
-def check_layer_and_scale(choose_layer_and_scale: Callable, model=None, tokenizer=None, vector=None, valid=None,
-                          test=None, layers=None, scales=None, site: str = "attention") -> None:
-    """Exercise 2.4: ``choose_layer_and_scale(model, tokenizer, vector, valid, test, layers, scales,
-    site) -> (layer, scale, test_accuracy)``.
+def check_layer_and_scale(choose_layer_and_scale: Callable, lm=None, vector=None, valid=None, test=None, layers=None,
+                          scales=None, site: str = "attention") -> None:
+    """Exercise 2.4: ``choose_layer_and_scale(lm, vector, valid, test, layers, scales, site) ->
+    (layer, scale, test_accuracy)``, ``lm`` a model under study (:class:`ivedu.study.ModelUnderStudy`).
 
     ``valid``/``test``: :class:`ivedu.extraction.PromptSet` of prompts without the instruction.
     The chosen setting must reach the best first-token accuracy on ``valid`` (any of the tied best),
     and the accuracy reported must be ``test``'s at that setting. Checked on the tiny model's
-    sentiment and antonym vectors, then on the chapter's own ``model``, ``vector`` and grid when
-    given (any profile: first-token accuracy of the same function is deterministic).
+    sentiment and antonym vectors, then on the chapter's own model under study ``lm``, ``vector``
+    and grid when given (any profile: first-token accuracy of the same function is deterministic).
     """
-    tiny, tiny_tokenizer = tiny_model()
+    tiny = tiny_study()
     world = tiny_world()
     effects, (_, means) = _sentiment_effects(), _sentiment_inputs()
     sentiment = world.task("sentiment")
-    sentiment_vector = vector_from_top_heads(tiny, means, effects, 2)
+    sentiment_vector = vector_from_top_heads(tiny.model, means, effects, 2)
     n = 0
     for scale_grid in ((0.5, 1.0, 2.0, 4.0), (1.0, 3.0, 8.0)):
         _check_layer_and_scale_case(
             choose_layer_and_scale, f"with the tiny model's sentiment vector, layers 0-3, scales {scale_grid}",
-            tiny, tiny_tokenizer, sentiment_vector,
+            tiny, sentiment_vector,
             corrupted_prompts(sentiment, "valid", "removed", n=None, fmt=TINY_FORMAT),
             corrupted_prompts(sentiment, "test", "removed", n=None, fmt=TINY_FORMAT), (0, 1, 2, 3), scale_grid,
             "attention")
         n += 1
-    if model is not None:
-        _check_layer_and_scale_case(choose_layer_and_scale, "with the chapter's model, vector and grid", model,
-                                    tokenizer, vector, valid, test, layers, scales, site)
+    if lm is not None:
+        _check_layer_and_scale_case(choose_layer_and_scale, "with the chapter's model, vector and grid", lm, vector,
+                                    valid, test, layers, scales, site)
         n += 1
     passed("layer and scale chosen on valid", f"{n} grids: the best valid setting and its test accuracy")

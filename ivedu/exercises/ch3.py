@@ -26,18 +26,18 @@ import numpy as np
 import torch
 
 from ivedu.dynamics import TaskAtStage, instructed_set, projections, r_squared, restored_share
-from ivedu.exercises import (Case, check_against_reference, one_in, passed, perturbed_tiny_model, tiny_model,
+from ivedu.exercises import (Case, check_against_reference, one_in, passed, perturbed_tiny_model, tiny_study,
                              tiny_world)
 from ivedu.intervention import Steering, random_vector_like, steered_exact_match
 from ivedu.prompts import TINY_FORMAT
+from ivedu.settings import ExtractionSettings
 
 
-def restoration_reference(model, tokenizer, prompts, answers, vector, layer, scale, site="attention",
-                          seed=0) -> dict[str, float]:
-    """Exercise 3.1's reference: exact match on ``prompts`` bare, with ``scale * vector`` added in
-    ``layer`` at the last prompt token, and with ``random_vector_like(vector, seed)`` there instead."""
+def restoration_reference(lm, prompts, answers, vector, steering, seed=0) -> dict[str, float]:
+    """Exercise 3.1's reference: exact match of the model under study ``lm`` on ``prompts`` bare,
+    with ``vector`` added as ``steering`` says, and with ``random_vector_like(vector, seed)`` there instead."""
     def em(v):
-        return steered_exact_match(model, tokenizer, prompts, answers, v, Steering(layer, scale, site))
+        return steered_exact_match(lm, prompts, answers, v, steering)
 
     return {"bare": em(None), "vector": em(vector), "random": em(random_vector_like(vector, seed))}
 
@@ -47,44 +47,45 @@ def _original_vectors() -> dict[str, torch.Tensor]:
     """The tiny model's vectors (top 2 heads, 12 train prompts) of two tasks the damaged copy has lost."""
     from ivedu.extraction import build_vectors, scan_tasks
 
-    model, tokenizer = tiny_model()
+    lm = tiny_study()
     world = tiny_world()
     tasks = [world.task("sentiment"), world.task("bracket")]
-    scans = scan_tasks(model, tokenizer, tasks, 12, 0, fmt=TINY_FORMAT)
-    return {name: iv.vector for name, iv in build_vectors(model, scans, 2).items()}
+    scans = scan_tasks(lm, tasks, 12, 0, ExtractionSettings())
+    return {name: iv.vector for name, iv in build_vectors(lm.model, scans, 2).items()}
 
 
-RESTORATION_HINT = ("use ivedu.intervention.steered_exact_match(model, tokenizer, prompts, answers, vector, "
-                    "Steering(layer, scale, site)) three times: with None (the fine-tuned model bare), with the "
-                    "original vector, and with random_vector_like(vector, seed) -- a random direction of the same "
-                    "norm, at the same layer and scale: the control. It adds the vector at the last prompt token only; wrapping a generation "
+RESTORATION_HINT = ("use ivedu.intervention.steered_exact_match(lm, prompts, answers, vector, steering) three "
+                    "times: with None (the fine-tuned model bare), with the original vector, and with "
+                    "random_vector_like(vector, seed) -- a random direction of the same norm, at the same steering: "
+                    "the control. It adds the vector at the last prompt token only; wrapping a generation "
                     "in add_to_residual would add it at every generated token too.")
 
 
-def check_restoration(restore_with_control: Callable, model=None, tokenizer=None, prompts=(), answers=(),
-                      vector=None, layer: int = 0, scale: float = 1.0, site: str = "attention") -> None:
-    """Exercise 3.1: ``restore_with_control(model, tokenizer, prompts, answers, vector, layer, scale,
-    site, seed=0) -> {"bare": float, "vector": float, "random": float}``.
+def check_restoration(restore_with_control: Callable, lm=None, prompts=(), answers=(), vector=None,
+                      steering: Steering | None = None) -> None:
+    """Exercise 3.1: ``restore_with_control(lm, prompts, answers, vector, steering, seed=0) ->
+    {"bare": float, "vector": float, "random": float}``, ``lm`` a model under study and ``steering``
+    an :class:`ivedu.intervention.Steering`.
 
     Checked exactly on a damaged copy of the tiny model (a stand-in for a fine-tuned model that
-    lost skills) with the original model's vectors, then on the chapter's fine-tuned ``model``
+    lost skills) with the original model's vectors, then on the chapter's fine-tuned ``lm``
     and original ``vector`` when given (any profile), within one prompt (:func:`ivedu.exercises.one_in`).
     """
-    damaged, tokenizer_tiny = perturbed_tiny_model()
+    damaged = tiny_study(perturbed_tiny_model()[0])
     world = tiny_world()
     cases = []
     for name, (layer_, scale_) in (("sentiment", (0, 2.0)), ("bracket", (0, 1.0)), ("sentiment", (1, 4.0))):
         test = instructed_set(world.task(name), "test", fmt=TINY_FORMAT)
         cases.append(Case(f"with a damaged tiny model, the original {name!r} vector in layer {layer_} at scale "
                           f"{scale_}, {name!r} test prompts",
-                          (damaged, tokenizer_tiny, list(test.prompts), list(test.answers), _original_vectors()[name],
-                           layer_, scale_, "attention")))
+                          (damaged, list(test.prompts), list(test.answers), _original_vectors()[name],
+                           Steering(layer_, scale_, "attention"))))
     n = check_against_reference(restore_with_control, restoration_reference, cases, hint=RESTORATION_HINT)
-    if model is not None:
+    if lm is not None:
         n += check_against_reference(
             restore_with_control, restoration_reference,
-            [Case(f"with the chapter's fine-tuned model and original vector in layer {layer} at scale {scale}",
-                  (model, tokenizer, list(prompts), list(answers), vector, layer, scale, site))],
+            [Case(f"with the chapter's fine-tuned model and original vector in layer {steering.layer} at scale "
+                  f"{steering.scale}", (lm, list(prompts), list(answers), vector, steering))],
             hint=RESTORATION_HINT, atol=one_in(len(prompts)), rtol=0.0)
     passed("restoration and its control", f"{n} cases match ivedu.intervention.steered_exact_match with the vector "
                                           "and with random_vector_like")

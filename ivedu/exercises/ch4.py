@@ -30,24 +30,22 @@ import torch
 from ivedu.continual import EWCObjective
 from ivedu.corpus import collate
 from ivedu.exercises import (Case, check_against_reference, passed, perturbed_tiny_model, rounding_rtol, tiny_model,
-                             tiny_world)
+                             tiny_study, tiny_world)
 from ivedu.finetune import task_sequences
 from ivedu.guided import GuidedObjective, answer_start_positions, kd_loss
 from ivedu.hooks import add_to_residual
-from ivedu.prompts import TINY_FORMAT
-from ivedu.settings import GuidedSettings, settings as profile_settings
+from ivedu.settings import ExtractionSettings, GuidedSettings, settings as profile_settings
 
 
 @lru_cache(maxsize=1)
 def _tiny_batches() -> tuple[dict, dict]:
     """Two right-padded training batches of the tiny world: ``last_french`` rows, and rows of a
     short-prompt and a long-prompt task mixed (their answers start at different positions)."""
-    _, tokenizer = tiny_model()
+    lm = tiny_study()
     world = tiny_world()
-    plain = collate(task_sequences(tokenizer, world.task("last_french"), fmt=TINY_FORMAT)[:6], tokenizer.pad_token_id)
-    mixed = (task_sequences(tokenizer, world.task("capital"), fmt=TINY_FORMAT)[:2]
-             + task_sequences(tokenizer, world.task("reverse"), fmt=TINY_FORMAT)[:2])
-    return plain, collate(mixed, tokenizer.pad_token_id)
+    plain = collate(task_sequences(lm, world.task("last_french"))[:6], lm.tokenizer.pad_token_id)
+    mixed = task_sequences(lm, world.task("capital"))[:2] + task_sequences(lm, world.task("reverse"))[:2]
+    return plain, collate(mixed, lm.tokenizer.pad_token_id)
 
 
 @lru_cache(maxsize=1)
@@ -55,9 +53,9 @@ def _tiny_vector() -> tuple[torch.Tensor, tuple]:
     """The tiny model's ``last_french`` vector and its heads (chapter 4's extraction, 12 prompts)."""
     from ivedu.extraction import build_vectors, scan_tasks
 
-    model, tokenizer = tiny_model()
+    lm = tiny_study()
     task = tiny_world().task("last_french")
-    iv = build_vectors(model, scan_tasks(model, tokenizer, [task], 12, 0, fmt=TINY_FORMAT), 2)[task.name]
+    iv = build_vectors(lm.model, scan_tasks(lm, [task], 12, 0, ExtractionSettings()), 2)[task.name]
     return iv.vector, iv.heads
 
 

@@ -35,8 +35,8 @@ def run(settings: Settings, seeds: list[int], progress: bool = False, with_seque
     world = load_tasks(settings, lm)
     data = settings.data
     general, task = general_tasks(settings, world), world.task(data.new_task)
-    before = score_abilities(lm.model, lm.tokenizer, general, data.split, data.k_shots, fmt=lm.fmt)
-    new_before = instruction_following_score(lm.model, lm.tokenizer, task, data.split, fmt=lm.fmt).exact_match
+    before = score_abilities(lm, general, data.split, data.k_shots)
+    new_before = instruction_following_score(lm, task, data.split).exact_match
     runs, sequences = [], []
     for seed in seeds:
         for method in METHODS:

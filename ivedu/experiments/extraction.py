@@ -40,7 +40,7 @@ def row(result: Extraction, seed: int) -> dict:
 
 def run_seed(lm: ModelUnderStudy, tasks, seed: int, settings: Settings) -> dict:
     """:func:`row` of one seed's extraction on ``tasks``."""
-    return row(extract_and_test(lm.model, lm.tokenizer, tasks, seed, settings.extraction, fmt=lm.fmt), seed)
+    return row(extract_and_test(lm, tasks, seed, settings.extraction), seed)
 
 
 def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
@@ -53,7 +53,7 @@ def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
     tasks = general_tasks(settings, load_tasks(settings, lm))
     results, per_seed = [], []
     for seed in seeds:
-        results.append(extract_and_test(lm.model, lm.tokenizer, tasks, seed, settings.extraction, fmt=lm.fmt))
+        results.append(extract_and_test(lm, tasks, seed, settings.extraction))
         per_seed.append(row(results[-1], seed))
         log(f"seed {seed}: bare {per_seed[-1]['corrupted']:.2f} -> with the vector {per_seed[-1]['with_iv']:.2f}")
     summary: dict = {key: statistics.mean(r[key] for r in per_seed) for key in KEYS}

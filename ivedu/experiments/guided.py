@@ -52,7 +52,7 @@ def compare(settings: Settings, seeds: list[int], sequence: Sequence[str], names
     tasks, general = [world.task(n) for n in sequence], general_tasks(settings, world)
     data, guided = settings.data, settings.guided
     before = general_scores(lm, general, data.split, data.k_shots)
-    baseline = sequence_scores(lm.model, lm.tokenizer, tasks, data.split, fmt=lm.fmt)
+    baseline = sequence_scores(lm, tasks, data.split)
     registry = methods(guided.loss)
     per_seed, reports, scores, ablation_scores = [], {}, {n: [] for n in names}, {}
     if checkpoints is not None:

@@ -52,10 +52,9 @@ def measure_draw(config: TinyConfig, settings: Settings) -> dict:
     world = build_world(config.world_seed)
     model, tokenizer, history = train_tiny_model(config, world)
     lm = ModelUnderStudy(model, tokenizer, TINY_FORMAT, f"tiny (seed {config.seed})")
-    quality = score_tasks(model, tokenizer, world.general, fmt=lm.fmt)
+    quality = score_tasks(lm, world.general)
     general = general_tasks(settings, world)
-    before = mean_abilities(score_abilities(model, tokenizer, general, settings.data.split, settings.data.k_shots,
-                                            fmt=lm.fmt))
+    before = mean_abilities(score_abilities(lm, general, settings.data.split, settings.data.k_shots))
     row: dict = {
         "seed": config.seed,
         "threads": torch.get_num_threads(),

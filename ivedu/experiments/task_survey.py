@@ -41,7 +41,7 @@ def run(settings: Settings, seeds: list[int], progress: bool = False) -> dict:
     def survey(lm) -> dict:
         rows = {}
         for task in world.tasks:
-            row = asdict(survey_task(lm.model, lm.tokenizer, task, "test", N_EXAMPLES, fmt=lm.fmt))
+            row = asdict(survey_task(lm, task, "test", N_EXAMPLES))
             rows[row.pop("task")] = row
             log(f"{lm.name} {task.name}: first token {row['first_token']:.2f}, exact match {row['exact_match']:.2f}")
         return rows
