@@ -334,12 +334,12 @@ class MethodRun:
 
 def _objective_factory(method: Method, lm: ModelUnderStudy, tasks: Sequence[Task], steps: int, seed: int,
                        vectors: dict[str, InstructionVector] | None, records: list):
-    """``loss_fn_for(previous, stage)`` for :func:`ivedu.finetune.finetune_sequence`."""
+    """``objective_for(previous, stage)`` for :func:`ivedu.finetune.finetune_sequence`."""
     tokenizer = lm.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     fisher: dict[str, torch.Tensor] = {}
 
-    def loss_fn_for(previous: nn.Module, stage: int) -> LossFn | None:
+    def objective_for(previous: nn.Module, stage: int) -> LossFn | None:
         task = tasks[stage]
         if method.kind == "plain":
             return None
@@ -372,7 +372,7 @@ def _objective_factory(method: Method, lm: ModelUnderStudy, tasks: Sequence[Task
         anchor = {n: p.detach().clone() for n, p in previous.named_parameters()}
         return EWCObjective(anchor, fisher, method.ewc_lambda)
 
-    return loss_fn_for
+    return objective_for
 
 
 def run_method(lm: ModelUnderStudy, tasks: Sequence[Task], general: Sequence[Task], method: Method, seed: int,
@@ -382,7 +382,7 @@ def run_method(lm: ModelUnderStudy, tasks: Sequence[Task], general: Sequence[Tas
     """Train ``method`` on ``tasks`` in order from ``lm``'s model (left untouched) and score it.
 
     Every method trains alike: ``training``'s batch, learning rate for ``method.base``,
-    schedule, LoRA and stop rule (:meth:`ivedu.settings.FinetuneSettings.kwargs`), at most
+    schedule, LoRA and stop rule (:func:`ivedu.finetune.finetune` reads them), at most
     ``max_steps`` per task (``None``: ``training.max_steps``; chapter 4 passes
     ``settings.guided.max_steps``); only the loss differs. ``vectors``: task name ->
     instruction vector, needed by the guided kinds (:func:`ivedu.guided.new_task_vectors`).
@@ -392,12 +392,12 @@ def run_method(lm: ModelUnderStudy, tasks: Sequence[Task], general: Sequence[Tas
     ``baseline``: the new tasks' scores on ``split`` before training, when already measured
     (:func:`ivedu.finetune.sequence_scores`; every method starts from the same model).
     """
-    kwargs = {**training.kwargs(method.base, max_steps=max_steps), "eval_examples": stop_examples}
+    training = replace(training, max_steps=max_steps or training.max_steps)
     start = time.perf_counter()
     records: list = []
-    loss_fn_for = _objective_factory(method, lm, tasks, kwargs["steps"], seed, vectors, records)
-    result = finetune_sequence(lm.model, lm.tokenizer, tasks, seed=seed, split=split, loss_fn_for=loss_fn_for,
-                               baseline=baseline, fmt=lm.fmt, **kwargs)
+    objective_for = _objective_factory(method, lm, tasks, training.max_steps, seed, vectors, records)
+    result = finetune_sequence(lm, tasks, training, method.base, seed, split=split, objective_for=objective_for,
+                               baseline=baseline, stop_examples=stop_examples)
     general_after = general_scores(lm.with_model(result.model), general, split, k)
     history = records if records else [stage.losses for stage in result.stages]
     return MethodRun(method.name, seed, tuple(result.tasks), result.R, result.baseline, general_after,

@@ -120,8 +120,7 @@ def diagnose(lm: ModelUnderStudy, task: Task, general: Sequence[Task], method: s
     ``tuned``: that same fine-tuning, already run (a chapter's worked example), scored instead
     of trained again; on a real model on a CPU one run takes minutes."""
     data = settings.data
-    result = tuned or finetune(lm.model, lm.tokenizer, task, seed=seed, fmt=lm.fmt,
-                               **settings.finetune.kwargs(method))
+    result = tuned or finetune(lm, task, settings.finetune, method, seed)
     tuned_lm = lm.with_model(result.model)
     after = score_abilities(tuned_lm, general, data.split, data.k_shots)
     new = exact_match_score(tuned_lm, task, data.split)
@@ -163,8 +162,7 @@ def run_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], general: Sequence[T
     """Fine-tune on ``tasks`` in order (each until learnt); the ``R`` matrix, its metrics and
     the general tasks zero-shot after every stage."""
     split = settings.data.split
-    result = finetune_sequence(lm.model, lm.tokenizer, tasks, seed=seed, general_tasks=general, split=split,
-                               general_split=split, k=0, fmt=lm.fmt, **settings.finetune.kwargs(method))
+    result = finetune_sequence(lm, tasks, settings.finetune, method, seed, split=split, general=general)
     general_means = [mean_abilities(rows) for rows in result.general]
     return SequenceRun(seed, method, tuple(result.tasks), tuple(tuple(row) for row in result.R.tolist()),
                        tuple(result.baseline.tolist()), continual_metrics(result.R, result.baseline),

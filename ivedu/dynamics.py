@@ -333,8 +333,8 @@ def watch_training(every: int, observe: Callable[[int, nn.Module], None]):
     """A :data:`ivedu.finetune.LossFn` that is plain cross-entropy, but first calls
     ``observe(step, model)`` (in eval mode, without gradients) every ``every`` steps.
 
-    Pass it as ``finetune(..., loss_fn=watch_training(10, record))`` to follow any quantity
-    of the model as it trains, without touching the training itself.
+    Pass it as the objective, ``finetune(lm, task, settings, method, seed, watch_training(10, record))``,
+    to follow any quantity of the model as it trains, without touching the training itself.
     """
     if every < 1:
         raise ValueError(f"every must be at least 1, got {every}")
@@ -657,8 +657,7 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
             log(f"seed {seed} stage {t + 1} ({task.name}, {result.steps} steps): IF "
                 f"{stage.mean('if_exact_match'):.2f}{restored}")
 
-    finetune_sequence(lm.model, lm.tokenizer, sequence, seed=seed, loss_fn_for=watch, on_stage=analyse, fmt=lm.fmt,
-                      **training.kwargs(settings.method))
+    finetune_sequence(lm, sequence, training, settings.method, seed, objective_for=watch, on_stage=analyse)
     return SeedRun(seed, tuple(stages), fit_r2(stages[1:], checkpoints), tuple(checkpoints))
 
 

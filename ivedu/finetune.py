@@ -28,15 +28,14 @@ from ivedu.checks import check_finite_loss
 from ivedu.corpus import TrainingSequence, collate, instructed_sequence
 from ivedu.evaluation import AbilityScores, exact_match_score, score_abilities
 from ivedu.generation import model_device
-from ivedu.prompts import PromptFormat
-from ivedu.settings import sub_seed
+from ivedu.settings import FinetuneSettings, sub_seed
 from ivedu.study import ModelUnderStudy
 from ivedu.world import Task
 
 METHODS = ("full", "lora")
 SCHEDULES = ("linear", "constant")
 
-# A training objective: ``loss_fn(model, batch, step) -> scalar loss`` for the model being
+# A training objective: ``objective(model, batch, step) -> scalar loss`` for the model being
 # trained, a batch from :func:`ivedu.corpus.collate` (on the model's device) and the step index.
 # The default is the model's own cross-entropy on the answer tokens, ``model(**batch).loss``;
 # continual-learning methods (:mod:`ivedu.guided`, :mod:`ivedu.continual`) add their terms here.
@@ -113,60 +112,54 @@ def _lora_config(rank: int, alpha: float | None, target_modules: Sequence[str]):
                       target_modules=list(target_modules), task_type="CAUSAL_LM")
 
 
-def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", steps: int = 150,
-             lr: float = 3e-4, batch_size: int = 16, seed: int = 0, lora_rank: int = 8,
-             lora_alpha: float | None = None, target_modules: Sequence[str] | None = None,
-             warmup_steps: int = 10, schedule: str = "linear", weight_decay: float = 0.0,
-             split: str = "train", stop_at: float | None = None, eval_every: int = 25,
-             eval_split: str = "valid", eval_examples: int | None = None, loss_fn: LossFn | None = None,
-             on_step: Callable[[int, float], None] | None = None,
-             fmt: PromptFormat) -> FinetuneResult:
-    """Fine-tune a copy of ``model`` on ``task``'s ``split`` (instructed prompts, answer-only loss).
+def finetune(lm: ModelUnderStudy, task: Task, settings: FinetuneSettings, method: str, seed: int,
+             objective: LossFn | None = None, *, stop_examples: int | None = None) -> FinetuneResult:
+    """Fine-tune a copy of ``lm.model`` on ``task``'s train split (instructed prompts in ``lm.fmt``,
+    answer-only loss) as ``settings`` says for ``method``.
 
-    ``method="full"`` trains every weight; ``method="lora"`` freezes the copy and trains LoRA
-    adapters (:func:`lora_model`) on ``target_modules`` (default: every linear projection in
-    the blocks, :func:`linear_module_names`). AdamW with ``warmup_steps`` of linear warm-up,
-    then ``schedule``: ``"linear"`` decay to zero at ``steps`` (the Hugging Face Trainer's
-    default) or ``"constant"``. Gradients are clipped at norm 1. Batches are shuffled passes
-    over all (example, phrasing) pairs, drawn with ``random.Random(seed)``.
+    ``method="full"`` trains every weight, at ``settings.lr_full``; ``method="lora"`` freezes the
+    copy and trains LoRA adapters (:func:`lora_model`: rank ``settings.lora_rank``, alpha
+    ``settings.lora_alpha``) on ``settings.lora_targets`` (``None``: every linear projection in
+    the blocks, :func:`linear_module_names`), at ``settings.lr_lora``. AdamW without weight decay,
+    ``settings.warmup_steps`` of linear warm-up, then ``settings.schedule``: ``"linear"`` decay to
+    zero at ``settings.max_steps`` (the Hugging Face Trainer's default) or ``"constant"``.
+    Gradients are clipped at norm 1. Batches of ``settings.batch_size`` are shuffled passes over
+    all (example, phrasing) pairs, drawn with ``random.Random(seed)``.
 
-    Early stopping: with ``stop_at`` set, the task is scored (exact match under the
-    instruction, :func:`ivedu.evaluation.exact_match_score`) on ``eval_split``
-    every ``eval_every`` steps, and training stops at the first check that reaches
+    Early stopping: with ``settings.stop_at`` set, the task is scored (exact match under the
+    instruction, :func:`ivedu.evaluation.exact_match_score`) on its valid split every
+    ``settings.eval_every`` steps, and training stops at the first check that reaches
     ``stop_at`` -- "train until the new task is learnt", the least fine-tuning that does the
-    job. ``steps`` is then the most steps allowed. ``eval_examples``: the check scores only the
-    first that many examples of ``eval_split`` (``None``: all of it) -- on a real model each
-    check is a generation pass, and a check every ten steps over a whole valid split can cost
-    more than the training it stops.
+    job. ``settings.max_steps`` is then the most steps allowed. ``stop_examples``: the check
+    scores only the first that many valid examples (``None``: all of them) -- on a real model
+    each check is a generation pass, and a check every ten steps over a whole valid split can
+    cost more than the training it stops.
 
-    ``loss_fn(model, batch, step)`` replaces the plain cross-entropy objective (see
-    :data:`LossFn`): same batches, optimiser and stopping, another loss.
-    ``on_step(step, loss)`` is called after every step (a live loss curve, a progress bar).
-    ``fmt``: the prompt format of the training prompts and of the early-stopping score (a
-    chat model's from :func:`ivedu.prompts.chat_format`).
+    ``objective(model, batch, step)`` replaces the plain cross-entropy (see :data:`LossFn`):
+    same batches, optimiser and stopping, another loss.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
-    lm = ModelUnderStudy(model, tokenizer, fmt)
-    sequences = task_sequences(lm, task, split)
+    if settings.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {settings.schedule!r}; choose one of {SCHEDULES}")
+    sequences = task_sequences(lm, task, "train")
     if not sequences:
-        raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
-    if eval_examples is not None and eval_examples < 1:
-        raise ValueError(f"eval_examples must be at least 1 (or None for the whole {eval_split!r} split), "
-                         f"got {eval_examples}")
-    checked = task if eval_examples is None else first_examples(task, eval_split, eval_examples)
-    tuned = copy.deepcopy(model)
+        raise ValueError(f"task {task.name!r} has no examples in split 'train'")
+    if stop_examples is not None and stop_examples < 1:
+        raise ValueError(f"stop_examples must be at least 1 (or None for the whole valid split), got {stop_examples}")
+    checked = task if stop_examples is None else first_examples(task, "valid", stop_examples)
+    steps, lr, batch_size = settings.max_steps, settings.lr(method), settings.batch_size
+    tuned = copy.deepcopy(lm.model)
     if method == "lora":
-        tuned = lora_model(tuned, lora_rank, lora_alpha, target_modules, seed)
+        tuned = lora_model(tuned, settings.lora_rank, settings.lora_alpha, settings.lora_targets, seed)
     else:
         torch.manual_seed(seed)
     params = [p for p in tuned.parameters() if p.requires_grad]
     _upcast_half_precision(params)
-    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: _lr_factor(s, steps, warmup_steps, schedule))
+        optimiser, lambda s: _lr_factor(s, steps, settings.warmup_steps, settings.schedule))
+    tokenizer = lm.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = model_device(tuned)
     rng = random.Random(seed)
@@ -183,7 +176,7 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
         batch = collate([sequences[i] for i in order[:batch_size]], pad)
         del order[:batch_size]
         batch = {k: v.to(device) for k, v in batch.items()}
-        loss = tuned(**batch).loss if loss_fn is None else loss_fn(tuned, batch, step)
+        loss = tuned(**batch).loss if objective is None else objective(tuned, batch, step)
         check_finite_loss(loss, step)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -192,14 +185,12 @@ def finetune(model: nn.Module, tokenizer, task: Task, *, method: str = "full", s
         scheduler.step()
         result.losses.append(loss.item())
         result.steps = step + 1
-        if on_step is not None:
-            on_step(step, result.losses[-1])
-        if stop_at is not None and (step + 1) % eval_every == 0:
+        if settings.stop_at is not None and (step + 1) % settings.eval_every == 0:
             tuned.eval()
-            score = exact_match_score(lm.with_model(tuned), checked, eval_split)
+            score = exact_match_score(lm.with_model(tuned), checked, "valid")
             tuned.train()
             result.checks.append((step + 1, score))
-            if score >= stop_at:
+            if score >= settings.stop_at:
                 break
     tuned.eval()
     result.seconds = time.perf_counter() - start
@@ -247,7 +238,7 @@ class SequenceResult:
     ``R[t, i]``: exact match on ``tasks[i]`` (``split``) after training stages ``0 .. t``,
     ``[T, T]`` -- the matrix :mod:`ivedu.metrics` takes. ``baseline[i]``: the same score
     before any fine-tuning, ``[T]``. ``general[s]``: :class:`ivedu.evaluation.AbilityScores`
-    of every general task at stage ``s``, where stage 0 is *before* fine-tuning, so
+    (zero-shot) of every general task at stage ``s``, where stage 0 is *before* fine-tuning, so
     ``len(general) == T + 1``. ``stages[t]`` holds stage ``t``'s training record, with its
     ``model`` dropped (set to ``None``) to keep one model in memory; ``model`` is the final one.
     """
@@ -266,61 +257,51 @@ def sequence_scores(lm: ModelUnderStudy, tasks: Sequence[Task], split: str = "te
     return [exact_match_score(lm, t, split) for t in tasks]
 
 
-def finetune_sequence(model: nn.Module, tokenizer, tasks: Sequence[Task], *, method: str = "full",
-                      steps: int | Sequence[int] = 150, lr: float = 3e-4, batch_size: int = 16, seed: int = 0,
-                      general_tasks: Sequence[Task] = (), split: str = "test", general_split: str = "heldout",
-                      k: int = 4, progress: bool = False,
-                      loss_fn_for: Callable[[nn.Module, int], LossFn | None] | None = None,
+def finetune_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], settings: FinetuneSettings, method: str,
+                      seed: int, *, split: str = "test", general: Sequence[Task] = (),
+                      objective_for: Callable[[nn.Module, int], LossFn | None] | None = None,
                       on_stage: Callable[[int, nn.Module, FinetuneResult], None] | None = None,
-                      baseline: Sequence[float] | None = None,
-                      fmt: PromptFormat, **finetune_kwargs) -> SequenceResult:
-    """Fine-tune a copy of ``model`` on ``tasks`` in order, scoring after every stage.
+                      baseline: Sequence[float] | None = None, stop_examples: int | None = None) -> SequenceResult:
+    """Fine-tune a copy of ``lm.model`` on ``tasks`` in order, scoring after every stage.
 
-    Each stage is :func:`finetune` on the previous stage's model, with seed
-    ``sub_seed(seed, stage)``; ``steps`` is one number or one per task. With ``method="lora"``
+    Each stage is :func:`finetune` with ``settings`` and ``method`` on the previous stage's
+    model, with seed ``sub_seed(seed, stage)`` (and ``stop_examples``). With ``method="lora"``
     every stage trains a fresh adapter, which is merged into the weights before the next stage
     (sequential LoRA, as in TRACE's LoRA baseline with merging): the final ``model`` is a plain
     model again. After each stage the new tasks are scored (exact match under the instruction,
-    on ``split``) into ``R``, and ``general_tasks`` with :func:`ivedu.evaluation.score_abilities`
-    on ``general_split`` (``k``-shot for the in-context score).
+    on ``split``) into ``R``, and the ``general`` tasks with
+    :func:`ivedu.evaluation.score_abilities` on ``split``, zero-shot only.
 
-    ``loss_fn_for(previous, stage)`` gives stage ``stage``'s objective (:data:`LossFn`, or
+    ``objective_for(previous, stage)`` gives stage ``stage``'s objective (:data:`LossFn`, or
     ``None`` for plain cross-entropy); ``previous`` is the model before that stage -- frozen,
     never trained -- which regularisers use as their teacher or anchor. ``on_stage(stage,
     model, result)`` is called after each stage with the model as it now is (LoRA merged)
     and the stage's training record, before the stage is scored: chapter 3 measures its
     vectors there. ``baseline``: the new tasks' scores before training on ``split``
-    (:func:`sequence_scores` of ``model``), when the caller has them already -- chapter 4 runs
+    (:func:`sequence_scores` of ``lm``), when the caller has them already -- chapter 4 runs
     every method from the same model; ``None``: scored here.
     """
-    steps_per_task = [steps] * len(tasks) if isinstance(steps, int) else list(steps)
-    if len(steps_per_task) != len(tasks):
-        raise ValueError(f"{len(steps_per_task)} step counts for {len(tasks)} tasks")
     if baseline is not None and len(baseline) != len(tasks):
         raise ValueError(f"{len(baseline)} baseline scores for {len(tasks)} tasks")
 
-    lm = ModelUnderStudy(model, tokenizer, fmt)
-
     def score(m, new: Sequence[float] | None = None) -> tuple[list[float], list[AbilityScores]]:
-        new = list(new) if new is not None else sequence_scores(lm.with_model(m), tasks, split)
-        return new, score_abilities(lm.with_model(m), general_tasks, general_split, k) if general_tasks else []
+        now = lm.with_model(m)
+        new = list(new) if new is not None else sequence_scores(now, tasks, split)
+        return new, score_abilities(now, general, split, k=0) if general else []
 
-    baseline, general0 = score(model, baseline)
+    baseline, general0 = score(lm.model, baseline)
     R = np.zeros((len(tasks), len(tasks)))
-    general, stages = [general0], []
-    current = model
-    for t, (task, n_steps) in enumerate(zip(tasks, steps_per_task)):
-        loss_fn = loss_fn_for(current, t) if loss_fn_for is not None else None
-        result = finetune(current, tokenizer, task, method=method, steps=n_steps, lr=lr, batch_size=batch_size,
-                          seed=sub_seed(seed, t), loss_fn=loss_fn, fmt=fmt, **finetune_kwargs)
+    general_scores, stages = [general0], []
+    current = lm.model
+    for t, task in enumerate(tasks):
+        objective = objective_for(current, t) if objective_for is not None else None
+        result = finetune(lm.with_model(current), task, settings, method, sub_seed(seed, t), objective,
+                          stop_examples=stop_examples)
         current = result.model.merge_and_unload() if method == "lora" else result.model
         result.model = None
         if on_stage is not None:
             on_stage(t, current, result)
         stages.append(result)
         R[t], scores = score(current)
-        general.append(scores)
-        if progress:
-            print(f"stage {t + 1}/{len(tasks)} ({task.name}, {method}): new-task exact match "
-                  + " ".join(f"{x:.2f}" for x in R[t]), flush=True)
-    return SequenceResult([t.name for t in tasks], method, R, np.asarray(baseline), general, stages, current)
+        general_scores.append(scores)
+    return SequenceResult([t.name for t in tasks], method, R, np.asarray(baseline), general_scores, stages, current)

@@ -149,13 +149,16 @@ FV_RELATED: tuple[tuple[str, ...], ...] = (
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """Fine-tuning, for every method and chapter.
+    """Fine-tuning, for every method and chapter: what :func:`ivedu.finetune.finetune` reads.
 
     Train until the new task reaches exact match ``stop_at`` on its valid split, checked every
-    ``eval_every`` steps, at most ``max_steps``; ``lr_full`` / ``lr_lora``: the rates of full
-    fine-tuning and LoRA (rank ``lora_rank``, ``lora_alpha``, on ``lora_targets``; ``None``:
-    every linear projection); ``sequence_methods``: the methods chapter 1 fine-tunes the
-    sequence of new tasks with (the chapter shows the first; its command runs each).
+    ``eval_every`` steps (``stop_at=None``: no check), at most ``max_steps``; ``schedule`` after
+    ``warmup_steps`` of warm-up: ``"constant"`` or ``"linear"`` decay to zero; ``lr_full`` /
+    ``lr_lora``: the rates of full fine-tuning and LoRA (rank ``lora_rank``, ``lora_alpha``, on
+    ``lora_targets``; ``None``: every linear projection); ``sequence_methods``: the methods
+    chapter 1 fine-tunes the sequence of new tasks with (the chapter shows the first; its command
+    runs each). A step that trains less (chapter 4's per-task cap, chapter 5's timing) passes a
+    copy, ``dataclasses.replace(settings.finetune, max_steps=...)``.
     """
 
     batch_size: int = 16
@@ -176,18 +179,6 @@ class FinetuneSettings:
         if method not in ("full", "lora"):
             raise ValueError(f"unknown method {method!r}; choose 'full' or 'lora'")
         return self.lr_full if method == "full" else self.lr_lora
-
-    def kwargs(self, method: str, max_steps: int | None = None) -> dict:
-        """The keyword arguments of :func:`ivedu.finetune.finetune` for ``method``
-        (``max_steps`` replaces the default cap, e.g. chapter 4's per-task cap)."""
-        out = dict(method=method, steps=max_steps or self.max_steps, batch_size=self.batch_size,
-                   stop_at=self.stop_at, eval_every=self.eval_every, schedule=self.schedule,
-                   warmup_steps=self.warmup_steps, lr=self.lr(method))
-        if method == "lora":
-            out.update(lora_rank=self.lora_rank, lora_alpha=self.lora_alpha)
-            if self.lora_targets is not None:
-                out["target_modules"] = list(self.lora_targets)
-        return out
 
 
 @dataclass(frozen=True)

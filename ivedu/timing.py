@@ -8,6 +8,7 @@ call -- on the model at hand and times them (on a GPU, with their peak memory to
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -57,7 +58,7 @@ def measure_pipeline(lm: ModelUnderStudy, tasks: Sequence[Task], new_task: Task,
     number of steps. ``lm.model`` can be a real checkpoint or a randomly initialised model of a
     real model's size: the cost does not depend on the weights' values.
     """
-    model, tokenizer, fmt, x = lm.model, lm.tokenizer, lm.fmt, settings.extraction
+    model, x = lm.model, settings.extraction
     device = model_device(model)
     rows = []
     scans, cost = measure("scan (causal mediation)", lambda: scan_tasks(lm, tasks, x.n_prompts, seed, x), device)
@@ -73,11 +74,11 @@ def measure_pipeline(lm: ModelUnderStudy, tasks: Sequence[Task], new_task: Task,
     _, cost = measure("intervention sweep + test", sweep_and_test, device)
     rows.append(cost)
     steps = train_steps or settings.finetune.max_steps
+    training = replace(settings.finetune, max_steps=steps, stop_at=None,
+                       warmup_steps=min(settings.finetune.warmup_steps, steps))
     for method in reversed(METHODS):  # LoRA first: the cheaper of the two
-        kwargs = {**settings.finetune.kwargs(method, max_steps=steps), "stop_at": None,
-                  "warmup_steps": min(settings.finetune.warmup_steps, steps)}
-        result, cost = measure(f"fine-tuning ({method})",
-                               lambda: finetune(model, tokenizer, new_task, seed=seed, fmt=fmt, **kwargs), device)
+        result, cost = measure(f"fine-tuning ({method})", lambda: finetune(lm, new_task, training, method, seed),
+                               device)
         del result
         rows.append(cost)
     return rows

@@ -139,9 +139,9 @@ def test_the_learning_rate_comes_from_the_fine_tuning_settings(lm, world, tasks,
     seen = []
     real = continual.finetune_sequence
 
-    def spy(*args, **kwargs):
-        seen.append((kwargs["method"], kwargs["lr"], kwargs["batch_size"], kwargs["steps"]))
-        return real(*args, **kwargs)
+    def spy(lm, tasks, settings, method, *args, **kwargs):
+        seen.append((method, settings.lr(method), settings.batch_size, settings.max_steps))
+        return real(lm, tasks, settings, method, *args, **kwargs)
 
     monkeypatch.setattr(continual, "finetune_sequence", spy)
     training = FinetuneSettings(stop_at=None, lr_lora=5e-4, lr_full=2e-5, batch_size=4, max_steps=1)

@@ -106,13 +106,12 @@ def test_choose_steering_picks_the_best_valid_setting(lm, world):
         choose_steering(lm, prompts, vector, layers=[], scales=[1.0], site="attention")
 
 
-def test_watch_training_observes_without_changing_training(tiny, world):
-    model, tokenizer = tiny
+def test_watch_training_observes_without_changing_training(lm, world):
     seen = []
     task = world.task("first_french")
-    watched = finetune(model, tokenizer, task, method="full", steps=5, seed=0, fmt=TINY_FORMAT,
-                       loss_fn=watch_training(2, lambda step, m: seen.append((step, m.training))))
-    plain = finetune(model, tokenizer, task, method="full", steps=5, seed=0, fmt=TINY_FORMAT)
+    five = FinetuneSettings(max_steps=5, stop_at=None)
+    watched = finetune(lm, task, five, "full", 0, watch_training(2, lambda step, m: seen.append((step, m.training))))
+    plain = finetune(lm, task, five, "full", 0)
     assert seen == [(0, False), (2, False), (4, False)]
     assert watched.losses == pytest.approx(plain.losses)
     with pytest.raises(ValueError, match="at least 1"):
@@ -243,8 +242,7 @@ def test_run_seed_trains_as_finetune_sequence_and_watches_the_first_stage(lm, wo
     assert all(row.restored is not None for s in run.stages[1:] for row in s.rows.values())
     assert isinstance(run.fits, Fits)
     # The first stage is finetune with the stage's sub-seed, LoRA merged.
-    alone = finetune(lm.model, lm.tokenizer, sequence[0], seed=sub_seed(3, 0), fmt=lm.fmt,
-                     **training.kwargs("lora")).model.merge_and_unload()
+    alone = finetune(lm, sequence[0], training, "lora", sub_seed(3, 0)).model.merge_and_unload()
     assert run.stages[1].rows["plural"].param_distance == pytest.approx(parameter_distance(lm.model, alone))
     # The step-0 snapshot is the original model's state: the overlay starts from it.
     prompts, owners = watch_prompts(general, 2, fmt=lm.fmt)

@@ -18,6 +18,7 @@ from ivedu.tokenizer import build_tokenizer
 from ivedu.toy import TinyConfig, train_tiny_model
 from ivedu.world import Example, Task, check_task_examples, custom_task
 from ivedu.prompts import TINY_FORMAT
+from ivedu.settings import FinetuneSettings
 from ivedu.study import ModelUnderStudy
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
@@ -178,7 +179,8 @@ def test_a_nan_loss_stops_fine_tuning_and_names_the_step(tiny, world):
     handle = model.lm_head.register_forward_hook(poison)  # the copy that finetune trains inherits it
     try:
         with pytest.raises(FloatingPointError, match="became nan at step 1"):
-            finetune(model, tok, world.task("first_french"), steps=3, batch_size=4, fmt=FMT)
+            finetune(ModelUnderStudy(model, tok, FMT), world.task("first_french"),
+                     FinetuneSettings(max_steps=3, batch_size=4, stop_at=None), "full", 0)
     finally:
         handle.remove()
 

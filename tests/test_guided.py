@@ -13,7 +13,7 @@ from ivedu.finetune import finetune, lora_model, task_sequences
 from ivedu.guided import (TERMS, GuidedObjective, GuidedSettings, answer_start_positions, check_settings, gated,
                           head_mse, kd_loss, new_task_vectors, progressive_weight)
 from ivedu.prompts import TINY_FORMAT
-from ivedu.settings import settings
+from ivedu.settings import FinetuneSettings, settings
 from ivedu.study import ModelUnderStudy
 
 
@@ -175,8 +175,9 @@ def test_guided_training_runs_in_the_finetune_loop_and_never_touches_the_teacher
     before = {n: p.clone() for n, p in model.named_parameters()}
     objective = GuidedObjective(model, vector[0].vector, vector[0].heads, GuidedSettings(kl_gate=0.0, mse_gate=0.0),
                                 steps=3)
-    result = finetune(model, tokenizer, world.task("last_french"), method="lora", steps=3, lr=1e-3, loss_fn=objective,
-                      fmt=TINY_FORMAT)
+    three = FinetuneSettings(max_steps=3, lr_lora=1e-3, schedule="linear", stop_at=None)
+    result = finetune(ModelUnderStudy(model, tokenizer, TINY_FORMAT), world.task("last_french"), three, "lora", 0,
+                      objective)
     assert result.steps == 3 and len(objective.history) == 3
     assert [h["vector_weight"] for h in objective.history] == [1.0, 0.5, 0.0]
     assert objective.history[-1]["kl_all"] > 0  # the student has moved away from the teacher

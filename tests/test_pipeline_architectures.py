@@ -26,12 +26,19 @@ from ivedu.guided import GuidedObjective, GuidedSettings
 from ivedu.intervention import Steering, instruction_vector, steered_exact_match, steered_first_token_accuracy
 from ivedu.mediation import mean_head_activations
 from ivedu.prompts import TINY_FORMAT
+from ivedu.settings import FinetuneSettings
 from ivedu.study import ModelUnderStudy
 from model_types import (FAILS_IN_TRANSFORMERS, NO_KV_CACHE, NO_LORA, REFUSED, Unbuildable, causal_lm_types,
                          tiny_causal_lm)
 from test_architectures import EXTRA, FORMER_TABLE, HEADS, HIDDEN, LAYERS
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
+
+
+def quick(steps: int, warmup: int = 1, targets: tuple[str, ...] | None = None) -> FinetuneSettings:
+    """A few steps of fine-tuning at batch 4 and a rate of 3e-4, with no stop rule."""
+    return FinetuneSettings(max_steps=steps, batch_size=4, warmup_steps=warmup, stop_at=None, schedule="linear",
+                            lr_full=3e-4, lr_lora=3e-4, lora_targets=targets)
 
 POSITIONS = 128  # the tiny tokenizer's instructed prompts are ~12 tokens; generation adds a few
 
@@ -84,20 +91,18 @@ def test_scan_vector_intervention_finetuning_and_evaluation_run_and_give_finite_
     em = steered_exact_match(lm, bare.prompts, bare.answers, vector.vector, steering)
     assert 0.0 <= accuracy <= 1.0 and 0.0 <= em <= 1.0
 
-    tuned = finetune(model, tokenizer, other, method="full", steps=3, batch_size=4, warmup_steps=1, fmt=FMT)
+    tuned = finetune(lm, other, quick(3), "full", 0)
     assert tuned.steps == 3 and finite(*tuned.losses)
     # GPT-2's projections are Conv1D, not nn.Linear: LoRA needs its module named.
-    targets = ["c_attn"] if arch.name == "gpt2" else None
-    adapted = finetune(model, tokenizer, other, method="lora", steps=2, batch_size=4, warmup_steps=1,
-                       target_modules=targets, fmt=FMT)
+    targets = ("c_attn",) if arch.name == "gpt2" else None
+    adapted = finetune(lm, other, quick(2, targets=targets), "lora", 0)
     assert adapted.steps == 2 and finite(*adapted.losses) and 0 < adapted.trainable_params < tuned.trainable_params
     assert model_layout(adapted.model).n_layers == LAYERS
     # A few IV-guided steps: every term on (both KLs, head MSE, progressive intervention).
     guidance = GuidedSettings(kl_start=1.0, kl_all=0.1, head_mse=1.0, layer=0, progressive_steps=2,
                               kl_gate=0.0, mse_gate=0.0)
     objective = GuidedObjective(model, vector.vector, vector.heads, guidance, steps=2)
-    guided = finetune(model, tokenizer, other, method="lora", steps=2, batch_size=4, warmup_steps=1,
-                      target_modules=targets, loss_fn=objective, fmt=FMT)
+    guided = finetune(lm, other, quick(2, targets=targets), "lora", 0, objective)
     assert guided.steps == 2 and finite(*guided.losses) and len(objective.history) == 2
     assert all(finite(*terms.values()) for terms in objective.history)
     score = instruction_following_score(lm.with_model(tuned.model), task, "test")
@@ -145,7 +150,6 @@ def test_every_decoder_only_type_runs_scan_vector_steering_and_a_lora_step(model
         pytest.skip(f"vector and steering ran; no LoRA step: {NO_LORA[model_type]}")
     # One LoRA step on the projections whose inputs are the heads: the layout must then find
     # the adapter-wrapped modules, so hooks see what the adapted model computes.
-    adapted = finetune(model, tokenizer, other, method="lora", steps=1, batch_size=4, warmup_steps=0,
-                       target_modules=[layout.architecture.attention_out], fmt=FMT)
+    adapted = finetune(lm, other, quick(1, warmup=0, targets=(layout.architecture.attention_out,)), "lora", 0)
     assert adapted.steps == 1 and finite(*adapted.losses)
     assert all(isinstance(proj, LoraLayer) for proj in model_layout(adapted.model).out_projs)

@@ -65,15 +65,14 @@ def test_scan_vector_steering_training_and_scores_on_the_real_model(setup):
                                             Steering(layer, x.scales[0], x.site))
     assert 0.0 <= accuracy <= 1.0
 
-    adapted = finetune(model, tokenizer, new, method="lora", steps=2, batch_size=4, warmup_steps=1,
-                       lr=settings.finetune.lr_lora, lora_rank=settings.finetune.lora_rank,
-                       lora_alpha=settings.finetune.lora_alpha, fmt=fmt)
+    two = dataclasses.replace(settings.finetune, max_steps=2, batch_size=4, warmup_steps=1, stop_at=None,
+                              schedule="linear")
+    adapted = finetune(lm, new, two, "lora", 0)
     assert adapted.steps == 2 and all(math.isfinite(x) for x in adapted.losses)
     guidance = GuidedSettings(kl_start=1.0, kl_all=0.1, head_mse=1.0, layer=layer, progressive_steps=2,
                               kl_gate=0.0, mse_gate=0.0)
     objective = GuidedObjective(model, vector.vector, vector.heads, guidance, steps=2)
-    guided = finetune(model, tokenizer, new, method="lora", steps=2, batch_size=4, warmup_steps=1,
-                      lr=settings.finetune.lr_lora, loss_fn=objective, fmt=fmt)
+    guided = finetune(lm, new, two, "lora", 0, objective)
     assert guided.steps == 2 and all(math.isfinite(v) for terms in objective.history for v in terms.values())
 
     before = instruction_following_score(lm, task, "test")

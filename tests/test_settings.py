@@ -13,10 +13,10 @@ from ivedu.settings import ExtractionSettings, FinetuneSettings, settings, sub_s
 def test_the_tiny_profile_keeps_the_chapters_values():
     s = settings("ch1", "tiny")
     assert s.seeds == (0, 1, 2) and settings("ch2", "tiny").seeds == (0,)
-    assert s.finetune.kwargs("lora") == dict(method="lora", steps=600, batch_size=16, stop_at=0.9, eval_every=25,
-                                             schedule="constant", warmup_steps=10, lr=1e-3, lora_rank=8,
-                                             lora_alpha=16)
-    assert s.finetune.kwargs("full", max_steps=300)["steps"] == 300 and s.finetune.kwargs("full")["lr"] == 3e-4
+    assert s.finetune == FinetuneSettings(batch_size=16, max_steps=600, stop_at=0.9, eval_every=25,
+                                          schedule="constant", warmup_steps=10, lr_full=3e-4, lr_lora=1e-3,
+                                          lora_rank=8, lora_alpha=16)
+    assert (s.finetune.lr("lora"), s.finetune.lr("full")) == (1e-3, 3e-4)
     assert s.extraction == ExtractionSettings()
     assert s.data.sequence == ("first_french", "last_french", "middle") and s.data.new_task == "first_french"
     assert (s.guided.loss.kl_start, s.guided.loss.layer, s.guided.vector_heads) == (1.0, 0, 2)
