@@ -390,7 +390,11 @@ def extract_and_test(lm: ModelUnderStudy, tasks: Sequence[Task], seed: int, sett
     :func:`score_vectors` on the test split. The layers tried are ``settings.layers``
     (``None``: every layer of the model). The scale rule: only cells where a random vector of
     the vector's norm costs instructed valid accuracy at most ``settings.max_random_cost`` may
-    be chosen (:func:`random_vector_cost`; ``None``: no rule).
+    be chosen (:func:`random_vector_cost`; ``None``: no rule). Where no cell passes, the vectors
+    are tested at the cell a random vector costs least, and the chosen cell's cost
+    (:attr:`Extraction.chosen_random_cost`) shows the rule broken: :func:`claim2_summary`'s
+    ``scale_rule_met`` is then false, and the scorecard fails the claim's check. A seed is never
+    dropped for it.
     """
     if len(tasks) < 2:
         raise ValueError("give at least two tasks: each task's vector is controlled by another task's")
@@ -400,6 +404,8 @@ def extract_and_test(lm: ModelUnderStudy, tasks: Sequence[Task], seed: int, sett
     if settings.max_random_cost is not None:
         cost = random_vector_cost(lm, scans, tasks, seed, settings)
         allowed = scale_allowed(cost, settings.max_random_cost)
+        if not allowed.any():  # no safe cell: test at the least destructive, which the summary reports as unsafe
+            allowed = cost == cost.min()
     k, layer, scale = best_setting(grid, settings, scans[tasks[0].name].effects.shape[0], allowed)
     vectors = build_vectors(lm.model, scans, k)
     scores = score_vectors(lm, tasks, vectors, Steering(layer, scale, settings.site), seed, settings)

@@ -470,9 +470,10 @@ _SMOL = Settings(
     # 2's time with two tasks, and it chose 16 heads at layers 12-14 on every seed; six tasks and
     # the scale rule's grid (a random vector of each cell's norm on the instructed prompts) cost
     # three times as much a cell. Half-scale is included now that the rule refuses cells where
-    # that random vector costs the original model more than 0.10; three random directions per
+    # that random vector costs the original model more than 0.10; a quarter too, since on one seed
+    # of three (seed 2) no cell down to half-scale passed the rule. Three random directions per
     # task, each a greedy pass over its test prompts.
-    extraction=ExtractionSettings(n_prompts=24, head_counts=(16,), scales=(0.5, 1.0, 2.0),
+    extraction=ExtractionSettings(n_prompts=24, head_counts=(16,), scales=(0.25, 0.5, 1.0, 2.0),
                                   layers=(9, 12, 15), n_random=3),
     # Restoration tries the layers around the first design's choice in chapter 2 (layer 12 on two
     # seeds of three, 14 on the third) and half-scale beside 1 and 2 (at 2 a random vector of the

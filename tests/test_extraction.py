@@ -151,6 +151,19 @@ def test_the_chosen_scale_obeys_the_scale_rule(tiny, world):
     assert off.random_cost is None and off.chosen_random_cost is None
 
 
+def test_where_no_cell_is_safe_the_least_destructive_is_tested_and_reported_unsafe(tiny, world):
+    """A seed whose every cell breaks the scale rule is kept, tested where a random vector costs
+    least, and its summary says the rule was not met: never dropped, never credited as safe."""
+    model, tok = tiny
+    tasks = [world.task(name) for name in ("sentiment", "first")]
+    settings = ExtractionSettings(n_prompts=8, head_counts=(2,), scales=(4.0, 16.0), n_random=1, layers=(0, 1),
+                                  max_random_cost=-1.0)  # no cell can pass: a cost is never below -1
+    result = extract_and_test(model, tok, tasks, seed=0, settings=settings, fmt=FMT)
+    assert result.chosen_random_cost == float(result.random_cost.min())
+    summary = claim2_summary([result])
+    assert summary["scale_rule_met"] is False and summary["random_cost"] == result.chosen_random_cost
+
+
 def test_a_restricted_sweep_tries_only_its_layers_and_chooses_among_them(tiny, world):
     """A profile's ``layers`` bounds the sweep: one row per listed layer, the layer chosen from them
     (on the tiny model the unrestricted choice is layer 0, so layers 2 and 3 force another)."""
