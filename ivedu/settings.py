@@ -478,9 +478,10 @@ _SMOL = Settings(
     # Restoration tries the layers around the first design's choice in chapter 2 (layer 12 on two
     # seeds of three, 14 on the third) and half-scale beside 1 and 2 (at 2 a random vector of the
     # vector's norm drove that design's instruction following to zero: the scale rule now refuses
-    # such cells). A checkpoint every 20 training steps: each re-extracts six tasks (about two
+    # such cells), and a quarter, as in chapter 2, where one seed had no safe cell down to a half.
+    # A checkpoint every 20 training steps: each re-extracts six tasks (about two
     # minutes here), and stages of 40-60 steps give 6 tasks x (3 stage ends + about 6) points.
-    dynamics=DynamicsSettings(heads=16, n_prompts=24, scales=(0.5, 1.0, 2.0), layers=(10, 12, 14),
+    dynamics=DynamicsSettings(heads=16, n_prompts=24, scales=(0.25, 0.5, 1.0, 2.0), layers=(10, 12, 14),
                               watch_every=10, watch_prompts=8, overlay_layer=10, checkpoint_every=20),
     # Chapter 4 on smol compares the four methods the fifth finding's bars name and skips the
     # ablation: each method is a LoRA run over the whole sequence, about 2.6 s a step here. Its
