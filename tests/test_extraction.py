@@ -158,7 +158,7 @@ def test_where_no_cell_is_safe_the_least_destructive_is_tested_and_reported_unsa
     tasks = [world.task(name) for name in ("sentiment", "first")]
     settings = ExtractionSettings(n_prompts=8, head_counts=(2,), scales=(4.0, 16.0), n_random=1, layers=(0, 1),
                                   max_random_cost=-1.0)  # no cell can pass: a cost is never below -1
-    result = extract_and_test(model, tok, tasks, seed=0, settings=settings, fmt=FMT)
+    result = extract_and_test(ModelUnderStudy(model, tok, FMT), tasks, seed=0, settings=settings)
     assert result.chosen_random_cost == float(result.random_cost.min())
     summary = claim2_summary([result])
     assert summary["scale_rule_met"] is False and summary["random_cost"] == result.chosen_random_cost
