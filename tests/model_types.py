@@ -17,9 +17,12 @@ import sys
 import warnings
 from collections import Counter
 
+import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from ivedu.architectures import UnsupportedArchitectureError, model_layout
 
 HIDDEN, HEADS, LAYERS = 32, 4, 2
 MAX_PARAMS = 3_000_000  # a tiny config past this kept some size we do not know how to shrink
@@ -210,6 +213,21 @@ def tiny_causal_lm(model_type: str, seed: int = 0, **config_kwargs) -> torch.nn.
         raise
     except Exception as error:  # noqa: BLE001
         raise Unbuildable("tiny config cannot be built", f"{type(error).__name__}: {error}") from None
+
+
+def built_and_laid_out(model_type: str, **config_kwargs):
+    """``(model, layout)`` of a tiny ``model_type`` for a test; the test is skipped where the type
+    cannot be built here, and ``None`` is returned for a type :data:`REFUSED` once its refusal
+    is checked to be loud (the ``register_architecture`` hint)."""
+    try:
+        model = tiny_causal_lm(model_type, **config_kwargs)
+    except Unbuildable as error:
+        pytest.skip(str(error))
+    if model_type in REFUSED:
+        with pytest.raises(UnsupportedArchitectureError, match="register_architecture"):
+            model_layout(model)
+        return None
+    return model, model_layout(model)
 
 
 def outcome(model_type: str) -> str:

@@ -14,7 +14,7 @@ from ivedu.architectures import (ARCHITECTURES, Architecture, UnsupportedArchite
                                  check_layer, find_architecture, model_layout, project_heads,
                                  register_architecture)
 from ivedu.hooks import add_to_residual, record_head_outputs
-from model_types import REFUSED, Unbuildable, causal_lm_types, tiny_causal_lm
+from model_types import built_and_laid_out, causal_lm_types
 
 HIDDEN, HEADS, LAYERS = 32, 4, 2
 # The architecture table as it stood before layouts were found from the structure: for each of
@@ -272,14 +272,9 @@ def test_every_decoder_only_type_is_found_from_its_structure_or_refused_loudly(m
     """On each type transformers ships (built tiny, random), the layout found is where the heads
     meet: per-head outputs projected and summed give the projection's output. Types without
     attention in every layer are refused with the register_architecture hint, never guessed."""
-    try:
-        model = tiny_causal_lm(model_type)
-    except Unbuildable as error:
-        pytest.skip(str(error))
-    if model_type in REFUSED:
-        with pytest.raises(UnsupportedArchitectureError, match="register_architecture"):
-            model_layout(model)
+    built = built_and_laid_out(model_type)
+    if built is None:
         return
-    layout = model_layout(model)
+    model, layout = built
     assert layout.n_layers == len(layout.layers) == len(layout.out_projs) >= 1
     assert_heads_sum_to_projection(model)

@@ -18,7 +18,7 @@ import torch
 from peft.tuners.lora import LoraLayer
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from ivedu.architectures import Architecture, UnsupportedArchitectureError, model_layout
+from ivedu.architectures import Architecture, model_layout
 from ivedu.evaluation import instruction_following_score, knowledge_score
 from ivedu.extraction import clean_prompts, corrupted_prompts, layer_scale_sweep, scan_task
 from ivedu.finetune import finetune
@@ -28,8 +28,7 @@ from ivedu.mediation import mean_head_activations
 from ivedu.prompts import TINY_FORMAT
 from ivedu.settings import FinetuneSettings
 from ivedu.study import ModelUnderStudy
-from model_types import (FAILS_IN_TRANSFORMERS, NO_KV_CACHE, NO_LORA, REFUSED, Unbuildable, causal_lm_types,
-                         tiny_causal_lm)
+from model_types import FAILS_IN_TRANSFORMERS, NO_KV_CACHE, NO_LORA, built_and_laid_out, causal_lm_types
 from test_architectures import EXTRA, FORMER_TABLE, HEADS, HIDDEN, LAYERS
 
 FMT = TINY_FORMAT  # the tiny model's prompt format
@@ -115,17 +114,12 @@ def test_scan_vector_intervention_finetuning_and_evaluation_run_and_give_finite_
 @pytest.mark.parametrize("model_type", causal_lm_types())
 def test_every_decoder_only_type_runs_scan_vector_steering_and_a_lora_step(model_type, tiny, world):
     _, tokenizer = tiny
-    try:
-        model = tiny_causal_lm(model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+    built = built_and_laid_out(model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                positions=POSITIONS)
-    except Unbuildable as error:
-        pytest.skip(str(error))
-    if model_type in REFUSED:
-        with pytest.raises(UnsupportedArchitectureError, match="register_architecture"):
-            model_layout(model)
+    if built is None:
         return
-    layout = model_layout(model)
+    model, layout = built
     lm = ModelUnderStudy(model, tokenizer, FMT)
     if model_type in FAILS_IN_TRANSFORMERS:
         pytest.skip(f"fails in transformers itself: {FAILS_IN_TRANSFORMERS[model_type]}")
