@@ -136,7 +136,7 @@ def test_projection_check_on_the_real_model(smol_case, capsys):
     from ivedu.intervention import random_vector_like
 
     prompts, vector = list(smol_case["prompts"]), smol_case["vector"]
-    states = residual_states(smol_case["model"], smol_case["tokenizer"], prompts)
+    states = residual_states(smol_case["lm"].model, smol_case["lm"].tokenizer, prompts)
     directions = torch.stack([vector if i % 2 == 0 else random_vector_like(vector, i) for i in range(len(prompts))])
     check_projection(solution("03_dynamics", "mean_projection"), states=states, directions=directions)
     check_projection(projection_by_matmul, states=states, directions=directions)  # the tolerance holds
