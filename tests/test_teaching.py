@@ -74,6 +74,7 @@ def test_the_smol_profile_ships_its_stage_made_with_its_settings():
     assert manifest["model"] == "smol" and set(manifest["after"]) == set(s.teaching.tasks)
 
 
+@pytest.mark.real_model
 def test_the_study_model_answers_at_least_30_test_examples_of_every_general_task():
     """The real model's design: six general tasks, each scored on at least 30 test examples the
     study model (SmolLM2 plus its stage) answers right under its instruction."""
