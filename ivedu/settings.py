@@ -13,8 +13,9 @@ one frozen :class:`Settings` made of small per-step dataclasses, one per step of
 - :class:`GuidedTrainingSettings`: chapter 4's methods, with the guided loss's own weights
   in :class:`GuidedSettings`.
 
-This module imports nothing of ``ivedu``: the code it configures imports it, never the
-reverse. Four profiles:
+This module imports nothing of ``ivedu`` but the argument checks (:mod:`ivedu.arguments`, which
+import nothing of it): the code it configures imports it, never the reverse. Each dataclass
+checks its values when it is made (a count below 1, a ``nan`` rate, a repeated layer). Four profiles:
 
 - ``tiny`` (default): the shipped 1.1M-parameter model on the tiny-instruct world, on a CPU
   in minutes;
@@ -49,6 +50,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
+
+from ivedu.arguments import (check_choice, check_int, check_ints, check_number, check_numbers,
+                             check_optional_positive_int, check_positive_int, check_seed, check_str, check_strs)
 
 PROFILES = ("tiny", "smol", "colab", "paper")
 CHAPTERS = ("ch0", "ch1", "ch2", "ch3", "ch4", "ch5")
@@ -109,6 +113,17 @@ class DataSettings:
     related: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
+        check_str("world", self.world)
+        if self.general_tasks is not None:
+            check_strs("general_tasks", self.general_tasks, unique=True)
+        check_str("new_task", self.new_task)
+        check_strs("sequence", self.sequence, unique=True)
+        check_strs("control_sequence", self.control_sequence, nonempty=False, unique=True)
+        check_seed("world_seed", self.world_seed)
+        check_optional_positive_int("max_examples", self.max_examples)
+        check_str("split", self.split)
+        check_int("k_shots", self.k_shots, 0)
+        check_optional_positive_int("max_known", self.max_known)
         new = (self.new_task,) + self.sequence + self.control_sequence
         clash = related_pairs(self.general_tasks or (), new, self.related)
         within = [(a, b) for a, b in related_pairs(self.sequence, self.sequence, self.related) if a < b]
@@ -174,6 +189,24 @@ class FinetuneSettings:
     lora_targets: tuple[str, ...] | None = None
     sequence_methods: tuple[str, ...] = ("full", "lora")
 
+    def __post_init__(self) -> None:
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("max_steps", self.max_steps)
+        if self.stop_at is not None:
+            check_number("stop_at", self.stop_at, 0.0)  # above 1: checked, never reached
+        check_positive_int("eval_every", self.eval_every)
+        check_str("schedule", self.schedule)
+        check_int("warmup_steps", self.warmup_steps, 0)
+        check_number("lr_full", self.lr_full, above=0.0)
+        check_number("lr_lora", self.lr_lora, above=0.0)
+        check_positive_int("lora_rank", self.lora_rank)
+        check_number("lora_alpha", self.lora_alpha, above=0.0)
+        if self.lora_targets is not None:
+            check_strs("lora_targets", self.lora_targets, unique=True)
+        check_strs("sequence_methods", self.sequence_methods, nonempty=False, unique=True)
+        for method in self.sequence_methods:
+            check_choice("sequence_methods", method, ("full", "lora"))
+
     def lr(self, method: str) -> float:
         """The learning rate of ``method`` (``"full"`` or ``"lora"``)."""
         if method not in ("full", "lora"):
@@ -203,6 +236,19 @@ class ExtractionSettings:
     n_random: int = 5
     layers: tuple[int, ...] | None = None
     max_random_cost: float | None = 0.10
+
+    def __post_init__(self) -> None:
+        check_str("clean_style", self.clean_style)
+        check_str("corrupted_style", self.corrupted_style)
+        check_positive_int("n_prompts", self.n_prompts)
+        check_ints("head_counts", self.head_counts, 1)
+        check_numbers("scales", self.scales)
+        check_str("site", self.site)
+        check_positive_int("n_random", self.n_random)
+        if self.layers is not None:
+            check_ints("layers", self.layers, 0)
+        if self.max_random_cost is not None:
+            check_number("max_random_cost", self.max_random_cost, -1.0, 1.0)  # a cost of accuracy: a difference of shares
 
     def sweep_layers(self, n_layers: int) -> tuple[int, ...]:
         """The layers the sweep tries in a model of ``n_layers`` layers: ``layers``, or all of them."""
@@ -243,6 +289,20 @@ class DynamicsSettings:
     checkpoint_every: int | None = None
     max_random_cost: float = 0.10
 
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, ("lora", "full"))
+        check_positive_int("heads", self.heads)
+        check_positive_int("n_prompts", self.n_prompts)
+        check_numbers("scales", self.scales)
+        if self.layers is not None:
+            check_ints("layers", self.layers, 0)
+        check_str("site", self.site)
+        check_positive_int("watch_every", self.watch_every)
+        check_positive_int("watch_prompts", self.watch_prompts)
+        check_int("overlay_layer", self.overlay_layer, 0)
+        check_optional_positive_int("checkpoint_every", self.checkpoint_every)
+        check_number("max_random_cost", self.max_random_cost, -1.0, 1.0)  # a cost of accuracy: a difference of shares
+
     def restore_layers(self, n_layers: int) -> tuple[int, ...]:
         """The layers restoration tries: ``layers``, or every layer of the model."""
         return check_layers(self.layers, n_layers)
@@ -272,6 +332,15 @@ class GuidedSettings:
     site: str = "attention"
     scale: float = 1.0
     progressive_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("kl_start", "kl_all", "head_mse", "kl_gate", "mse_gate"):
+            check_number(name, getattr(self, name), 0.0)
+        check_number("temperature", self.temperature, above=0.0)
+        check_int("layer", self.layer, 0)
+        check_str("site", self.site)
+        check_number("scale", self.scale)
+        check_optional_positive_int("progressive_steps", self.progressive_steps)
 
     def without(self, term: str) -> "GuidedSettings":
         """These settings with one term of :data:`TERMS` switched off (for the ablation)."""
@@ -303,6 +372,18 @@ class GuidedTrainingSettings:
     ablation_seeds: int = 1
     stop_examples: int | None = None
 
+    def __post_init__(self) -> None:
+        check_positive_int("max_steps", self.max_steps)
+        check_positive_int("vector_heads", self.vector_heads)
+        check_positive_int("vector_prompts", self.vector_prompts)
+        if not isinstance(self.loss, GuidedSettings):
+            raise TypeError(f"loss must be a GuidedSettings, got {type(self.loss).__name__}: pass GuidedSettings(...)")
+        check_strs("methods", self.methods, unique=True)
+        for method in self.methods:
+            check_choice("methods", method, ALL_METHODS)
+        check_int("ablation_seeds", self.ablation_seeds, 0)
+        check_optional_positive_int("stop_examples", self.stop_examples)
+
 
 @dataclass(frozen=True)
 class TeachingSettings:
@@ -332,6 +413,13 @@ class TeachingSettings:
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ValueError("a teaching stage needs at least one task")
+        check_strs("tasks", self.tasks, unique=True)
+        check_strs("native", self.native, nonempty=False, unique=True)
+        for name in ("examples_per_task", "steps", "batch_size", "lora_rank"):
+            check_positive_int(name, getattr(self, name))
+        check_number("lr", self.lr, above=0.0)
+        check_number("lora_alpha", self.lora_alpha, above=0.0)
+        check_seed("seed", self.seed)
         if set(self.native) - set(self.tasks):
             raise ValueError(f"native tasks {sorted(set(self.native) - set(self.tasks))} are not among the taught "
                              f"tasks {self.tasks}; every native task is rehearsed by the stage")
@@ -363,6 +451,17 @@ class LiveSettings:
     dynamics_stages: int | None = None
     restoration_layers: tuple[int, ...] | None = None
     restoration_scales: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("diagnosis_methods", "guided_methods"):
+            if getattr(self, name) is not None:
+                check_strs(name, getattr(self, name), nonempty=False, unique=True)
+        check_optional_positive_int("guided_tasks", self.guided_tasks)
+        check_optional_positive_int("dynamics_stages", self.dynamics_stages)
+        if self.restoration_layers is not None:
+            check_ints("restoration_layers", self.restoration_layers, 0)
+        if self.restoration_scales is not None:
+            check_numbers("restoration_scales", self.restoration_scales)
 
     def restoration(self, dynamics: DynamicsSettings) -> DynamicsSettings:
         """``dynamics`` with the restoration grid a chapter tries live."""
@@ -408,6 +507,19 @@ class Settings:
     seeds: tuple[int, ...] = (0,)
     prompt_tokens: int = 16
     gpu: str | None = None
+
+    def __post_init__(self) -> None:
+        check_str("model", self.model)
+        steps = {"data": DataSettings, "finetune": FinetuneSettings, "extraction": ExtractionSettings,
+                 "dynamics": DynamicsSettings, "guided": GuidedTrainingSettings, "live": LiveSettings}
+        for name, kind in steps.items():
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}: "
+                                f"pass {kind.__name__}(...) or dataclasses.replace(settings.{name}, ...)")
+        if self.teaching is not None and not isinstance(self.teaching, TeachingSettings):
+            raise TypeError(f"teaching must be a TeachingSettings or None, got {type(self.teaching).__name__}")
+        check_ints("seeds", self.seeds, 0)
+        check_positive_int("prompt_tokens", self.prompt_tokens)
 
     def as_dict(self) -> dict:
         """Every value, nested by step: what a command writes beside its results."""
