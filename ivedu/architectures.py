@@ -18,6 +18,7 @@ every projection must take ``n_heads * head_dim`` inputs.
 
 from __future__ import annotations
 
+import operator
 import weakref
 from dataclasses import dataclass
 
@@ -289,9 +290,21 @@ def check_head(layout: ModelLayout, head: int) -> int:
 
 def _check_index(index: int, count: int, what: str) -> int:
     # Negative indices are refused: a head map indexed "-1" reads as a bug, not as "the last".
+    if not _is_index(index):
+        raise TypeError(f"{what} must be a whole number (int), got {index!r} ({type(index).__name__}): "
+                        f"pass a {what} index in 0..{count - 1}")
     if not 0 <= index < count:
         raise IndexError(f"{what} {index} is out of range: this model has {count} {what}s (0..{count - 1})")
     return int(index)
+
+
+def _is_index(value) -> bool:
+    """Whether ``value`` is a whole number (an int, a numpy or 0-d torch integer), not a bool."""
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return not isinstance(value, bool)
 
 
 def project_heads(layout: ModelLayout, layer: int, heads: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,8 @@ first-token ambiguity, a ``nan`` loss).
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+import operator
+from numbers import Real
 from typing import Any, Sequence
 
 
@@ -27,10 +28,14 @@ def _kind(value: Any) -> str:
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as an ``int``, if it is a whole number (not a bool, not a float) in
     ``minimum..maximum`` (either bound ``None``: open)."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)  # an int, numpy or 0-d torch integer
+    except TypeError:
+        number = None
+    if number is None:
         raise TypeError(f"{name} must be a whole number (int), got {value!r} ({_kind(value)}): "
                         f"pass e.g. {name}={minimum if minimum is not None else 0}")
-    value = int(value)
+    value = number
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         if maximum is None:
             span = f"at least {minimum}"
@@ -217,3 +222,16 @@ def check_finite(name: str, value: Any):
         raise ValueError(f"{name} holds {len(bad)} nan or infinite entries (first at index {bad[0]}): "
                          "drop or fix them first")
     return value
+
+
+def check_prompts(prompts: Any, answers: Any = None, answers_name: str = "answers") -> None:
+    """Raise unless ``prompts`` is a non-empty list of ``str`` and ``answers`` (when given; called
+    ``answers_name``) a list of ``str`` with one answer per prompt."""
+    check_sequence("prompts", prompts)
+    if len(prompts) == 0:
+        raise ValueError("no prompts given: prompts is empty; give at least one prompt")
+    check_strs("prompts", prompts)
+    if answers is not None:
+        check_strs(answers_name, answers, nonempty=False)
+        if len(answers) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(answers)} {answers_name}: give one answer per prompt")

@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ivedu.arguments import check_fraction, check_positive_int, check_seed, check_sequence, check_str
 from ivedu.evaluation import FEW_ANSWERS, balanced_accuracy, normalise_answer, starts_right_share  # noqa: F401
 from ivedu.world import Task
 
@@ -63,25 +64,33 @@ def constant_score(task: Task, split: str) -> float:
 
 def constant_exact_match(answer: str, golds: Sequence[str]) -> float:
     """Exact match of answering ``answer`` to every one of ``golds`` (both normalised)."""
+    check_str("answer", answer, nonempty=False)
+    check_sequence("golds", golds)
     if not golds:
         raise ValueError("no gold answers given")
     return sum(normalise_answer(g) == normalise_answer(answer) for g in golds) / len(golds)
 
 
 def _values(values: Sequence[float], what: str = "values") -> np.ndarray:
-    array = np.asarray(values, dtype=float)
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{what} must be a flat sequence of numbers, got a {type(values).__name__}")
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{what} must be a flat sequence of numbers ({err}): pass a list of floats") from None
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"no {what} to bootstrap: give a non-empty flat sequence of numbers")
     if np.isnan(array).any():
         raise ValueError(f"{what} contain NaN: drop or fill them before bootstrapping")
+    if np.isinf(array).any():
+        raise ValueError(f"{what} contain an infinite value: drop or fix it before bootstrapping")
     return array
 
 
-def _check_level(level: float, n: int) -> None:
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), not {level}")
-    if n < 1:
-        raise ValueError(f"n (bootstrap resamples) must be at least 1, not {n}")
+def _check_level(level: float, n: int, seed: int = 0) -> None:
+    check_fraction("level", level)
+    check_positive_int("n", n)
+    check_seed("seed", seed)
 
 
 def _resampled_means(array: np.ndarray, n: int, rng: np.random.Generator, chunk: int = 256) -> np.ndarray:
@@ -104,7 +113,7 @@ def bootstrap_interval(values: Sequence[float], n: int = 2000, seed: int = 0,
 
     ``n`` resamples with replacement, drawn with numpy's generator seeded by ``seed``, so the
     interval repeats exactly."""
-    _check_level(level, n)
+    _check_level(level, n, seed)
     array = _values(values)
     return _percentiles(_resampled_means(array, n, np.random.default_rng(seed)), level)
 
@@ -113,6 +122,7 @@ def paired_bootstrap_interval(a: Sequence[float], b: Sequence[float], n: int = 2
                               level: float = 0.95) -> tuple[float, float]:
     """Percentile-bootstrap interval of ``mean(a - b)``, resampling the pairs ``(a[i], b[i])``
     together (two scores of the same example are not independent)."""
+    _check_level(level, n, seed)
     first, second = _values(a, "a"), _values(b, "b")
     if first.size != second.size:
         raise ValueError(f"paired samples differ in length: {first.size} and {second.size}")
@@ -123,7 +133,8 @@ def grouped_bootstrap_interval(groups: Sequence[Sequence[float]], n: int = 2000,
                                level: float = 0.95) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean of the groups' means, each group resampled
     within itself: a mean over tasks, each task weighted equally whatever its test size."""
-    _check_level(level, n)
+    _check_level(level, n, seed)
+    check_sequence("groups", groups)
     if not groups:
         raise ValueError("no groups to bootstrap")
     rng = np.random.default_rng(seed)

@@ -22,6 +22,7 @@ import random
 from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
+from ivedu.arguments import check_int, check_ints, check_optional_positive_int, check_prompts, check_seed, check_strs
 from ivedu.generation import answer_logprobs, greedy_generate, last_token_logits
 from ivedu.mediation import first_answer_tokens
 from ivedu.prompts import PromptFormat, answer_ids, fewshot_prompt, instructed_prompt, statement_prompt
@@ -74,6 +75,10 @@ def normalise_answer(text: str) -> str:
 
 def exact_match(predictions: Sequence[str], golds: Sequence[str]) -> list[bool]:
     """Equality of the normalised answers (:func:`normalise_answer`), one flag per prediction."""
+    check_strs("predictions", predictions, nonempty=False)
+    check_strs("golds", golds, nonempty=False)
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions for {len(golds)} gold answers: give one per gold answer")
     return [normalise_answer(p) == normalise_answer(g) for p, g in zip(predictions, golds)]
 
 
@@ -178,6 +183,7 @@ def survey_task(lm, task: Task, split: str = "test", n: int | None = None) -> Ta
     first-token rule alone can credit a model that repeats its input, so the survey reports
     exact match and copying beside it.
     """
+    check_optional_positive_int("n", n)
     examples = list(task.split(split))[:n]
     if not examples:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
@@ -203,6 +209,8 @@ def instructed_prompts(task: Task, split: str, phrasings: Sequence[int] | None =
                        *, fmt: PromptFormat) -> tuple[list[str], list[str]]:
     """Every example of ``split`` under each phrasing (default: all), phrasing by phrasing,
     and the gold answers in the same order: the prompts instruction following is scored on."""
+    if phrasings is not None:
+        check_ints("phrasings", phrasings, 0, len(task.instructions) - 1)
     examples = task.split(split)
     if not examples:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
@@ -223,6 +231,7 @@ def greedy_answers(lm, prompts: Sequence[str], golds: Sequence[str]) -> list[str
     """Greedy answers to ``prompts``, one token longer than the longest gold answer: long
     enough to be right, and to show a wrong answer that merely starts right; each cut where
     ``lm.fmt`` ends an answer (:attr:`ivedu.prompts.PromptFormat.stop`)."""
+    check_prompts(prompts, golds, "golds")
     max_new = max(len(answer_ids(lm.tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
     return greedy_generate(lm.model, lm.tokenizer, prompts, max_new_tokens=max_new, stop=lm.fmt.stop)
 
@@ -249,6 +258,8 @@ def demonstrations(task: Task, query: Example, k: int, seed: int = 0) -> list[Ex
     so every query gets its own demonstrations and the same ones on every call, whatever
     the order or batching of the queries.
     """
+    check_int("k", k, 0)
+    check_seed("seed", seed)
     pool = [ex for ex in task.train if ex.input != query.input]
     return random.Random(f"{seed}:{task.name}:{query.input}").sample(pool, min(k, len(pool)))
 
@@ -260,6 +271,8 @@ def in_context_score(lm, task: Task, split: str = "heldout", k: int = 4, seed: i
     output :``) with demonstrations from the train split (:func:`demonstrations`); scored
     like :func:`instruction_following_score` (the FV paper's in-context "IP" setting).
     """
+    check_int("k", k, 0)
+    check_seed("seed", seed)
     examples = task.split(split)
     if not examples:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")

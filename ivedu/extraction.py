@@ -16,6 +16,8 @@ from typing import Sequence
 
 import torch
 
+from ivedu.arguments import (check_int, check_number, check_optional_positive_int, check_positive_int, check_seed,
+                             check_sequence, check_str, check_tensor, check_unique)
 from ivedu.controls import (balanced_accuracy, bootstrap_interval, constant_answer, grouped_bootstrap_interval,
                             starts_right_share)
 from ivedu.evaluation import demonstrations, exact_match, normalise_answer
@@ -45,6 +47,7 @@ class PromptSet:
 
 
 def _examples(task: Task, split: str, n: int | None, rng: random.Random):
+    check_str("split", split)
     examples = list(task.split(split))
     if not examples:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r}")
@@ -56,6 +59,7 @@ def clean_prompts(task: Task, split: str = "train", style: str = "instructed", n
                   n_demos: int = 4, seed: int = 0, *, fmt: PromptFormat) -> PromptSet:
     """Prompts on which the model does ``task``: its instruction (both phrasings, alternating)
     or ``n_demos`` demonstrations drawn from the train split."""
+    _check_draw(n, n_demos, seed)
     if style not in CLEAN_STYLES:
         raise ValueError(f"unknown clean style {style!r}; choose one of {CLEAN_STYLES}")
     rng = random.Random(seed)
@@ -74,6 +78,7 @@ def corrupted_prompts(task: Task, split: str = "train", style: str = "removed", 
     no demonstrations), ``shuffled`` (demonstrations with their answers shuffled) or
     ``neutral`` (the instruction replaced by random ``neutral`` words, which occur in many
     tasks' instructions: :func:`ivedu.prompts.neutral_words`)."""
+    _check_draw(n, n_demos, seed)
     if style not in CORRUPTED_STYLES:
         raise ValueError(f"unknown corrupted style {style!r}; choose one of {CORRUPTED_STYLES}")
     rng = random.Random(seed + 1)
@@ -88,6 +93,21 @@ def corrupted_prompts(task: Task, split: str = "train", style: str = "removed", 
         prompts = [shuffled_fewshot_prompt(demonstrations(task, ex, n_demos, seed), ex.input, rng, fmt)
                    for ex in examples]
     return PromptSet(tuple(prompts), tuple(ex.output for ex in examples), tuple(ex.input for ex in examples))
+
+
+def _check_draw(n: int | None, n_demos: int, seed: int) -> None:
+    check_optional_positive_int("n", n)
+    check_int("n_demos", n_demos, 0)
+    check_seed("seed", seed)
+
+
+def _check_tasks(tasks: Sequence[Task]) -> None:
+    """``tasks`` a list of tasks, each named once (results are keyed by name)."""
+    check_sequence("tasks", tasks)
+    for i, task in enumerate(tasks):
+        if not isinstance(task, Task):
+            raise TypeError(f"tasks[{i}] must be a Task, got {type(task).__name__}: pass world.task(name)")
+    check_unique("tasks' names", [t.name for t in tasks])
 
 
 def mean_answer_prob(lm: ModelUnderStudy, prompt_set: PromptSet) -> float:
@@ -116,8 +136,11 @@ def scan_tasks(lm: ModelUnderStudy, tasks: Sequence[Task], n_prompts: int, seed:
     extraction, chapter 3's re-extraction after each stage, chapter 4's new-task vectors and
     the cost measurement of chapter 5.
     """
+    _check_tasks(tasks)
     if not tasks:
         raise ValueError("no tasks to scan: give at least one task")
+    check_positive_int("n_prompts", n_prompts)
+    check_seed("seed", seed)
     return {t.name: scan_task(lm, t,
                               clean_prompts(t, "train", settings.clean_style, n_prompts, seed=seed, fmt=lm.fmt),
                               corrupted_prompts(t, "train", settings.corrupted_style, n_prompts, seed=seed, fmt=lm.fmt),
@@ -255,6 +278,7 @@ def evaluate_intervention(lm: ModelUnderStudy, task: Task, vector: InstructionVe
 
 def build_vectors(model, scans: dict[str, HeadScan], k: int) -> dict[str, InstructionVector]:
     """Each task's instruction vector from its own top-``k`` heads."""
+    check_positive_int("k", k)
     return {name: instruction_vector(model, scan.mean_activations, scan.top_heads(k), name)
             for name, scan in scans.items()}
 
@@ -346,6 +370,8 @@ def random_vector_cost(lm: ModelUnderStudy, scans: dict[str, HeadScan], tasks: S
 def scale_allowed(cost_grid: torch.Tensor, max_cost: float) -> torch.Tensor:
     """The scale rule: the cells (boolean, shaped like ``cost_grid``) where a random vector of the
     vector's norm costs instructed accuracy at most ``max_cost`` (:func:`random_vector_cost`)."""
+    check_tensor("cost_grid", cost_grid, floating=True)
+    check_number("max_cost", max_cost)
     return cost_grid <= max_cost
 
 
@@ -396,8 +422,10 @@ def extract_and_test(lm: ModelUnderStudy, tasks: Sequence[Task], seed: int, sett
     ``scale_rule_met`` is then false, and the scorecard fails the claim's check. A seed is never
     dropped for it.
     """
+    _check_tasks(tasks)
     if len(tasks) < 2:
         raise ValueError("give at least two tasks: each task's vector is controlled by another task's")
+    check_seed("seed", seed)
     scans = scan_tasks(lm, tasks, settings.n_prompts, seed, settings, progress=progress)
     grid = sweep(lm, scans, tasks, seed, settings)
     cost, allowed = None, None
@@ -462,8 +490,11 @@ def claim2_summary(results: Sequence[Extraction], n_boot: int = 2000, level: flo
     ``random_cost``: the largest random-vector cost of a chosen cell over seeds, against
     ``max_random_cost`` (the scale rule; ``None`` when it is off).
     """
+    check_sequence("results", results)
     if not results:
         raise ValueError("no extractions to summarise")
+    check_positive_int("n_boot", n_boot)
+    check_number("level", level, above=0.0, below=1.0)
     names = [s.task for s in results[0].scores]
     items: dict[str, dict[str, list[float]]] = {n: {"with_iv": [], "constant": [], "random": [], "bare": []}
                                                 for n in names}

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ivedu.architectures import check_layer, model_layout
+from ivedu.arguments import check_int, check_nonempty, check_number, check_seed, check_tensor
 from ivedu.corpus import IGNORE_INDEX
 from ivedu.extraction import build_vectors, corrupted_prompts, scan_tasks
 from ivedu.hooks import SITES, record_head_outputs
@@ -77,6 +78,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     the batch size: ``F.kl_div(log_softmax(teacher/T), softmax(student/T), "batchmean")``,
     the authors' ``KD_loss``. Gradients flow into the student only.
     """
+    check_tensor("student_logits", student_logits, (2, 3), floating=True, finite=False)
+    check_tensor("teacher_logits", teacher_logits, (2, 3), floating=True, finite=False)
+    check_number("temperature", temperature, above=0.0)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {list(student_logits.shape)} and teacher logits "
                          f"{list(teacher_logits.shape)} must have the same shape")
@@ -98,6 +102,8 @@ def gated(value: torch.Tensor, gate: float) -> torch.Tensor:
 def progressive_weight(step: int, steps: int) -> float:
     """Weight of the vector added to the student at ``step``: 1 at step 0, linearly to 0 at
     ``steps - 1``, and 0 after (a stage may run longer than its schedule)."""
+    check_int("step", step)
+    check_int("steps", steps)
     if steps < 1 or step < 0:
         raise ValueError(f"need steps >= 1 and step >= 0, got step {step} of {steps}")
     return max(0.0, 1.0 - step / max(1, steps - 1))
@@ -233,6 +239,8 @@ def new_task_vectors(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Setti
     small effects and a vector that says what it makes of the new instruction rather than how to
     do the task -- the report measures which, before any training relies on it.
     """
+    check_nonempty("tasks", tasks, "task")
+    check_seed("seed", seed)
     g = settings.guided
     scans = scan_tasks(lm, tasks, g.vector_prompts, seed, settings.extraction, progress=progress)
     vectors = build_vectors(lm.model, scans, g.vector_heads)
@@ -252,6 +260,8 @@ def new_task_vectors(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Setti
 
 def check_settings(model: nn.Module, settings: GuidedSettings) -> None:
     """Raise ``IndexError``/``ValueError`` now, before any training, if the settings do not fit ``model``."""
+    if not isinstance(settings, GuidedSettings):
+        raise TypeError(f"settings must be a GuidedSettings, got {type(settings).__name__}: pass settings.guided.loss")
     check_layer(model_layout(model), settings.layer)
     if settings.site not in SITES:
         raise ValueError(f"site must be one of {SITES}, got {settings.site!r}")

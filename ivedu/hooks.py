@@ -18,6 +18,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from ivedu.architectures import ModelLayout, check_layer, model_layout
+from ivedu.arguments import check_finite, check_number, check_sequence
 
 
 @contextmanager
@@ -40,7 +41,8 @@ def _heads_view(layout: ModelLayout, x: torch.Tensor) -> torch.Tensor:
 
 
 def _layer_indices(layout: ModelLayout, layers: Sequence[int] | None) -> list[int]:
-    return list(range(layout.n_layers)) if layers is None else [check_layer(layout, l) for l in layers]
+    return list(range(layout.n_layers)) if layers is None else [check_layer(layout, l)
+                                                                for l in check_sequence("layers", layers)]
 
 
 @contextmanager
@@ -134,6 +136,7 @@ def _check_vector(vector: torch.Tensor, hidden: int) -> None:
     if vector.dim() not in (1, 2) or vector.shape[-1] != hidden:
         raise ValueError(f"the vector must have shape [hidden] or [batch, hidden] with hidden size {hidden}, "
                          f"got shape {list(vector.shape)}")
+    check_finite("vector", vector)
 
 
 def _add_to_output(output: torch.Tensor | tuple[Any, ...], vector: torch.Tensor, sel: slice | torch.Tensor,
@@ -208,6 +211,7 @@ def add_to_residual(model: torch.nn.Module, layer: int, vector: torch.Tensor, *,
     layout = model_layout(model)
     check_layer(layout, layer)
     _check_vector(vector, layout.hidden_size)
+    check_number("scale", scale)
     sel = _positions_slice(positions)
     if site not in SITES:
         raise ValueError(f"site must be one of {SITES}, got {site!r}")

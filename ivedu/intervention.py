@@ -22,9 +22,11 @@ from typing import Sequence
 import torch
 
 from ivedu.architectures import check_head, check_layer, model_layout, project_heads
+from ivedu.arguments import (check_choice, check_int, check_number, check_prompts, check_seed, check_sequence,
+                             check_str, check_tensor, check_unique)
 from ivedu.evaluation import exact_match, first_token_accuracy
 from ivedu.generation import greedy_generate, greedy_generate_each, last_token_logits_each
-from ivedu.hooks import add_to_residual
+from ivedu.hooks import SITES, add_to_residual
 from ivedu.mediation import Head, first_answer_tokens
 from ivedu.prompts import answer_ids
 from ivedu.study import ModelUnderStudy
@@ -52,8 +54,17 @@ def instruction_vector(model, mean_activations: torch.Tensor, heads: Sequence[He
     ``mean_activations``: ``[layers, heads, head_dim]`` from
     :func:`ivedu.mediation.mean_head_activations`; ``heads``: e.g. ``scan.top_heads(4)``.
     """
+    check_tensor("mean_activations", mean_activations, 3, floating=True)
+    check_sequence("heads", heads)
     if not heads:
         raise ValueError("no heads given: choose at least one (layer, head), e.g. scan.top_heads(4)")
+    for i, pair in enumerate(heads):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(f"heads[{i}] must be a (layer, head) pair, got {pair!r}: pass e.g. heads=[(0, 1)]")
+        check_int(f"heads[{i}] layer", pair[0])
+        check_int(f"heads[{i}] head", pair[1])
+    check_unique("heads", [tuple(pair) for pair in heads])
+    check_str("task", task, nonempty=False)
     layout = model_layout(model)
     vector = torch.zeros(layout.hidden_size, device=mean_activations.device)
     with torch.no_grad():
@@ -71,6 +82,8 @@ def _proj_dtype(layout, layer: int) -> torch.dtype:
 
 def random_vector_like(vector: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """A random direction with the same norm as ``vector``: the control an IV must beat."""
+    check_tensor("vector", vector, floating=True)
+    check_seed("seed", seed)
     generator = torch.Generator().manual_seed(seed)
     r = torch.randn(vector.shape, generator=generator)
     return r / r.norm() * vector.norm()
@@ -88,6 +101,11 @@ class Steering:
     scale: float
     site: str
     positions: str | int | slice | torch.Tensor = "last"
+
+    def __post_init__(self) -> None:
+        check_int("layer", self.layer, 0)
+        check_number("scale", self.scale)
+        check_choice("site", self.site, SITES)
 
     def add(self, model, vector: torch.Tensor):
         """The context in which ``model`` runs with ``scale * vector`` added here."""
@@ -116,6 +134,7 @@ def steered_first_token_hits(lm: ModelUnderStudy, prompts: Sequence[str], answer
                              vector: torch.Tensor | None, steering: Steering | None) -> list[bool]:
     """Per prompt, whether its most likely next token is the answer's first token, with
     ``vector`` added as ``steering`` says (``None``: no vector)."""
+    check_prompts(prompts, answers)
     with _steering(lm.model, vector, steering)():
         return first_token_accuracy(lm, prompts, answers)
 
@@ -126,6 +145,8 @@ def steered_first_token_hits_each(lm: ModelUnderStudy, prompts: Sequence[str], a
     the same prompts under many steerings for about the price of one pass
     (:func:`ivedu.generation.last_token_logits_each`: each vector acts at the last token only, so
     the positions before it are computed once)."""
+    check_prompts(prompts, answers)
+    check_sequence("steers", steers)
     contexts = [_steering(lm.model, vector, steering, each=True) for vector, steering in steers]
     firsts = first_answer_tokens(lm.tokenizer, prompts, answers)
     return [(logits.argmax(-1) == firsts).tolist()
@@ -153,8 +174,7 @@ def steered_answers(lm: ModelUnderStudy, prompts: Sequence[str], answers: Sequen
     token where the first-token metric adds it, and lets the answer's later tokens read it
     through attention (the prompt's cached keys and values carry it). Each answer ends where
     ``lm.fmt`` ends one (:attr:`ivedu.prompts.PromptFormat.stop`)."""
-    if not prompts:
-        raise ValueError("no prompts given")
+    check_prompts(prompts, answers)
     max_new = max(len(answer_ids(lm.tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
     steer = _steering(lm.model, vector, steering)
     return greedy_generate(lm.model, lm.tokenizer, list(prompts), max_new_tokens=max_new, batch_size=batch_size,
@@ -166,8 +186,8 @@ def steered_answers_each(lm: ModelUnderStudy, prompts: Sequence[str], answers: S
     """Per ``(vector, steering)`` of ``steers``, what :func:`steered_answers` gives, the
     prompts' positions before the last computed once for all of them
     (:func:`ivedu.generation.greedy_generate_each`)."""
-    if not prompts:
-        raise ValueError("no prompts given")
+    check_prompts(prompts, answers)
+    check_sequence("steers", steers)
     max_new = max(len(answer_ids(lm.tokenizer, p, a)) for p, a in zip(prompts, answers)) + 1
     contexts = []
     for vector, steering in steers:

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ivedu.architectures import model_layout, unwrap
+from ivedu.arguments import check_int, check_positive_int, check_prompts, check_sequence, check_tensor
 from ivedu.checks import warn_if_ambiguous_first_token
 from ivedu.generation import batches, cache_kwargs, check_fits, encode_batch, model_device, prefix_cache, prompt_ids
 from ivedu.hooks import edit_head_outputs, record_head_outputs
@@ -55,6 +56,7 @@ class HeadScan:
     def top_heads(self, k: int) -> list[Head]:
         """The ``k`` heads with the largest average indirect effect, largest first."""
         n_layers, n_heads = self.effects.shape
+        check_int("k", k)
         if not 1 <= k <= n_layers * n_heads:
             raise ValueError(f"k must be between 1 and {n_layers * n_heads} (layers x heads), got {k}")
         order = self.effects.flatten().argsort(descending=True)[:k]
@@ -69,8 +71,10 @@ def first_answer_tokens(tokenizer, prompts: Sequence[str], answers: Sequence[str
     Every first-token metric goes through here, so this is where distinct answers that share
     a first token are flagged (:class:`ivedu.checks.AmbiguousFirstTokenWarning`, once per call).
     """
+    check_sequence("answers", answers)
     if not answers:
         raise ValueError("no answers given: a task needs at least one example")
+    check_prompts(prompts, answers)
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers: give one answer per prompt")
     ids = [answer_ids(tokenizer, p, a) for p, a in zip(prompts, answers)]
@@ -89,8 +93,11 @@ def mean_head_activations(model, tokenizer, prompts: Sequence[str], batch_size: 
     Returns ``[layers, heads, head_dim]`` (float32, on the model's device): the input of each
     layer's attention output projection, split per head.
     """
+    check_sequence("prompts", prompts)
     if not prompts:
         raise ValueError("no prompts given: mean activations need at least one clean prompt")
+    check_prompts(prompts)
+    check_positive_int("batch_size", batch_size)
     layout = model_layout(model)
     ids = prompt_ids(tokenizer, prompts)
     check_fits(model, ids)
@@ -135,9 +142,12 @@ def indirect_effects(model, tokenizer, prompts: Sequence[str], answers: Sequence
     each patched pass then runs only the last token against a copy of the cached keys and
     values, many heads at once (``batch_size`` patched rows per pass).
     """
+    check_prompts(prompts, answers)
+    check_tensor("mean_activations", mean_activations, floating=True)
+    check_positive_int("batch_size", batch_size)
     layout = model_layout(model)
     n_layers, n_heads = layout.n_layers, layout.n_heads
-    if tuple(mean_activations.shape[:2]) != (n_layers, n_heads):
+    if tuple(mean_activations.shape) != (n_layers, n_heads, layout.head_dim):
         raise ValueError(f"mean_activations must be [layers, heads, head_dim] = [{n_layers}, {n_heads}, "
                          f"{layout.head_dim}], got {list(mean_activations.shape)}")
     golds = first_answer_tokens(tokenizer, prompts, answers)

@@ -35,20 +35,34 @@ from typing import Sequence
 
 import numpy as np
 
+from ivedu.arguments import check_choice, check_finite, check_int
+
 BWT_CONVENTIONS = ("gem", "trace")
 
 
 def _square(R, stage: int | None = None) -> np.ndarray:
-    """``R`` as a float array, cut to the first ``stage + 1`` stages and tasks."""
-    R = np.asarray(R, dtype=float)
+    """``R`` as a float array, cut to the first ``stage + 1`` stages and tasks (a negative
+    ``stage`` counts from the last, as an index does)."""
+    R = _floats("R", R)
     if R.ndim != 2 or R.shape[0] != R.shape[1]:
         raise ValueError(f"R must be square [stages, tasks] (one stage per task), got shape {R.shape}")
     if R.shape[0] == 0:
         raise ValueError("R is empty")
+    check_finite("R", R.ravel().tolist())
     if stage is not None:
+        check_int("stage", stage, -R.shape[0], R.shape[0] - 1)
         t = stage % R.shape[0]
         R = R[: t + 1, : t + 1]
     return R
+
+
+def _floats(name: str, values) -> np.ndarray:
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be numbers (a list of lists or an array), got a {type(values).__name__}")
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be numbers (a list of lists or an array): {err}") from None
 
 
 def overall_performance(R, stage: int | None = None) -> float:
@@ -74,8 +88,7 @@ def backward_transfer(R, convention: str = "gem", stage: int | None = None) -> f
     ``"trace"``: ``1/T sum_{i<=T-1} (R[T-1,i] - R[i,i])`` (Wang et al. 2023). With one task
     there is nothing to forget: both return 0.
     """
-    if convention not in BWT_CONVENTIONS:
-        raise ValueError(f"unknown BWT convention {convention!r}; choose one of {BWT_CONVENTIONS}")
+    check_choice("convention", convention, BWT_CONVENTIONS)
     R = _square(R, stage)
     T = R.shape[0]
     if T == 1:
@@ -105,9 +118,10 @@ def forward_transfer(R, baseline: Sequence[float]) -> float:
     model's ``baseline[i]`` score before any fine-tuning. 0 with one task.
     """
     R = _square(R)
-    b = np.asarray(baseline, dtype=float)
+    b = _floats("baseline", baseline)
     if b.shape != (R.shape[0],):
         raise ValueError(f"baseline must have one score per task ({R.shape[0]}), got shape {b.shape}")
+    check_finite("baseline", b.tolist())
     T = R.shape[0]
     if T == 1:
         return 0.0
