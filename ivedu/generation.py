@@ -112,13 +112,16 @@ def _first_logit_only(model: torch.nn.Module) -> dict:
     return {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
 
 
-def _last_column(model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix):
-    """The forward pass of ``batch``'s last column over a copy of ``prefix`` (its earlier columns'
-    cache, :func:`prefix_cache`; the copy keeps ``prefix`` for the next steering): the output,
-    whose ``logits[:, -1]`` and cache are those of the whole prompt's pass."""
-    return model(input_ids=batch["input_ids"][:, -1:], attention_mask=batch["attention_mask"],
-                 position_ids=batch["position_ids"][:, -1:], use_cache=True,
-                 **cache_kwargs(model, copy.deepcopy(prefix)))
+def last_column(model: torch.nn.Module, batch: dict[str, torch.Tensor], cache, repeat: int = 1):
+    """The forward pass of ``batch``'s last column over ``cache``, its earlier columns' key-value
+    cache (:func:`prefix_cache`), each prompt ``repeat`` times in a row (the cache grown to match
+    with ``batch_repeat_interleave(repeat)``): the output, whose ``logits[:, -1]`` and cache are
+    those of the whole prompt's pass. The pass extends ``cache``: give it a copy to keep the prefix
+    for the next pass."""
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        return t if repeat == 1 else t.repeat_interleave(repeat, dim=0)
+    return model(input_ids=rows(batch["input_ids"][:, -1:]), attention_mask=rows(batch["attention_mask"]),
+                 position_ids=rows(batch["position_ids"][:, -1:]), use_cache=True, **cache_kwargs(model, cache))
 
 
 @torch.no_grad()
@@ -140,7 +143,7 @@ def last_token_logits_each(model: PreTrainedModel, tokenizer: PreTrainedTokenize
         for rows, context in zip(out, contexts):
             with context():
                 logits = next_token_logits(model, batch) if prefix is None \
-                    else _last_column(model, batch, prefix).logits[:, -1]
+                    else last_column(model, batch, copy.deepcopy(prefix)).logits[:, -1]
             rows.append(logits.float().cpu())
     return [torch.cat(rows) for rows in out]
 
@@ -173,6 +176,8 @@ def answer_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     return torch.stack(out)
 
 
+# transformers 5.24 renamed the forward pass's ``past_key_values`` to ``cache`` (the old name is
+# deprecated, to be removed in 5.40); releases before it know only the old name.
 @torch.no_grad()
 def cache_kwargs(model, cache) -> dict:
     """``{"cache": cache}`` or ``{"past_key_values": cache}``, whichever ``model.forward`` takes."""
@@ -274,7 +279,7 @@ def _greedy_rows(model, tokenizer, batch: dict[str, torch.Tensor], max_new_token
     the cache of the prompt without its last token (:func:`prefix_cache`), to start from."""
     with prompt_context():
         if prefix is not None:
-            out = _last_column(model, batch, prefix)
+            out = last_column(model, batch, copy.deepcopy(prefix))
             cache, logits = returned_cache(out), out.logits[:, -1]
         elif cached:
             out = model(**batch, use_cache=True, logits_to_keep=1) if _takes_logits_to_keep(model) \

@@ -21,17 +21,16 @@ for tests and the benchmark.
 from __future__ import annotations
 
 import copy
-import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from ivedu.architectures import model_layout, unwrap
+from ivedu.architectures import model_layout
 from ivedu.arguments import check_int, check_positive_int, check_prompts, check_sequence, check_tensor
 from ivedu.checks import warn_if_ambiguous_first_token
-from ivedu.generation import batches, cache_kwargs, check_fits, encode_batch, model_device, prefix_cache, prompt_ids
+from ivedu.generation import batches, check_fits, encode_batch, last_column, model_device, prefix_cache, prompt_ids
 from ivedu.hooks import edit_head_outputs, record_head_outputs
 from ivedu.prompts import answer_ids
 
@@ -166,7 +165,7 @@ def indirect_effects(model, tokenizer, prompts: Sequence[str], answers: Sequence
         if prefix is None:
             raise ValueError("the head scan reuses each prompt's key-value cache: it needs prompts of at least two "
                              "tokens and a model whose forward pass keeps a cache (use_cache=True)")
-        base = gold_probs(_last_step(model, batch, copy.deepcopy(prefix), repeat=1), golds[sl])
+        base = gold_probs(last_column(model, batch, copy.deepcopy(prefix)).logits[:, -1], golds[sl])
         for group in batches(len(all_heads), heads_per_pass):
             heads = all_heads[group]
             k = len(heads)
@@ -180,24 +179,13 @@ def indirect_effects(model, tokenizer, prompts: Sequence[str], answers: Sequence
                 hs = torch.tensor([heads[j][1] for _ in range(b) for j in js], device=device)
                 rows_heads[layer] = (rows, hs)
             with edit_head_outputs(model, _replace_heads(mean_activations.to(device), rows_heads)):
-                logits = _last_step(model, batch, cache, repeat=k)
+                logits = last_column(model, batch, cache, repeat=k).logits[:, -1]
             patched = gold_probs(logits, golds[sl].repeat_interleave(k)).view(b, k).cpu()
             for j, (layer, head) in enumerate(heads):
                 effects[sl, layer, head] = patched[:, j] - base.cpu()
     return effects
 
 
-def _last_step(model, batch: dict[str, torch.Tensor], cache, repeat: int) -> torch.Tensor:
-    """Logits at the last prompt token, given the cached prefix; each prompt ``repeat`` times."""
-    def rep(t: torch.Tensor) -> torch.Tensor:
-        return t.repeat_interleave(repeat, dim=0)
-    out = model(input_ids=rep(batch["input_ids"][:, -1:]), attention_mask=rep(batch["attention_mask"]),
-                position_ids=rep(batch["position_ids"][:, -1:]), use_cache=True, **cache_kwargs(model, cache))
-    return out.logits[:, -1]
-
-
-# transformers 5.24 renamed the forward pass's ``past_key_values`` to ``cache`` (the old name is
-# deprecated, to be removed in 5.40); releases before it know only the old name.
 @torch.no_grad()
 def indirect_effects_reference(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
                                mean_activations: torch.Tensor) -> torch.Tensor:
