@@ -47,6 +47,8 @@ import torch
 from torch import nn
 
 from ivedu.architectures import model_layout
+from ivedu.arguments import (check_finite, check_fraction, check_int, check_ints, check_number, check_numbers,
+                             check_positive_int, check_prompts, check_seed, check_sequence, check_tensor)
 from ivedu.controls import Effect, constant_score, paired_bootstrap_interval
 from ivedu.evaluation import exact_match, instructed_prompts
 from ivedu.extraction import PromptSet, build_vectors, scan_tasks
@@ -96,6 +98,7 @@ def extract_vectors(lm: ModelUnderStudy, tasks: Sequence[Task], k: int, n_prompt
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Cosine similarity of two vectors (0 when either is zero)."""
+    _check_pair(a, b)
     a, b = a.flatten().float(), b.flatten().float()
     denominator = a.norm() * b.norm()
     return float(a @ b / denominator) if denominator > 0 else 0.0
@@ -103,13 +106,24 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def jaccard(a: Sequence[Head], b: Sequence[Head]) -> float:
     """Overlap of two head sets: |A ∩ B| / |A ∪ B| (1: the same heads)."""
+    check_sequence("a", a)
+    check_sequence("b", b)
     a, b = set(a), set(b)
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
 def effects_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     """Pearson correlation of two ``[layers, heads]`` effect maps: does the same picture remain?"""
+    _check_pair(a, b)
     return float(np.corrcoef(a.flatten().numpy(), b.flatten().numpy())[0, 1])
+
+
+def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
+    check_tensor("a", a, floating=True)
+    check_tensor("b", b, floating=True)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {list(a.shape)} and {list(b.shape)}: compare "
+                         "two vectors (or two effect maps) of one model")
 
 
 @torch.no_grad()
@@ -120,6 +134,8 @@ def residual_states(model, tokenizer, prompts: Sequence[str], batch_size: int = 
     Read with hooks on the decoder layers' outputs (the last one before the final norm):
     the hidden state into which every head before it has added its output.
     """
+    check_prompts(prompts)
+    check_positive_int("batch_size", batch_size)
     layout = model_layout(model)
     ids = prompt_ids(tokenizer, prompts)
     check_fits(model, ids)
@@ -162,6 +178,8 @@ def parameter_distance(original: nn.Module, finetuned: nn.Module) -> float:
 
 def r_squared(x: Sequence[float], y: Sequence[float]) -> float:
     """R² of the least-squares line ``y ~ a + b x``: the share of y's variance it explains."""
+    check_finite("x", check_sequence("x", x))
+    check_finite("y", check_sequence("y", y))
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) != len(y) or len(x) < 3:
         raise ValueError(f"need at least 3 (x, y) pairs of equal length, got {len(x)} and {len(y)}")
@@ -194,6 +212,8 @@ def choose_steering(lm: ModelUnderStudy, prompts: PromptSet, vector: torch.Tenso
     ``allowed``: the only cells that may be chosen (the scale rule, :func:`random_costs`);
     ``None``: every cell.
     """
+    check_ints("layers", layers, 0, nonempty=False)
+    check_numbers("scales", scales, nonempty=False)
     cells = [cell for cell in itertools.product(layers, scales) if allowed is None or cell in allowed]
     hits = steered_first_token_hits_each(lm, prompts.prompts, prompts.answers,
                                          [(vector, Steering(*cell, site)) for cell in cells]) if cells else []
@@ -218,6 +238,8 @@ def random_costs(lm: ModelUnderStudy, prompts: PromptSet, vector: torch.Tensor, 
     size already breaks instructed prompts is one where adding anything is destructive, and a
     restoration there could not be told from its control (the scale rule of :func:`restoration`).
     """
+    check_ints("layers", layers, 0)
+    check_numbers("scales", scales)
     random = random_vector_like(vector, seed)
     plain = steered_first_token_accuracy(lm, prompts.prompts, prompts.answers, None, None)
     cells = list(itertools.product(layers, scales))
@@ -324,6 +346,11 @@ def projections(states: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     each prompt's own task's vector), normalised here. A large projection on a task's
     vector means the state at the answer position points the way that task's heads push it.
     """
+    check_tensor("states", states, 3, floating=True)
+    check_tensor("directions", directions, (1, 2), floating=True)
+    if directions.shape[-1] != states.shape[-1]:
+        raise ValueError(f"directions must end in the hidden size of states ({states.shape[-1]}), got shape "
+                         f"{list(directions.shape)}")
     directions = directions.float()
     units = directions / directions.norm(dim=-1, keepdim=True)
     return (states * units).sum(-1).mean(-1)
@@ -336,8 +363,11 @@ def watch_training(every: int, observe: Callable[[int, nn.Module], None]):
     Pass it as the objective, ``finetune(lm, task, settings, method, seed, watch_training(10, record))``,
     to follow any quantity of the model as it trains, without touching the training itself.
     """
+    check_int("every", every)
     if every < 1:
         raise ValueError(f"every must be at least 1, got {every}")
+    if not callable(observe):
+        raise TypeError(f"observe must be a function (step, model) -> None, got {type(observe).__name__}")
 
     def loss_fn(model: nn.Module, batch: dict, step: int) -> torch.Tensor:
         if step % every == 0:
@@ -712,8 +742,10 @@ def fits_interval(per_seed: Sequence[np.ndarray], n: int = 2000, seed: int = 0, 
     :func:`tracking_lead`, each replicate resampling every seed's (task, checkpoint) points
     (``per_seed``: one :func:`fit_points` array per seed) with replacement, within the seed,
     drawn with numpy's generator seeded by ``seed``."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), not {level}")
+    check_fraction("level", level)
+    check_positive_int("n", n)
+    check_seed("seed", seed)
+    check_sequence("per_seed", per_seed)
     if not per_seed or any(len(points) < 3 for points in per_seed):
         raise ValueError("need at least one seed, each with at least 3 (task, checkpoint) points")
     rng = np.random.default_rng(seed)
@@ -730,6 +762,8 @@ def restoration_lead(runs: Sequence[SeedRun], index: int, n: int = 2000, seed: i
     exact match minus the random control's, with a paired percentile-bootstrap interval
     (:func:`ivedu.controls.paired_bootstrap_interval`). A task skipped by the scale rule counts
     as 0: nothing was added."""
+    check_sequence("runs", runs)
+    check_int("index", index)
     rows = [row for run in runs for row in run.stages[index].rows.values()]
     restored = [field_value(row, "restored.exact_match") for row in rows]
     random = [field_value(row, "restored.random_exact_match") for row in rows]
@@ -788,6 +822,8 @@ class DynamicsSummary:
 def restored_share(if_original: float, if_finetuned: float, if_restored: float) -> float:
     """The share of the instruction following lost to fine-tuning that restoration gives back
     (NaN where nothing was lost)."""
+    for name, value in (("if_original", if_original), ("if_finetuned", if_finetuned), ("if_restored", if_restored)):
+        check_number(name, value)
     lost = if_original - if_finetuned
     return (if_restored - if_finetuned) / lost if lost > 0 else float("nan")
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ivedu.arguments import (check_nonempty, check_number, check_optional_positive_int, check_positive_int,
+                             check_seed, check_strs)
 from ivedu.checks import check_finite_loss
 from ivedu.corpus import TrainingSequence, collate, instructed_sequence
 from ivedu.evaluation import AbilityScores, exact_match_score, score_abilities
@@ -96,6 +98,12 @@ def lora_model(model: nn.Module, rank: int = 8, alpha: float | None = None,
     ``alpha`` defaults to ``2 * rank``; dropout is 0, as in full fine-tuning here, so the two
     methods differ only in what they train. Only the adapter weights require gradients.
     """
+    check_positive_int("rank", rank)
+    if alpha is not None:
+        check_number("alpha", alpha, above=0.0)
+    if target_modules is not None:
+        check_strs("target_modules", target_modules, unique=True)
+    check_seed("seed", seed)
     from peft import get_peft_model
 
     torch.manual_seed(seed)
@@ -138,6 +146,7 @@ def finetune(lm: ModelUnderStudy, task: Task, settings: FinetuneSettings, method
     ``objective(model, batch, step)`` replaces the plain cross-entropy (see :data:`LossFn`):
     same batches, optimiser and stopping, another loss.
     """
+    _check_run(settings, seed, stop_examples)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if settings.schedule not in SCHEDULES:
@@ -197,9 +206,17 @@ def finetune(lm: ModelUnderStudy, task: Task, settings: FinetuneSettings, method
     return result
 
 
+def _check_run(settings: FinetuneSettings, seed: int, stop_examples: int | None) -> None:
+    if not isinstance(settings, FinetuneSettings):
+        raise TypeError(f"settings must be a FinetuneSettings, got {type(settings).__name__}: pass settings.finetune")
+    check_seed("seed", seed)
+    check_optional_positive_int("stop_examples", stop_examples)
+
+
 def first_examples(task: Task, split: str, n: int) -> Task:
     """``task`` with its ``split`` cut to the first ``n`` examples (a fixed subset: the splits
     are shuffled when a task is made); for ``"heldout"`` the first ``n`` of valid + test."""
+    check_positive_int("n", n)
     if split == "heldout":
         kept = task.split("heldout")[:n]
         return replace(task, valid=kept, test=())
@@ -281,6 +298,8 @@ def finetune_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Fine
     (:func:`sequence_scores` of ``lm``), when the caller has them already -- chapter 4 runs
     every method from the same model; ``None``: scored here.
     """
+    check_nonempty("tasks", tasks, "task")
+    _check_run(settings, seed, stop_examples)
     if baseline is not None and len(baseline) != len(tasks):
         raise ValueError(f"{len(baseline)} baseline scores for {len(tasks)} tasks")
 

@@ -11,12 +11,14 @@ loaded with a dtype and device chosen for the machine -- the Colab path of the b
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from ivedu.arguments import check_str
 from ivedu.gguf_models import is_gguf, load_gguf
 from ivedu.runtime import choose_dtype, default_device, needs_device_map, visible_gpus, weight_bytes  # noqa: F401
 
@@ -52,6 +54,10 @@ def load_model(name: str = "tiny", *, device: str | None = None, dtype: torch.dt
     weights do not fit the first, it is spread with ``device_map="auto"``.
     ``trust_remote_code`` stays off unless you have read the model's code.
     """
+    if not isinstance(name, os.PathLike):
+        check_str("name", name)
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype or None, got {dtype!r}: pass e.g. dtype=torch.float32")
     hf_logging.disable_progress_bar()
     if name == "smol" or is_gguf(name):
         from ivedu.smol import load_smol

@@ -31,6 +31,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
+from ivedu.arguments import check_positive_int, check_sequence, check_strs
 from ivedu.world import Example, Task
 
 
@@ -208,6 +209,8 @@ def shuffled_fewshot_prompt(demos: Sequence[Example], x: str, rng: random.Random
 
 def neutral_words(tasks: Sequence[Task], min_tasks: int = 3) -> list[str]:
     """Words that occur in the instructions of at least ``min_tasks`` tasks: they name no task."""
+    check_sequence("tasks", tasks)
+    check_positive_int("min_tasks", min_tasks)
     counts: dict[str, int] = {}
     for task in tasks:
         for word in {w for instruction in task.instructions for w in instruction.split()}:
@@ -223,6 +226,8 @@ def neutral_prompt(x: str, words: Sequence[str], rng: random.Random, length: int
     """
     if not words:
         raise ValueError("no neutral words given: see neutral_words(tasks)")
+    check_strs("words", words)
+    check_positive_int("length", length)
     filler = " ".join(rng.choice(list(words)) for _ in range(length))
     return fmt.instructed(filler, x)
 

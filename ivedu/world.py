@@ -16,10 +16,12 @@ the instruction (learnt on other facts).
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from dataclasses import dataclass
 from typing import Sequence
 
+from ivedu.arguments import check_int, check_positive_int, check_seed, check_str, check_strs
 from ivedu.facts import ADJECTIVE_PAIRS, COUNTRIES, NOUNS
 
 SPLITS = ("train", "valid", "test")
@@ -153,7 +155,14 @@ def custom_task(name: str, inputs: Sequence[str], outputs: Sequence[str], instru
     probe). The task is marked new (``is_new``): the model has not been trained on it. On the
     tiny model every word must be in its vocabulary (``tokenizer.get_vocab()``).
     """
+    check_str("name", name)
+    check_strs("inputs", inputs, nonempty=False)
+    check_strs("outputs", outputs, nonempty=False)
     check_task_examples(inputs, outputs)
+    check_strs("instructions", instructions, nonempty=False, unique=True)
+    check_strs("statements", statements, unique=True)
+    check_str("kind", kind)
+    check_seed("seed", seed)
     return _mapping_task(name, kind, list(instructions), list(statements), list(zip(inputs, outputs)),
                          random.Random(seed), is_new=True)
 
@@ -223,6 +232,10 @@ def build_world(seed: int = 0, n_lists: int = 2400, n_heldout_lists: int = 60) -
     and test, the rest for training -- many, so that the model learns the operation rather
     than memorising lists.
     """
+    check_seed("seed", seed)
+    check_positive_int("n_heldout_lists", n_heldout_lists)
+    # A train list for every split, and no more lists than there are distinct ones (the draw would never end).
+    check_int("n_lists", n_lists, 2 * n_heldout_lists + 1, math.perm(len(NOUNS), 3))
     rng = random.Random(seed)
     nouns = [n for n, _, _ in NOUNS]
     adjectives = [w for pair in ADJECTIVE_PAIRS for w in pair]
