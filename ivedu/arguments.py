@@ -231,6 +231,9 @@ def check_prompts(prompts: Any, answers: Any = None, answers_name: str = "answer
     if len(prompts) == 0:
         raise ValueError("no prompts given: prompts is empty; give at least one prompt")
     check_strs("prompts", prompts)
+    blank = [i for i, prompt in enumerate(prompts) if not prompt.strip()]
+    if blank:
+        raise ValueError(f"prompts[{blank[0]}] is blank: every prompt needs at least one token")
     if answers is not None:
         check_strs(answers_name, answers, nonempty=False)
         if len(answers) != len(prompts):

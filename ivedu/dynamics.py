@@ -182,7 +182,7 @@ def r_squared(x: Sequence[float], y: Sequence[float]) -> float:
     check_finite("y", check_sequence("y", y))
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) != len(y) or len(x) < 3:
-        raise ValueError(f"need at least 3 (x, y) pairs of equal length, got {len(x)} and {len(y)}")
+        raise ValueError(f"x and y need at least 3 (x, y) pairs of equal length, got {len(x)} and {len(y)}")
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return 0.0
     return float(np.corrcoef(x, y)[0, 1] ** 2)
@@ -351,6 +351,11 @@ def projections(states: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     if directions.shape[-1] != states.shape[-1]:
         raise ValueError(f"directions must end in the hidden size of states ({states.shape[-1]}), got shape "
                          f"{list(directions.shape)}")
+    if directions.dim() == 2 and directions.shape[0] != states.shape[1]:
+        raise ValueError(f"directions has {directions.shape[0]} rows but states {states.shape[1]} prompts: give one "
+                         "direction per prompt, or one [hidden] direction for all")
+    if not bool((directions.norm(dim=-1) > 0).all()):
+        raise ValueError("directions holds a zero vector, which has no direction: drop it")
     directions = directions.float()
     units = directions / directions.norm(dim=-1, keepdim=True)
     return (states * units).sum(-1).mean(-1)

@@ -66,6 +66,9 @@ def instruction_vector(model, mean_activations: torch.Tensor, heads: Sequence[He
     check_unique("heads", [tuple(pair) for pair in heads])
     check_str("task", task, nonempty=False)
     layout = model_layout(model)
+    if tuple(mean_activations.shape) != (layout.n_layers, layout.n_heads, layout.head_dim):
+        raise ValueError(f"mean_activations must be [layers, heads, head_dim] = [{layout.n_layers}, {layout.n_heads}, "
+                         f"{layout.head_dim}] for this model, got {list(mean_activations.shape)}")
     vector = torch.zeros(layout.hidden_size, device=mean_activations.device)
     with torch.no_grad():
         for layer, head in heads:

@@ -160,6 +160,9 @@ def custom_task(name: str, inputs: Sequence[str], outputs: Sequence[str], instru
     check_strs("outputs", outputs, nonempty=False)
     check_task_examples(inputs, outputs)
     check_strs("instructions", instructions, nonempty=False, unique=True)
+    blank = [i for i, text in enumerate(instructions) if not text.strip()]
+    if blank:
+        raise ValueError(f"instructions[{blank[0]}] is blank: give each phrasing of the instruction in words")
     check_strs("statements", statements, unique=True)
     check_str("kind", kind)
     check_seed("seed", seed)
@@ -234,8 +237,11 @@ def build_world(seed: int = 0, n_lists: int = 2400, n_heldout_lists: int = 60) -
     """
     check_seed("seed", seed)
     check_positive_int("n_heldout_lists", n_heldout_lists)
-    # A train list for every split, and no more lists than there are distinct ones (the draw would never end).
-    check_int("n_lists", n_lists, 2 * n_heldout_lists + 1, math.perm(len(NOUNS), 3))
+    # No more lists than there are distinct ones (the draw would never end), and some left to train on.
+    check_int("n_lists", n_lists, 1, math.perm(len(NOUNS), 3))
+    if n_lists <= 2 * n_heldout_lists:
+        raise ValueError(f"n_lists ({n_lists}) must exceed 2 * n_heldout_lists ({2 * n_heldout_lists}): the valid and "
+                         "test lists would leave none to train on; raise n_lists or lower n_heldout_lists")
     rng = random.Random(seed)
     nouns = [n for n, _, _ in NOUNS]
     adjectives = [w for pair in ADJECTIVE_PAIRS for w in pair]
