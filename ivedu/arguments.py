@@ -33,8 +33,9 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     except TypeError:
         number = None
     if number is None:
-        raise TypeError(f"{name} must be a whole number (int), got {value!r} ({_kind(value)}): "
-                        f"pass e.g. {name}={minimum if minimum is not None else 0}")
+        example = minimum if minimum is not None else 0
+        hint = f"pass e.g. {name}={example}" if name.isidentifier() else f"pass a whole number such as {example}"
+        raise TypeError(f"{name} must be a whole number (int), got {value!r} ({_kind(value)}): {hint}")
     value = number
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         if maximum is None:
