@@ -562,7 +562,13 @@ _FV_SEQUENCE = ("product-company", "person-occupation", "word_length")
 # least 30 known test examples (36 to 40). Its sequence: tasks it cannot do, outside every
 # general task's family (:data:`FV_RELATED`). next_item, the new task, is learnt within the stop
 # rule's cap (0.85 after 40 LoRA steps on 40 valid examples); word_length, the first choice, was
-# not (exact match 0.20 after 100 steps, its check flat from step 20).
+# not (exact match 0.20 after 100 steps, its check flat from step 20). The later stages are not
+# learnt within the cap either, and no candidate is: after 100 LoRA steps from the taught model,
+# english-spanish reached 0.16, product-company 0.41 and landmark-country 0.40 on 40 valid
+# examples (answers of the right kind, wrong: "corona" -> "corte", Sega -> "Apple"); a 135M model
+# lacks the knowledge, and the task it learns fast (capitalize_first_letter) is capitalize's
+# variant. So stages 2 and 3 train to the cap: fine-tuning the model cannot finish, which is still
+# fine-tuning, and chapter 3 reports each stage's new-task score beside it.
 _SMOL_GENERAL = ("capitalize", "sentiment", "singular-plural", "present-past", "antonym", "person-occupation")
 _SMOL_SEQUENCE = ("next_item", "english-spanish", "product-company")
 
@@ -587,14 +593,13 @@ _SMOL = Settings(
     # task, each a greedy pass over its test prompts.
     extraction=ExtractionSettings(n_prompts=24, head_counts=(16,), scales=(0.25, 0.5, 1.0, 2.0),
                                   layers=(9, 12, 15), n_random=3),
-    # Restoration tries the layers around the first design's choice in chapter 2 (layer 12 on two
-    # seeds of three, 14 on the third) and half-scale beside 1 and 2 (at 2 a random vector of the
-    # vector's norm drove that design's instruction following to zero: the scale rule now refuses
-    # such cells), and a quarter, as in chapter 2, where one seed had no safe cell down to a half.
-    # A checkpoint every 20 training steps: each re-extracts six tasks (about two
-    # minutes here), and stages of 40-60 steps give 6 tasks x (3 stage ends + about 6) points.
-    dynamics=DynamicsSettings(heads=16, n_prompts=24, scales=(0.25, 0.5, 1.0, 2.0), layers=(10, 12, 14),
-                              watch_every=10, watch_prompts=8, overlay_layer=10, checkpoint_every=20),
+    # Restoration tries chapter 2's grid of layers and scales (chapter 2 chose layer 15 on every
+    # seed; the first design, layers 12 and 14), the scale rule refusing cells where a random
+    # vector of the vector's norm costs the original model more than 0.10.
+    # A checkpoint every 40 training steps: each re-extracts six tasks (about two minutes here),
+    # and stages of 40, 100 and 100 steps give 6 tasks x (3 stage ends + 5) = 48 points a seed.
+    dynamics=DynamicsSettings(heads=16, n_prompts=24, scales=(0.25, 0.5, 1.0, 2.0), layers=(9, 12, 15),
+                              watch_every=10, watch_prompts=8, overlay_layer=10, checkpoint_every=40),
     # Chapter 4 on smol compares the four methods the fifth finding's bars name and skips the
     # ablation: each method is a LoRA run over the whole sequence, about 2.6 s a step here. Its
     # stop rule checks 48 valid examples: a check of a whole valid split (163 examples, two
