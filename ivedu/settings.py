@@ -613,10 +613,10 @@ _SMOL = Settings(
     # Live in chapter 1: full fine-tuning; LoRA (about 3 minutes to train and score) is read from
     # the diagnosis command's result, which trained it with these settings.
     # Live in chapter 3: the first stage, restored at chapter 2's layer and scale on this model
-    # (12 and 2, on two seeds of three); the command's seed, three stages and a 3 x 2 grid after
-    # the first and the last, takes about 20 minutes.
+    # (15 and 0.5 on two seeds of three, results/smol/extraction.json); the command runs three
+    # stages and chapter 2's 3 x 4 grid after the first and the last.
     live=LiveSettings(diagnosis_methods=("full",), guided_methods=("plain_lora", "iv_guided"), guided_tasks=1,
-                      dynamics_stages=1, restoration_layers=(12,), restoration_scales=(2.0,)),
+                      dynamics_stages=1, restoration_layers=(15,), restoration_scales=(0.5,)),
     prompt_tokens=45)
 
 _COLAB = Settings(
