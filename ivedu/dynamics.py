@@ -607,12 +607,18 @@ def fit_r2(stages: Sequence[Stage], checkpoints: Sequence[Checkpoint] = ()) -> F
 class SeedRun:
     """One seed's run: ``stages[0]`` the original model, then one :class:`Stage` per new task
     (the first with the overlay); ``fits``: R² over the fine-tuned stages and the checkpoints;
-    ``checkpoints``: the model along training, in order (empty without ``checkpoint_every``)."""
+    ``checkpoints``: the model along training, in order (empty without ``checkpoint_every``).
+    ``new_before``: each new task's exact match under its instruction on its test split before
+    any training; ``new_after[t]``: every new task's after stage ``t + 1`` (the continual
+    learning matrix R of :func:`ivedu.finetune.finetune_sequence`): whether each stage learnt its
+    task, and what the later ones cost it."""
 
     seed: int
     stages: tuple[Stage, ...]
     fits: Fits
     checkpoints: tuple[Checkpoint, ...] = ()
+    new_before: tuple[float, ...] = ()
+    new_after: tuple[tuple[float, ...], ...] = ()
 
     def as_dict(self) -> dict:
         """Every field, JSON-ready (:meth:`from_dict` reads it back): what a resumed command keeps."""
@@ -634,7 +640,8 @@ class SeedRun:
                              tuple(OverlayPoint(p["step"], tuple(p["old"]), tuple(p["new"])) for p in s["overlay"]))
                        for s in data["stages"])
         checkpoints = tuple(Checkpoint(c["stage"], c["step"], rows(c["rows"])) for c in data["checkpoints"])
-        return cls(data["seed"], stages, Fits(**data["fits"]), checkpoints)
+        return cls(data["seed"], stages, Fits(**data["fits"]), checkpoints, tuple(data.get("new_before", ())),
+                   tuple(tuple(row) for row in data.get("new_after", ())))
 
 
 def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Task], seed: int,
@@ -692,8 +699,9 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
             log(f"seed {seed} stage {t + 1} ({task.name}, {result.steps} steps): IF "
                 f"{stage.mean('if_exact_match'):.2f}{restored}")
 
-    finetune_sequence(lm, sequence, training, settings.method, seed, objective_for=watch, on_stage=analyse)
-    return SeedRun(seed, tuple(stages), fit_r2(stages[1:], checkpoints), tuple(checkpoints))
+    trained = finetune_sequence(lm, sequence, training, settings.method, seed, objective_for=watch, on_stage=analyse)
+    return SeedRun(seed, tuple(stages), fit_r2(stages[1:], checkpoints), tuple(checkpoints),
+                   tuple(float(x) for x in trained.baseline), tuple(tuple(float(x) for x in row) for row in trained.R))
 
 
 @dataclass(frozen=True)

@@ -446,6 +446,9 @@ def test_a_resumed_dynamics_command_reuses_the_finished_seeds_and_gives_the_same
     kept = SeedRun.from_dict(json.loads((again.folder / "seed0.json").read_text()))
     assert kept.checkpoints and kept.stages[1].overlay and kept.stages[1].rows
     assert all(isinstance(h, tuple) for row in kept.stages[1].rows.values() for h in row.heads)
+    # each stage's new-task scores (the matrix R) are kept: whether a stage learnt its task
+    assert len(kept.new_before) == 2 and [len(row) for row in kept.new_after] == [2, 2]
+    assert first["per_seed"][0]["new_tasks"]["after_stage"] == [list(row) for row in kept.new_after]
     monkeypatch.setattr(command, "run_seed", lambda *a, **k: pytest.fail("a kept seed was trained again"))
     second = command.run(short, [0], checkpoints=again)
     assert second["resumed"] == ["seed0"]

@@ -58,6 +58,7 @@ def seed_json(run: SeedRun) -> dict:
     checkpoints = [{"stage": c.stage, "step": c.step, "tasks": {name: {k: getattr(row, k) for k in CHECKPOINT_FIELDS}
                                                               for name, row in c.rows.items()}} for c in run.checkpoints]
     return {"seed": run.seed, "stages": [stage_json(s) for s in run.stages], "checkpoints": checkpoints,
+            "new_tasks": {"before": list(run.new_before), "after_stage": [list(row) for row in run.new_after]},
             "r2": asdict(run.fits)}
 
 
