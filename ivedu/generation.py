@@ -20,6 +20,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ivedu.architectures import unwrap
+from ivedu.arguments import check_int, check_positive_int, check_prompts, check_sequence
 from ivedu.checks import check_context_length
 from ivedu.prompts import continuation_ids
 
@@ -58,6 +59,8 @@ def check_fits(model: torch.nn.Module, ids: Sequence[Sequence[int]], extra: int 
 
 
 def batches(n: int, batch_size: int) -> Iterator[slice]:
+    check_int("n", n, 0)
+    check_positive_int("batch_size", batch_size)
     for start in range(0, n, batch_size):
         yield slice(start, min(n, start + batch_size))
 
@@ -217,6 +220,10 @@ def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     prompt's last token and, in ``step_context``, at every generated token: in a cached step
     the last position is the new token. Hooks left open around the call see the same passes.
     """
+    if len(check_sequence("prompts", prompts)):  # none: nothing to generate
+        check_prompts(prompts)
+    check_positive_int("max_new_tokens", max_new_tokens)
+    check_positive_int("batch_size", batch_size)
     ids = prompt_ids(tokenizer, prompts)
     check_fits(model, ids, max_new_tokens, f"prompt plus {max_new_tokens} generated tokens")
     ends = _end_ids(tokenizer, stop)

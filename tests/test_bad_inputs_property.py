@@ -31,6 +31,7 @@ from ivedu.dynamics import cosine, jaccard, projections, r_squared, restored_sha
 from ivedu.evaluation import demonstrations, exact_match
 from ivedu.facts import NOUNS
 from ivedu.extraction import build_vectors, clean_prompts
+from ivedu.generation import batches, greedy_generate
 from ivedu.guided import kd_loss, progressive_weight
 from ivedu.hooks import add_to_residual
 from ivedu.intervention import Steering, instruction_vector, random_vector_like
@@ -242,6 +243,9 @@ PURE = [
          {"layer": (any_int(), lambda v: is_int(v, 0)), "scale": (any_float(), is_real),
           "site": (SITES, lambda v: isinstance(v, str) and v in ("attention", "layer"))},
          lambda r: isinstance(r, Steering)),
+    Case("batches", lambda **kw: list(batches(**kw)), dict(n=5, batch_size=2),
+         {"n": (any_int(st.integers(-5, 70)), lambda v: is_int(v, 0)), "batch_size": (any_int(), lambda v: is_int(v, 1))},
+         lambda r: all(s.stop > s.start for s in r)),
     Case("HeadScan.top_heads", lambda k: _scan().top_heads(k), dict(k=2),
          {"k": (any_int(), lambda v: is_int(v, 1, 4))}, lambda r: len(set(r)) == len(r)),
     Case("neutral_prompt", lambda **kw: neutral_prompt("x", rng=__import__("random").Random(0), fmt=TINY_FORMAT, **kw),
@@ -329,6 +333,13 @@ TINY = [
                       and all(isinstance(p, str) and p.strip() for p in v)),
           "batch_size": (any_int(), lambda v: is_int(v, 1))},
          lambda r: r.shape == (4, 4, 32) and bool(torch.isfinite(r).all())),
+    Case("greedy_generate", lambda **kw: greedy_generate(*tiny(), stop=(";",), **kw),
+         dict(prompts=["what is its capital input : peru output :"], max_new_tokens=3, batch_size=8),
+         {"prompts": (str_lists(), lambda v: isinstance(v, list) and all(isinstance(p, str) and p.strip() for p in v)),
+          "max_new_tokens": (any_int(), lambda v: is_int(v, 1, 100)),  # beyond: longer than the context
+          "batch_size": (any_int(), lambda v: is_int(v, 1))},
+         lambda r: all(isinstance(text, str) for text in r),
+         {"max_new_tokens": ("max_new_tokens", "generated tokens")}),
     Case("clean_prompts", lambda **kw: clean_prompts(_task(), fmt=TINY_FORMAT, **kw), dict(n=4, n_demos=2, seed=0),
          {"n": (st.one_of(st.none(), any_int()), lambda v: v is None or is_int(v, 1)),
           "n_demos": (any_int(), lambda v: is_int(v, 0)),
