@@ -7,10 +7,9 @@ with the original vector and subtract the newest task's (:func:`ivedu.dynamics.r
 the first stage, record the overlay. The summary (:func:`ivedu.dynamics.summarise`): the
 fields without a suffix are after the first stage, those with ``_final`` after the whole
 sequence; ``claim3`` / ``claim4``: the claims' effects with their bootstrap intervals. Per seed,
-``checkpoints``: the model along training (``settings.dynamics.checkpoint_every``). The seed
-draws the batch order, the LoRA initialisation and the extraction prompts; the model and the
-test prompts are the same for every seed.
-"""
+``checkpoints``: the model along training (``settings.dynamics.checkpoint_every``), and
+``new_tasks``: each new task's test exact match before training and after every stage. The
+seed draws the batch order, the LoRA initialisation and the extraction prompts."""
 
 from __future__ import annotations
 
