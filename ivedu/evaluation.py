@@ -22,8 +22,11 @@ import random
 from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
+import torch
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
+
 from ivedu.arguments import check_int, check_ints, check_optional_positive_int, check_prompts, check_seed, check_strs
-from ivedu.generation import answer_logprobs, greedy_generate, last_token_logits
+from ivedu.generation import answer_logprobs, forced_greedy, greedy_generate, last_token_logits
 from ivedu.mediation import first_answer_tokens
 from ivedu.prompts import PromptFormat, answer_ids, fewshot_prompt, instructed_prompt, statement_prompt
 from ivedu.world import SPLITS, Example, Task
@@ -230,10 +233,83 @@ def exact_match_score(lm, task: Task, split: str = "heldout", phrasings: Sequenc
 def greedy_answers(lm, prompts: Sequence[str], golds: Sequence[str]) -> list[str]:
     """Greedy answers to ``prompts``, one token longer than the longest gold answer: long
     enough to be right, and to show a wrong answer that merely starts right; each cut where
-    ``lm.fmt`` ends an answer (:attr:`ivedu.prompts.PromptFormat.stop`)."""
+    ``lm.fmt`` ends an answer (:attr:`ivedu.prompts.PromptFormat.stop`).
+
+    An answer that greedy decoding provably gets right is read from one teacher-forced pass over
+    prompt and gold (:func:`ivedu.generation.forced_greedy`); only the others are decoded. The
+    answers are those of decoding every prompt (:func:`_decoded_answers`)."""
+    return _greedy_pass(lm, prompts, golds).answers
+
+
+@dataclass(frozen=True)
+class _GreedyPass:
+    """Greedy answers, and (when asked for) first-token hits ``first`` and answer probabilities
+    ``probs`` ``[n]``, for one list of prompts and gold answers."""
+
+    answers: list[str]
+    first: list[bool] | None = None
+    probs: torch.Tensor | None = None
+
+
+def _greedy_pass(lm, prompts: Sequence[str], golds: Sequence[str], scores: bool = False) -> _GreedyPass:
+    """:class:`_GreedyPass` of ``prompts``: greedy answers and, with ``scores``, first-token hits
+    (:func:`first_token_accuracy`) and teacher-forced answer probabilities (:func:`answer_logprobs`).
+
+    One teacher-forced pass over each prompt and its gold answer gives all three where it decides
+    them (:func:`ivedu.generation.forced_greedy`): the probability always, the first token unless
+    its best two logits nearly tie, the greedy answer where greedy decoding writes the gold's
+    tokens. The rest -- wrong answers, near ties, a right text through other tokens -- are decoded
+    (the first tokens of near ties read from the prompt alone), so every value is the one the
+    separate computations give (:func:`_generation_score_by_decoding`). A model with hooks on it
+    (a steering that acts at the last position would act elsewhere in a teacher-forced pass) or in
+    training mode (dropout) is decoded throughout."""
     check_prompts(prompts, golds, "golds")
-    max_new = max(len(answer_ids(lm.tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
-    return greedy_generate(lm.model, lm.tokenizer, prompts, max_new_tokens=max_new, stop=lm.fmt.stop)
+    firsts = first_answer_tokens(lm.tokenizer, prompts, golds) if scores else None
+    max_new = _max_new_tokens(lm, prompts, golds)
+    if lm.model.training or _has_hooks(lm.model):
+        answers = greedy_generate(lm.model, lm.tokenizer, prompts, max_new_tokens=max_new, stop=lm.fmt.stop)
+        if not scores:
+            return _GreedyPass(answers)
+        first = last_token_logits(lm.model, lm.tokenizer, prompts).argmax(-1)
+        return _GreedyPass(answers, (first == firsts).tolist(),
+                           answer_logprobs(lm.model, lm.tokenizer, prompts, golds).exp())
+    forced = forced_greedy(lm.model, lm.tokenizer, prompts, golds, max_new, stop=lm.fmt.stop, logprobs=scores)
+    answers = list(forced.answers)
+    redo = [i for i, a in enumerate(answers) if a is None]
+    if redo:
+        again = greedy_generate(lm.model, lm.tokenizer, [prompts[i] for i in redo], max_new_tokens=max_new,
+                                stop=lm.fmt.stop)
+        for i, a in zip(redo, again):
+            answers[i] = a
+    if not scores:
+        return _GreedyPass(answers)
+    first = list(forced.first)
+    unsure = [i for i, f in enumerate(first) if f is None]
+    if unsure:
+        logits = last_token_logits(lm.model, lm.tokenizer, [prompts[i] for i in unsure])
+        for i, token in zip(unsure, logits.argmax(-1).tolist()):
+            first[i] = token
+    return _GreedyPass(answers, [f == int(g) for f, g in zip(first, firsts)], forced.logprobs.exp())
+
+
+def _max_new_tokens(lm, prompts: Sequence[str], golds: Sequence[str]) -> int:
+    """The longest gold answer's token count plus one: how far :func:`greedy_answers` decodes."""
+    return max(len(answer_ids(lm.tokenizer, p, g)) for p, g in zip(prompts, golds)) + 1
+
+
+def _has_hooks(model: torch.nn.Module) -> bool:
+    """Whether a forward hook or pre-hook is registered on any module of ``model``, or on every module."""
+    if _global_forward_hooks or _global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def _decoded_answers(lm, prompts: Sequence[str], golds: Sequence[str]) -> list[str]:
+    """:func:`greedy_answers` by decoding every prompt: what the teacher-forced pass is tested
+    and benchmarked against."""
+    check_prompts(prompts, golds, "golds")
+    return greedy_generate(lm.model, lm.tokenizer, prompts, max_new_tokens=_max_new_tokens(lm, prompts, golds),
+                           stop=lm.fmt.stop)
 
 
 def _greedy_exact_match(lm, prompts: Sequence[str], golds: Sequence[str]) -> list[bool]:
@@ -242,8 +318,19 @@ def _greedy_exact_match(lm, prompts: Sequence[str], golds: Sequence[str]) -> lis
 
 
 def _generation_score(lm, name: str, prompts: Sequence[str], golds: Sequence[str]) -> InstructionScore:
-    """Exact match of greedy answers, first-token accuracy and teacher-forced answer probability."""
-    predictions = greedy_answers(lm, prompts, golds)
+    """Exact match of greedy answers, first-token accuracy and teacher-forced answer probability,
+    from one teacher-forced pass where it decides them (:func:`_greedy_pass`)."""
+    run = _greedy_pass(lm, prompts, golds, scores=True)
+    em = exact_match(run.answers, golds)
+    return InstructionScore(name, len(prompts), _mean(em), _mean(run.first), float(run.probs.mean()),
+                            starts_right_share(run.first, em), balanced_accuracy(run.answers, golds))
+
+
+def _generation_score_by_decoding(lm, name: str, prompts: Sequence[str], golds: Sequence[str]) -> InstructionScore:
+    """:func:`_generation_score` by its three separate computations: decoding every prompt, a pass
+    for the first token, a teacher-forced pass for the probability (what the one pass is tested
+    and benchmarked against)."""
+    predictions = _decoded_answers(lm, prompts, golds)
     em = exact_match(predictions, golds)
     ft = first_token_accuracy(lm, prompts, golds)
     prob = answer_logprobs(lm.model, lm.tokenizer, prompts, golds).exp()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import inspect
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -169,14 +170,22 @@ def answer_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     for sl in batches(len(rows), batch_size):
         chunk = rows[sl]
         batch = encode_batch(tokenizer, [p + a for p, a in chunk], model_device(model))
-        logprobs = torch.log_softmax(model(**batch).logits.float(), dim=-1)
-        width = batch["input_ids"].shape[1]
-        for i, (_, a) in enumerate(chunk):
-            # Answer token j sits at width - len(a) + j and is predicted one position earlier.
-            pos = torch.arange(width - len(a), width, device=logprobs.device)
-            target = torch.tensor(a, device=logprobs.device)
-            out.append(logprobs[i, pos - 1, target].sum().cpu())
+        out.extend(_answer_sums(model(**batch).logits, [a for _, a in chunk]))
     return torch.stack(out)
+
+
+def _answer_sums(logits: torch.Tensor, answers: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """Each row's summed log-probability of its answer ids, which end its left-padded row of
+    ``logits`` ([batch, width, vocab]): one scalar tensor per row, on the CPU."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    width = logits.shape[1]
+    out = []
+    for i, a in enumerate(answers):
+        # Answer token j sits at width - len(a) + j and is predicted one position earlier.
+        pos = torch.arange(width - len(a), width, device=logprobs.device)
+        target = torch.tensor(a, device=logprobs.device)
+        out.append(logprobs[i, pos - 1, target].sum().cpu())
+    return out
 
 
 # transformers 5.24 renamed the forward pass's ``past_key_values`` to ``cache`` (the old name is
@@ -326,3 +335,125 @@ def top_next_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     probs = torch.softmax(last_token_logits(model, tokenizer, [prompt])[0], -1)
     values, ids = probs.topk(k)
     return [(tokenizer.decode([int(i)]).strip(), float(v)) for v, i in zip(values, ids)]
+
+
+# How far the best logit must lead the second for a teacher-forced pass's argmax to stand for
+# greedy decoding's. The two compute the same logits in another order (the whole sequence at once
+# against a key-value cache token by token, other padding widths), which moves a float32 logit
+# by about 1e-5; bfloat16 keeps 8 bits, so a logit near 20 moves in steps of 0.125.
+DECIDED_MARGIN = {torch.float64: 1e-6, torch.float32: 1e-2}
+HALF_PRECISION_MARGIN = 1.0
+
+
+def decided_margin(dtype: torch.dtype) -> float:
+    """The lead of the best logit over the second (:data:`DECIDED_MARGIN`) above which a
+    teacher-forced pass's argmax is taken for greedy decoding's, for logits of ``dtype``."""
+    return DECIDED_MARGIN.get(dtype, HALF_PRECISION_MARGIN)
+
+
+@dataclass(frozen=True)
+class ForcedAnswers:
+    """What one teacher-forced pass over each prompt and its answer proves about greedy decoding
+    (:func:`forced_greedy`), one entry per prompt.
+
+    ``answers``: :func:`greedy_generate`'s answer where the pass proves it (the greedy tokens are
+    the answer's and what follows them is decided), ``None`` where only decoding can tell;
+    ``first``: the greedy first token after the prompt, ``None`` where its best two logits are
+    within the margin; ``logprobs``: ``[n]`` the answers' summed log-probabilities, the values
+    :func:`answer_logprobs` gives (``None`` unless asked for).
+    """
+
+    answers: list[str | None]
+    first: list[int | None]
+    logprobs: torch.Tensor | None = None
+
+
+@torch.no_grad()
+def forced_greedy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                  answers: Sequence[str], max_new_tokens: int, batch_size: int = 128, *, stop: Sequence[str],
+                  logprobs: bool = False) -> ForcedAnswers:
+    """Greedy answers, decided in one teacher-forced pass over each prompt and its ``answers``
+    (:func:`ivedu.prompts.answer_ids`) wherever that provably equals :func:`greedy_generate` with
+    the same ``max_new_tokens`` and ``stop``.
+
+    Greedy decoding feeds the model its own argmax tokens. Where every argmax along the answer
+    is the answer's next token, greedy decoding runs over exactly the ids of this pass, so its
+    answer is these ids, then what it writes after them: the pass's argmax after the last answer
+    token, then (where that neither ends the answer at EOS or a ``stop`` token nor reaches
+    ``max_new_tokens``) cached steps of one token, as :func:`greedy_generate` takes them, until the
+    row ends. The text is cut as :func:`greedy_generate` cuts it.
+
+    Two computations of the same logits differ in their last bits, so an argmax is taken only
+    where the best logit leads the second by more than :func:`decided_margin` (0.01 in float32):
+    a near tie, a wrong token along the answer (greedy writing the same text through other
+    tokens included), an answer longer than ``max_new_tokens - 1`` tokens: each leaves that
+    row's answer ``None``, for decoding to give. The pass is that of :func:`answer_logprobs`
+    (same rows, batches and operations); ``logprobs=True`` returns its values, bit for bit.
+    """
+    if len(check_sequence("prompts", prompts)):  # none: nothing to decide
+        check_prompts(prompts, answers)
+    check_positive_int("max_new_tokens", max_new_tokens)
+    check_positive_int("batch_size", batch_size)
+    ids = prompt_ids(tokenizer, prompts)
+    check_fits(model, ids, max_new_tokens, f"prompt plus {max_new_tokens} generated tokens")
+    golds = [continuation_ids(tokenizer, p, text, a) for p, text, a in zip(ids, prompts, answers)]
+    check_fits(model, [p + a for p, a in zip(ids, golds)], what="prompt with its answer")
+    ends = _end_ids(tokenizer, stop)
+    dtype = next(model.parameters()).dtype
+    cached = _takes_cache(model)
+    texts: list[str | None] = []
+    firsts: list[int | None] = []
+    sums: list[torch.Tensor] = []
+    for sl in batches(len(ids), batch_size):
+        chunk = golds[sl]
+        batch = encode_batch(tokenizer, [p + a for p, a in zip(ids[sl], chunk)], model_device(model))
+        # The positions that predict each answer's tokens and the one after it: the last of every row.
+        keep = max(len(a) for a in chunk) + 1
+        extra = {} if logprobs or not _takes_logits_to_keep(model) else {"logits_to_keep": keep}
+        out = model(**batch, use_cache=True, **extra) if cached else model(**batch, **extra)
+        margin = max(decided_margin(dtype), decided_margin(out.logits.dtype))
+        if logprobs:
+            sums.extend(_answer_sums(out.logits, chunk))
+        top, gap = _top_and_gap(out.logits[:, -keep:])
+        rows: list[list[int] | None] = []
+        for i, a in enumerate(chunk):
+            best, lead = top[i][keep - len(a) - 1:], gap[i][keep - len(a) - 1:]
+            firsts.append(best[0] if lead[0] > margin else None)
+            follows = len(a) < max_new_tokens and best[:len(a)] == a and all(g > margin for g in lead)
+            rows.append(a + [best[-1]] if follows else None)
+        cache = returned_cache(out) if cached else None
+        _finish_rows(model, batch, rows, cache, max_new_tokens, ends, margin)
+        texts.extend(None if row is None else _decode(tokenizer, row, stop, ends) for row in rows)
+    return ForcedAnswers(texts, firsts, torch.stack(sums) if logprobs and sums else None)
+
+
+def _top_and_gap(logits: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
+    """The argmax at each position of ``logits`` ([batch, positions, vocab]) and its lead over the
+    second best, as nested lists."""
+    values, indices = logits.float().topk(2, dim=-1)
+    return indices[..., 0].tolist(), (values[..., 0] - values[..., 1]).tolist()
+
+
+def _finish_rows(model, batch: dict[str, torch.Tensor], rows: list[list[int] | None], cache,
+                 max_new_tokens: int, ends: set[int], margin: float) -> None:
+    """Extend in place each row of greedy tokens not yet done -- neither ended (a token of
+    ``ends``) nor ``max_new_tokens`` long -- by greedy steps after ``batch``, whose rows end where
+    the greedy rows start: one token per step over ``cache`` as :func:`greedy_generate` steps,
+    or a whole pass where there is no cache. A row whose step is a near tie becomes ``None``."""
+    while True:
+        open_rows = {i for i, row in enumerate(rows)
+                     if row is not None and len(row) < max_new_tokens and not ends.intersection(row)}
+        if not open_rows:
+            return
+        # The batch steps whole; a row that is done steps on its last token, and its step is not read.
+        step = [row[-1] if row else 0 for row in rows]
+        batch = _append(batch, torch.tensor(step, device=batch["input_ids"].device))
+        if cache is not None:
+            out = model(input_ids=batch["input_ids"][:, -1:], attention_mask=batch["attention_mask"],
+                        position_ids=batch["position_ids"][:, -1:], use_cache=True, **cache_kwargs(model, cache))
+            cache, logits = returned_cache(out), out.logits[:, -1]
+        else:
+            logits = next_token_logits(model, batch)
+        top, gap = _top_and_gap(logits[:, None])
+        for i in open_rows:
+            rows[i] = rows[i] + [top[i][0]] if gap[i][0] > margin else None
