@@ -52,12 +52,13 @@ from ivedu.arguments import (check_finite, check_fraction, check_int, check_ints
 from ivedu.controls import Effect, constant_score, paired_bootstrap_interval
 from ivedu.evaluation import exact_match, instructed_prompts
 from ivedu.extraction import PromptSet, build_vectors, scan_tasks
-from ivedu.finetune import FinetuneResult, finetune_sequence
+from ivedu.finetune import FinetuneResult, SequenceState, finetune_sequence
 from ivedu.generation import batches, check_fits, encode_batch, model_device, prompt_ids
 from ivedu.intervention import (InstructionVector, Steering, random_vector_like, steered_answers_each,
                                 steered_first_token_accuracy, steered_first_token_hits_each)
 from ivedu.mediation import Head, HeadScan
 from ivedu.prompts import PromptFormat
+from ivedu.resume import PartialPiece
 from ivedu.settings import DynamicsSettings, ExtractionSettings, FinetuneSettings
 from ivedu.study import ModelUnderStudy
 from ivedu.world import Task
@@ -627,26 +628,32 @@ class SeedRun:
     @classmethod
     def from_dict(cls, data: dict) -> "SeedRun":
         """The run :meth:`as_dict` wrote: lists back to tuples, nested dicts to their dataclasses."""
-        def restoration(value: dict | None) -> Restoration | None:
-            return None if value is None else Restoration(**value)
-
-        def rows(values: dict) -> dict[str, TaskAtStage]:
-            return {name: TaskAtStage(**{**row, "heads": tuple(tuple(h) for h in row["heads"]),
-                                         "restored": restoration(row["restored"]),
-                                         "subtracted": restoration(row["subtracted"])})
-                    for name, row in values.items()}
-
-        stages = tuple(Stage(s["stage"], s["task"], s["steps"], rows(s["rows"]),
-                             tuple(OverlayPoint(p["step"], tuple(p["old"]), tuple(p["new"])) for p in s["overlay"]))
-                       for s in data["stages"])
-        checkpoints = tuple(Checkpoint(c["stage"], c["step"], rows(c["rows"])) for c in data["checkpoints"])
-        return cls(data["seed"], stages, Fits(**data["fits"]), checkpoints, tuple(data.get("new_before", ())),
+        return cls(data["seed"], tuple(map(_stage_from_dict, data["stages"])), Fits(**data["fits"]),
+                   tuple(map(_checkpoint_from_dict, data["checkpoints"])), tuple(data.get("new_before", ())),
                    tuple(tuple(row) for row in data.get("new_after", ())))
+
+
+def _rows_from_dict(values: dict) -> dict[str, TaskAtStage]:
+    def restoration(value: dict | None) -> Restoration | None:
+        return None if value is None else Restoration(**value)
+
+    return {name: TaskAtStage(**{**row, "heads": tuple(tuple(h) for h in row["heads"]),
+                                 "restored": restoration(row["restored"]), "subtracted": restoration(row["subtracted"])})
+            for name, row in values.items()}
+
+
+def _stage_from_dict(s: dict) -> Stage:
+    return Stage(s["stage"], s["task"], s["steps"], _rows_from_dict(s["rows"]),
+                 tuple(OverlayPoint(p["step"], tuple(p["old"]), tuple(p["new"])) for p in s["overlay"]))
+
+
+def _checkpoint_from_dict(c: dict) -> Checkpoint:
+    return Checkpoint(c["stage"], c["step"], _rows_from_dict(c["rows"]))
 
 
 def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Task], seed: int,
              settings: DynamicsSettings, training: FinetuneSettings, extraction: ExtractionSettings,
-             log: Callable[[str], None] | None = None) -> SeedRun:
+             log: Callable[[str], None] | None = None, partial: PartialPiece | None = None) -> SeedRun:
     """Fine-tune along ``sequence`` and analyse every stage (:func:`analyse_stage`) for the
     ``general`` tasks, with the restoration after the first and the last stage (the two the
     summary reads: on a real model it is the costliest part); in the first stage, watch the states of
@@ -657,12 +664,27 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
     Training is :func:`ivedu.finetune.finetune_sequence` with ``training``'s settings for
     ``settings.method`` (LoRA merged after each stage; stage ``t`` seeded with
     ``sub_seed(seed, t)``). ``seed`` also draws the extraction prompts and the random controls.
+
+    ``partial`` (:class:`ivedu.resume.PartialPiece`): keep the run's state after
+    every stage there, and resume from the state kept there before: a run stopped mid-seed loses
+    at most one stage. Each stage depends only on the model before it and its own seed, so a
+    resumed run is the same run.
     """
-    start = extract_vectors(lm, general, settings.heads, settings.n_prompts, seed, extraction)
-    stages = [Stage(0, None, None, compare_stage(lm.model, lm, general, start, start))]
+    kept = partial.load(lm.model) if partial is not None else None
+    if kept is None:
+        start = extract_vectors(lm, general, settings.heads, settings.n_prompts, seed, extraction)
+        stages = [Stage(0, None, None, compare_stage(lm.model, lm, general, start, start))]
+        checkpoints: list[Checkpoint] = []
+        resume = None
+    else:
+        start, data = kept.objects["start"], kept.data
+        stages, checkpoints = list(map(_stage_from_dict, data["stages"])), list(map(_checkpoint_from_dict,
+                                                                                    data["checkpoints"]))
+        resume = SequenceState(data["done"], kept.model, tuple(data["baseline"]), tuple(map(tuple, data["rows"])))
+        if log is not None:
+            log(f"seed {seed}: resumed after stage {data['done']}")
     prompts, owners = watch_prompts(general, settings.watch_prompts, fmt=lm.fmt)
     snapshots: list[tuple[int, torch.Tensor]] = []
-    checkpoints: list[Checkpoint] = []
 
     def watch(previous: nn.Module, stage: int):
         def record(step: int, model: nn.Module) -> None:
@@ -699,7 +721,14 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
             log(f"seed {seed} stage {t + 1} ({task.name}, {result.steps} steps): IF "
                 f"{stage.mean('if_exact_match'):.2f}{restored}")
 
-    trained = finetune_sequence(lm, sequence, training, settings.method, seed, objective_for=watch, on_stage=analyse)
+    def keep(state: SequenceState) -> None:
+        if partial is not None:
+            partial.save({"done": state.done, "baseline": state.baseline, "rows": state.rows,
+                          "stages": [asdict(s) for s in stages], "checkpoints": [asdict(c) for c in checkpoints]},
+                         state.model, {"start": start})
+
+    trained = finetune_sequence(lm, sequence, training, settings.method, seed, objective_for=watch, on_stage=analyse,
+                                keep=keep, resume=resume)
     return SeedRun(seed, tuple(stages), fit_r2(stages[1:], checkpoints), tuple(checkpoints),
                    tuple(float(x) for x in trained.baseline), tuple(tuple(float(x) for x in row) for row in trained.R))
 

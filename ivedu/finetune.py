@@ -269,6 +269,20 @@ class SequenceResult:
     model: nn.Module
 
 
+@dataclass(frozen=True)
+class SequenceState:
+    """A sequence part-way: ``done`` stages trained, ``model`` their last stage's weights (LoRA
+    merged), ``baseline`` and ``rows`` (the first ``done`` rows of ``R``) as
+    :class:`SequenceResult` has them. :func:`finetune_sequence` hands one to ``keep`` after every
+    stage and resumes from one given as ``resume``: on a 2-core CPU a real model's sequence
+    outlasts a session."""
+
+    done: int
+    model: nn.Module
+    baseline: tuple[float, ...]
+    rows: tuple[tuple[float, ...], ...]
+
+
 def sequence_scores(lm: ModelUnderStudy, tasks: Sequence[Task], split: str = "test") -> list[float]:
     """Exact match of each of ``tasks`` on ``split`` under its instruction: a row of ``R``."""
     return [exact_match_score(lm, t, split) for t in tasks]
@@ -278,7 +292,9 @@ def finetune_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Fine
                       seed: int, *, split: str = "test", general: Sequence[Task] = (),
                       objective_for: Callable[[nn.Module, int], LossFn | None] | None = None,
                       on_stage: Callable[[int, nn.Module, FinetuneResult], None] | None = None,
-                      baseline: Sequence[float] | None = None, stop_examples: int | None = None) -> SequenceResult:
+                      baseline: Sequence[float] | None = None, stop_examples: int | None = None,
+                      keep: Callable[[SequenceState], None] | None = None,
+                      resume: SequenceState | None = None) -> SequenceResult:
     """Fine-tune a copy of ``lm.model`` on ``tasks`` in order, scoring after every stage.
 
     Each stage is :func:`finetune` with ``settings`` and ``method`` on the previous stage's
@@ -297,6 +313,11 @@ def finetune_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Fine
     vectors there. ``baseline``: the new tasks' scores before training on ``split``
     (:func:`sequence_scores` of ``lm``), when the caller has them already -- chapter 4 runs
     every method from the same model; ``None``: scored here.
+
+    ``keep(state)`` receives the :class:`SequenceState` after every scored stage; ``resume``
+    starts from one (its stages are not trained again, and ``stages`` then holds only the
+    stages trained in this call). A resumed run scores no ``general`` tasks: their earlier rows
+    are not in the state.
     """
     check_nonempty("tasks", tasks, "task")
     _check_run(settings, seed, stop_examples)
@@ -308,11 +329,22 @@ def finetune_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Fine
         new = list(new) if new is not None else sequence_scores(now, tasks, split)
         return new, score_abilities(now, general, split, k=0) if general else []
 
-    baseline, general0 = score(lm.model, baseline)
+    if resume is not None:
+        if general:
+            raise ValueError("a resumed sequence cannot score general tasks (the state keeps no earlier scores): "
+                             "pass general=() or start afresh")
+        if not 0 < resume.done <= len(tasks) or len(resume.rows) != resume.done:
+            raise ValueError(f"resume must hold 1 to {len(tasks)} finished stages with a row of R each, "
+                             f"got done={resume.done} and {len(resume.rows)} rows: start afresh")
+        baseline, general0 = list(resume.baseline), []
+    else:
+        baseline, general0 = score(lm.model, baseline)
     R = np.zeros((len(tasks), len(tasks)))
     general_scores, stages = [general0], []
-    current = lm.model
-    for t, task in enumerate(tasks):
+    current, first = (lm.model, 0) if resume is None else (resume.model, resume.done)
+    if resume is not None:
+        R[:first] = np.asarray(resume.rows)
+    for t, task in enumerate(tasks[first:], start=first):
         objective = objective_for(current, t) if objective_for is not None else None
         result = finetune(lm.with_model(current), task, settings, method, sub_seed(seed, t), objective,
                           stop_examples=stop_examples)
@@ -323,4 +355,7 @@ def finetune_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Fine
         stages.append(result)
         R[t], scores = score(current)
         general_scores.append(scores)
+        if keep is not None:
+            keep(SequenceState(t + 1, current, tuple(float(x) for x in baseline),
+                               tuple(tuple(float(x) for x in row) for row in R[:t + 1])))
     return SequenceResult([t.name for t in tasks], method, R, np.asarray(baseline), general_scores, stages, current)

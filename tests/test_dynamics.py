@@ -453,3 +453,49 @@ def test_a_resumed_dynamics_command_reuses_the_finished_seeds_and_gives_the_same
     second = command.run(short, [0], checkpoints=again)
     assert second["resumed"] == ["seed0"]
     assert json.dumps({**second, "resumed": []}) == json.dumps(first)
+
+
+def test_a_seed_stopped_after_a_stage_resumes_there_and_gives_the_same_result(tmp_path, monkeypatch):
+    import json
+
+    import ivedu.dynamics as steps
+    import ivedu.experiments.dynamics as command
+    from ivedu.experiments.checkpoints import Checkpoints
+    from ivedu.settings import settings
+
+    s = settings("ch3", "tiny")
+    short = replace(s, finetune=replace(s.finetune, max_steps=2, stop_at=None),
+                    dynamics=replace(s.dynamics, heads=2, n_prompts=8, scales=(1.0,), layers=(1,), watch_every=1,
+                                     watch_prompts=2, checkpoint_every=1),
+                    data=replace(s.data, general_tasks=("plural", "first"), sequence=s.data.sequence[:3]))
+    whole = command.run(short, [0], checkpoints=Checkpoints.for_run("dynamics", short, tmp_path / "whole"))
+
+    class Stopped(Exception):
+        pass
+
+    real = steps.finetune_sequence
+
+    def stopped_after_two_stages(*args, keep, **kwargs):
+        def keep_then_stop(state):
+            keep(state)
+            if state.done == 2:
+                raise Stopped
+        return real(*args, keep=keep_then_stop, **kwargs)
+
+    folder = tmp_path / "stopped"
+    monkeypatch.setattr(steps, "finetune_sequence", stopped_after_two_stages)
+    with pytest.raises(Stopped):
+        command.run(short, [0], checkpoints=Checkpoints.for_run("dynamics", short, folder))
+    monkeypatch.setattr(steps, "finetune_sequence", real)
+    partial = Checkpoints.for_run("dynamics", short, folder).partial("seed0")
+    kept = json.loads((partial.folder / "state.json").read_text())
+    assert kept["data"]["done"] == 2 and len(kept["data"]["stages"]) == 3  # the original and two stages
+    import ivedu.finetune as training
+
+    trained, real_finetune = [], training.finetune
+    monkeypatch.setattr(training, "finetune",
+                        lambda lm, task, *a, **k: trained.append(task.name) or real_finetune(lm, task, *a, **k))
+    resumed = command.run(short, [0], checkpoints=Checkpoints.for_run("dynamics", short, folder))
+    assert trained == [short.data.sequence[2]]  # only the stage the stopped run had not finished
+    assert json.dumps(resumed) == json.dumps(whole)
+    assert not partial.folder.exists()  # the seed is kept whole: its state part-way is gone

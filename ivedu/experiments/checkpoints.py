@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from ivedu.resume import PartialPiece
 from ivedu.results import save_result, settings_that_count, versions
 from ivedu.runtime import cache_home
 from ivedu.settings import Settings
@@ -42,6 +43,10 @@ class Checkpoints:
         key = json.dumps({"settings": counted, "versions": versions()}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return cls(Path(root or default_root()) / f"{name}-{settings.profile}-{digest}")
+
+    def partial(self, key: str) -> "PartialPiece":
+        """Where piece ``key`` keeps its state part-way (:class:`ivedu.resume.PartialPiece`)."""
+        return PartialPiece(self.folder / f"{key}-partial")
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{key}.json"
@@ -75,4 +80,5 @@ def kept_or_made(checkpoints: Checkpoints | None, key: str, make: Callable[[], P
         return from_dict(kept)
     made = make()
     checkpoints.put(key, as_dict(made))
+    checkpoints.partial(key).clear()
     return made

@@ -79,12 +79,11 @@ def summary_json(runs: list[SeedRun], overlay_layer: int) -> dict:
 
 def run(settings: Settings, seeds: list[int], progress: bool = False, checkpoints: Checkpoints | None = None) -> dict:
     """The whole experiment over ``seeds``: a JSON-ready dict with ``summary`` and ``per_seed``.
-    ``checkpoints``: keep each finished seed and reuse those kept before (``resumed``): on a
-    2-core CPU one seed of ``smol`` takes over an hour."""
+    ``checkpoints``: keep each finished seed, and each seed's state after every stage, and reuse
+    them (``resumed``): on a 2-core CPU one seed of ``smol`` takes hours."""
     lm = load_study(settings)
     world = load_tasks(settings, lm)
-    general = general_tasks(settings, world)
-    sequence = [world.task(name) for name in settings.data.sequence]
+    general, sequence = general_tasks(settings, world), [world.task(name) for name in settings.data.sequence]
     began = time.perf_counter()
 
     def log(message: str) -> None:
@@ -92,9 +91,10 @@ def run(settings: Settings, seeds: list[int], progress: bool = False, checkpoint
             print(f"[{time.perf_counter() - began:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     if checkpoints is not None:
-        log(f"keeping finished seeds in {checkpoints.folder}")
+        log(f"keeping finished seeds (and stages) in {checkpoints.folder}")
     runs = [kept_or_made(checkpoints, f"seed{seed}", lambda seed=seed: run_seed(
-                lm, general, sequence, seed, settings.dynamics, settings.finetune, settings.extraction, log),
+                lm, general, sequence, seed, settings.dynamics, settings.finetune, settings.extraction, log,
+                checkpoints.partial(f"seed{seed}") if checkpoints is not None else None),
                          SeedRun.as_dict, SeedRun.from_dict) for seed in seeds]
     return {"summary": summary_json(runs, settings.dynamics.overlay_layer), "per_seed": [seed_json(r) for r in runs],
             **({"resumed": checkpoints.reused} if checkpoints is not None else {})}
