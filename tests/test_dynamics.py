@@ -427,18 +427,24 @@ def test_the_summary_carries_what_the_scorecard_judges(tmp_path):
     assert enough.verdict == "holds" and enough.headline_interval[0] > 0
 
 
+def short_dynamics(stages: int):
+    """Chapter 3's tiny settings cut to seconds: two general tasks, ``stages`` new tasks of two steps each."""
+    from ivedu.settings import settings
+
+    s = settings("ch3", "tiny")
+    return replace(s, finetune=replace(s.finetune, max_steps=2, stop_at=None),
+                   dynamics=replace(s.dynamics, heads=2, n_prompts=8, scales=(1.0,), layers=(1,), watch_every=1,
+                                    watch_prompts=2, checkpoint_every=1),
+                   data=replace(s.data, general_tasks=("plural", "first"), sequence=s.data.sequence[:stages]))
+
+
 def test_a_resumed_dynamics_command_reuses_the_finished_seeds_and_gives_the_same_result(tmp_path, monkeypatch):
     import json
 
     import ivedu.experiments.dynamics as command
     from ivedu.experiments.checkpoints import Checkpoints
-    from ivedu.settings import settings
 
-    s = settings("ch3", "tiny")
-    short = replace(s, finetune=replace(s.finetune, max_steps=2, stop_at=None),
-                    dynamics=replace(s.dynamics, heads=2, n_prompts=8, scales=(1.0,), layers=(1,), watch_every=1,
-                                     watch_prompts=2, checkpoint_every=1),
-                    data=replace(s.data, general_tasks=("plural", "first"), sequence=s.data.sequence[:2]))
+    short = short_dynamics(2)
     first = command.run(short, [0], checkpoints=Checkpoints.for_run("dynamics", short, tmp_path))
     assert first["resumed"] == []
     again = Checkpoints.for_run("dynamics", short, tmp_path)
@@ -461,13 +467,8 @@ def test_a_seed_stopped_after_a_stage_resumes_there_and_gives_the_same_result(tm
     import ivedu.dynamics as steps
     import ivedu.experiments.dynamics as command
     from ivedu.experiments.checkpoints import Checkpoints
-    from ivedu.settings import settings
 
-    s = settings("ch3", "tiny")
-    short = replace(s, finetune=replace(s.finetune, max_steps=2, stop_at=None),
-                    dynamics=replace(s.dynamics, heads=2, n_prompts=8, scales=(1.0,), layers=(1,), watch_every=1,
-                                     watch_prompts=2, checkpoint_every=1),
-                    data=replace(s.data, general_tasks=("plural", "first"), sequence=s.data.sequence[:3]))
+    short = short_dynamics(3)
     whole = command.run(short, [0], checkpoints=Checkpoints.for_run("dynamics", short, tmp_path / "whole"))
 
     class Stopped(Exception):
