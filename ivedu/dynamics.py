@@ -651,6 +651,26 @@ def _checkpoint_from_dict(c: dict) -> Checkpoint:
     return Checkpoint(c["stage"], c["step"], _rows_from_dict(c["rows"]))
 
 
+def _vectors_as_parts(vectors: StageVectors) -> tuple[dict[str, torch.Tensor], dict]:
+    """``vectors`` as named tensors and JSON (what :class:`ivedu.resume.PartialPiece` keeps)."""
+    tensors, meta = {}, {}
+    for name, scan in vectors.scans.items():
+        iv = vectors.vectors[name]
+        tensors.update({f"{name}/effects": scan.effects, f"{name}/means": scan.mean_activations,
+                        f"{name}/vector": iv.vector})
+        meta[name] = {"corrupted_prob": scan.corrupted_prob, "clean_prob": scan.clean_prob,
+                      "heads": [list(h) for h in iv.heads]}
+    return tensors, meta
+
+
+def _vectors_from_parts(tensors: dict[str, torch.Tensor], meta: dict) -> StageVectors:
+    scans = {name: HeadScan(name, tensors[f"{name}/effects"], tensors[f"{name}/means"], m["corrupted_prob"],
+                            m["clean_prob"]) for name, m in meta.items()}
+    vectors = {name: InstructionVector(name, tensors[f"{name}/vector"], tuple(tuple(h) for h in m["heads"]))
+               for name, m in meta.items()}
+    return StageVectors(scans, vectors)
+
+
 def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Task], seed: int,
              settings: DynamicsSettings, training: FinetuneSettings, extraction: ExtractionSettings,
              log: Callable[[str], None] | None = None, partial: PartialPiece | None = None) -> SeedRun:
@@ -677,7 +697,7 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
         checkpoints: list[Checkpoint] = []
         resume = None
     else:
-        start, data = kept.objects["start"], kept.data
+        start, data = _vectors_from_parts(kept.tensors, kept.data["start"]), kept.data
         stages, checkpoints = list(map(_stage_from_dict, data["stages"])), list(map(_checkpoint_from_dict,
                                                                                     data["checkpoints"]))
         resume = SequenceState(data["done"], kept.model, tuple(data["baseline"]), tuple(map(tuple, data["rows"])))
@@ -723,9 +743,10 @@ def run_seed(lm: ModelUnderStudy, general: Sequence[Task], sequence: Sequence[Ta
 
     def keep(state: SequenceState) -> None:
         if partial is not None:
-            partial.save({"done": state.done, "baseline": state.baseline, "rows": state.rows,
+            tensors, meta = _vectors_as_parts(start)
+            partial.save({"done": state.done, "baseline": state.baseline, "rows": state.rows, "start": meta,
                           "stages": [asdict(s) for s in stages], "checkpoints": [asdict(c) for c in checkpoints]},
-                         state.model, {"start": start})
+                         state.model, tensors)
 
     trained = finetune_sequence(lm, sequence, training, settings.method, seed, objective_for=watch, on_stage=analyse,
                                 keep=keep, resume=resume)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from ivedu.results import save_result
@@ -24,17 +24,17 @@ from ivedu.results import save_result
 
 @dataclass(frozen=True)
 class PartState:
-    """What a piece kept part-way: its JSON ``data``, a ``model``'s weights and torch ``objects``."""
+    """What a piece kept part-way: its JSON ``data``, a ``model``'s weights and named ``tensors``."""
 
     data: dict
     model: nn.Module
-    objects: dict
+    tensors: dict[str, torch.Tensor]
 
 
 class PartialPiece:
     """One piece's state part-way (e.g. a dynamics seed after each stage of its sequence), so
     that a run stopped inside a piece loses one stage, not the piece: a JSON ``state.json``
-    naming the model weights (safetensors) and the torch objects written before it. Every file
+    naming the model weights and the other tensors (safetensors, no pickle) written before it. Every file
     is written under a temporary name and renamed; ``state.json`` last, so a run stopped while
     saving resumes from the state before."""
 
@@ -50,19 +50,18 @@ class PartialPiece:
         kept = json.loads(state.read_text())
         model = copy.deepcopy(template)
         load_model(model, str(self.folder / kept["model"]))
-        objects = torch.load(self.folder / kept["objects"], weights_only=False)
-        return PartState(kept["data"], model, objects)
+        return PartState(kept["data"], model, load_file(str(self.folder / kept["tensors"])))
 
-    def save(self, data: dict, model: nn.Module, objects: dict) -> None:
-        """Keep ``data``, ``model``'s weights and ``objects`` as the newest state."""
+    def save(self, data: dict, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        """Keep ``data`` (JSON), ``model``'s weights and ``tensors`` as the newest state."""
         self.folder.mkdir(parents=True, exist_ok=True)
         state = self.folder / "state.json"
         n = json.loads(state.read_text())["n"] + 1 if state.exists() else 0
-        names = {"model": f"model-{n}.safetensors", "objects": f"objects-{n}.pt"}
+        names = {"model": f"model-{n}.safetensors", "tensors": f"tensors-{n}.safetensors"}
         save_model(model, str(self.folder / "model.tmp"))
         os.replace(self.folder / "model.tmp", self.folder / names["model"])
-        torch.save(objects, self.folder / "objects.tmp")
-        os.replace(self.folder / "objects.tmp", self.folder / names["objects"])
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(self.folder / "tensors.tmp"))
+        os.replace(self.folder / "tensors.tmp", self.folder / names["tensors"])
         save_result({"n": n, **names, "data": data}, state)
         for old in self.folder.iterdir():
             if old.name not in {"state.json", *names.values()}:
