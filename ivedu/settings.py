@@ -596,10 +596,11 @@ _SMOL = Settings(
     # Restoration tries chapter 2's grid of layers and scales (chapter 2 chose layer 15 on every
     # seed; the first design, layers 12 and 14), the scale rule refusing cells where a random
     # vector of the vector's norm costs the original model more than 0.10.
-    # A checkpoint every 40 training steps: each re-extracts six tasks (about two minutes here),
+    # The overlay is read at layer 15 too, where the vectors act. A checkpoint every 40 training
+    # steps: each re-extracts six tasks (5-10 minutes here),
     # and stages of 40, 100 and 100 steps give 6 tasks x (3 stage ends + 5) = 48 points a seed.
     dynamics=DynamicsSettings(heads=16, n_prompts=24, scales=(0.25, 0.5, 1.0, 2.0), layers=(9, 12, 15),
-                              watch_every=10, watch_prompts=8, overlay_layer=10, checkpoint_every=40),
+                              watch_every=10, watch_prompts=8, overlay_layer=15, checkpoint_every=40),
     # Chapter 4 on smol compares the four methods the fifth finding's bars name and skips the
     # ablation: each method is a LoRA run over the whole sequence, about 2.6 s a step here. Its
     # stop rule checks 48 valid examples: a check of a whole valid split (163 examples, two

@@ -314,7 +314,8 @@ def test_checkpoints_along_training_leave_the_training_unchanged(lm, world, monk
     training = FinetuneSettings(max_steps=5, stop_at=None, warmup_steps=1)
     trained = []
     real = ivedu.dynamics.finetune_sequence
-    monkeypatch.setattr(ivedu.dynamics, "finetune_sequence", lambda *a, **k: trained.append(real(*a, **k)))
+    monkeypatch.setattr(ivedu.dynamics, "finetune_sequence",
+                        lambda *a, **k: trained.append(real(*a, **k)) or trained[-1])
     settings = DynamicsSettings(heads=2, n_prompts=8, scales=(1.0,), layers=(1,), watch_every=3, watch_prompts=2)
     plain = run_seed(lm, general, sequence, 3, settings, training, SCAN)
     watched = run_seed(lm, general, sequence, 3, replace(settings, checkpoint_every=2), training, SCAN)
