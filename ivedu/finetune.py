@@ -329,6 +329,7 @@ def finetune_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Fine
         new = list(new) if new is not None else sequence_scores(now, tasks, split)
         return new, score_abilities(now, general, split, k=0) if general else []
 
+    R = np.zeros((len(tasks), len(tasks)))
     if resume is not None:
         if general:
             raise ValueError("a resumed sequence cannot score general tasks (the state keeps no earlier scores): "
@@ -336,14 +337,11 @@ def finetune_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], settings: Fine
         if not 0 < resume.done <= len(tasks) or len(resume.rows) != resume.done:
             raise ValueError(f"resume must hold 1 to {len(tasks)} finished stages with a row of R each, "
                              f"got done={resume.done} and {len(resume.rows)} rows: start afresh")
-        baseline, general0 = list(resume.baseline), []
-    else:
-        baseline, general0 = score(lm.model, baseline)
-    R = np.zeros((len(tasks), len(tasks)))
-    general_scores, stages = [general0], []
-    current, first = (lm.model, 0) if resume is None else (resume.model, resume.done)
-    if resume is not None:
+        baseline, general0, current, first = list(resume.baseline), [], resume.model, resume.done
         R[:first] = np.asarray(resume.rows)
+    else:
+        (baseline, general0), current, first = score(lm.model, baseline), lm.model, 0
+    general_scores, stages = [general0], []
     for t, task in enumerate(tasks[first:], start=first):
         objective = objective_for(current, t) if objective_for is not None else None
         result = finetune(lm.with_model(current), task, settings, method, sub_seed(seed, t), objective,
