@@ -1,4 +1,4 @@
-"""ivedu: instruction vectors and forgetting in LLM fine-tuning, reproduced in miniature.
+"""ivedu: instruction vectors and forgetting in LLM fine-tuning, reproduced on a real chat model and in miniature.
 
 The book's chapters call these functions; each module follows one step of the method
 (see the README for the map).

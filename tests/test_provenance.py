@@ -26,3 +26,9 @@ def test_provenance_reads_the_profile_from_the_environment(monkeypatch):
 def test_provenance_refuses_an_unknown_profile():
     with pytest.raises(ValueError, match="unknown profile 'laptop'"):
         provenance("tiny", profile="laptop")
+
+
+def test_provenance_names_the_model_a_short_name_stands_for():
+    assert "model smol (SmolLM2-135M-Instruct)" in provenance("smol", profile="smol")
+    assert "model Qwen/Qwen2.5-0.5B-Instruct ·" not in provenance("Qwen/Qwen2.5-0.5B-Instruct", profile="colab")
+    assert provenance("Qwen/Qwen2.5-0.5B-Instruct", profile="colab").endswith("model Qwen/Qwen2.5-0.5B-Instruct")

@@ -31,6 +31,8 @@ from ivedu.student import chapter_notebooks, exercises_in, read_notebook, source
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
+EXECUTED = ROOT / "_build" / "jupyter_execute"
+BUILT_PROFILE = ROOT / "_build" / ".profile"  # written by `make book`: the profile the site ran on
 STUDENT_HTML = ROOT / "_build" / "student" / "site"
 CHAPTERS = chapter_notebooks(ROOT)
 BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome", "chrome")
@@ -141,6 +143,42 @@ def test_chapter_page_renders_figures_and_no_errors(browser, notebook):
     shown = [m.group(0) for text in outputs for m in [ERROR_OUTPUT.search(text)] if m]
     assert not shown, f"{path.name}: a cell's output shows {shown}"
     assert not script_errors, f"{path.name}: uncaught script errors: {script_errors}"
+
+
+METHOD_CHAPTERS = [nb for nb in CHAPTERS if nb.stem[:3] in ("01_", "02_", "03_", "04_")]
+REAL_MODEL = "SmolLM2-135M-Instruct"
+
+
+def _text_of(output: dict) -> str:
+    if "text" in output:
+        return "".join(output["text"])
+    return "".join("".join(v) if isinstance(v, list) else str(v)
+                   for k, v in output.get("data", {}).items() if k.startswith("text/"))
+
+
+def test_the_method_chapters_list_is_the_four_method_chapters():
+    assert [nb.stem[:2] for nb in METHOD_CHAPTERS] == ["01", "02", "03", "04"]
+
+
+@pytest.mark.parametrize("notebook", METHOD_CHAPTERS, ids=[p.stem for p in METHOD_CHAPTERS])
+def test_each_method_chapter_of_the_site_ran_on_the_real_model(notebook):
+    """The site a reader opens is the real model's: each method chapter's executed outputs name
+    SmolLM2 and hold a figure drawn from what the chapter computed live (a cell that plots and reads no
+    committed result)."""
+    executed = EXECUTED / notebook.relative_to(ROOT)
+    if not executed.exists() or executed.stat().st_mtime < notebook.stat().st_mtime:
+        _skip_or_fail(f"{executed} is {'missing' if not executed.exists() else 'older than its chapter'}: "
+                      "rebuild the book with `make book`")
+    profile = BUILT_PROFILE.read_text().strip() if BUILT_PROFILE.exists() else "unknown"
+    if profile != "smol":
+        _skip_or_fail(f"the site was built on the {profile} profile, not smol: run `make book` "
+                      "(IVEDU_PROFILE unset)")
+    cells = [c for c in read_notebook(executed)["cells"] if c["cell_type"] == "code"]
+    texts = [_text_of(o) for c in cells for o in c.get("outputs", [])]
+    assert any(REAL_MODEL in t for t in texts), f"{notebook.stem}: no output names {REAL_MODEL}"
+    live_figures = [i for i, c in enumerate(cells) if "load_result" not in source(c)
+                    and any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
+    assert live_figures, f"{notebook.stem}: no figure computed live on the real model"
 
 
 def _solution_lines(notebook: Path) -> list[str]:
