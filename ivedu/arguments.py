@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 from numbers import Real
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 
 def _kind(value: Any) -> str:
@@ -111,6 +112,37 @@ def check_str(name: str, value: Any, nonempty: bool = True) -> str:
     return value
 
 
+def check_path(name: str, value: Any) -> str | os.PathLike:
+    """``value`` if it is a file or folder path: a non-blank ``str`` or an ``os.PathLike``
+    (a :class:`pathlib.Path`)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (a str or a pathlib.Path), got {value!r} ({_kind(value)}): "
+                        f"pass e.g. {name}=Path('...')")
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(f"{name} must not be empty or blank, got {value!r}: pass a path")
+    return value
+
+
+def check_optional_path(name: str, value: Any) -> str | os.PathLike | None:
+    """``value`` if it is ``None`` (the default place) or a path (:func:`check_path`)."""
+    return None if value is None else check_path(name, value)
+
+
+def check_bytes(name: str, value: Any) -> bytes:
+    """``value`` if it is ``bytes`` (or a ``bytearray``), e.g. a file's contents."""
+    if not isinstance(value, (bytes, bytearray)):
+        raise TypeError(f"{name} must be bytes, got {_kind(value)}: pass the file's contents, e.g. "
+                        f"path.read_bytes() (a str: text.encode())")
+    return value
+
+
+def check_callable(name: str, value: Any) -> Any:
+    """``value`` if it can be called (a function)."""
+    if not callable(value):
+        raise TypeError(f"{name} must be a function (callable), got {value!r} ({_kind(value)})")
+    return value
+
+
 def check_sequence(name: str, value: Any) -> Sequence:
     """``value`` if it is a sized, ordered collection (a list or a tuple, not a str, a set or a
     generator, which would be read once or in no order)."""
@@ -139,6 +171,16 @@ def check_unique(name: str, value: Any) -> Sequence:
         seen.append(item)
     if repeated:
         raise ValueError(f"{name} repeats {', '.join(map(repr, repeated[:5]))}: give each element once")
+    return value
+
+
+def check_mapping(name: str, value: Any, what: str = "entry", nonempty: bool = True) -> Mapping:
+    """``value`` if it is a dict (any mapping), with at least one ``what`` unless ``nonempty``
+    is false."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict, got {_kind(value)}: pass e.g. {name}={{name: value, ...}}")
+    if nonempty and len(value) == 0:
+        raise ValueError(f"{name} is empty: give a dict with at least one {what}")
     return value
 
 
