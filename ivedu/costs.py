@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoConfig, PretrainedConfig
 
+from ivedu.arguments import check_int, check_mapping, check_number, check_positive_int, check_str, check_strs
 # The weight arithmetic lives in runtime (models needs it too); costs uses it and re-exports it.
 from ivedu.runtime import (BYTES_PER_PARAMETER, bytes_per_parameter, count_parameters,  # noqa: F401
                            meta_model, weight_bytes)
@@ -71,6 +72,12 @@ class GpuSpec:
     bandwidth_gbs: float
     dtype: torch.dtype
 
+    def __post_init__(self):
+        check_str("name", self.name)
+        check_number("memory_gib", self.memory_gib, above=0.0)
+        check_number("peak_tflops", self.peak_tflops, above=0.0)
+        check_number("bandwidth_gbs", self.bandwidth_gbs, above=0.0)
+
     @property
     def memory_bytes(self) -> int:
         return int(self.memory_gib * 2**30)
@@ -87,6 +94,7 @@ GPUS: dict[str, GpuSpec] = {
 def model_config(name: str) -> PretrainedConfig:
     """The config of ``name``: the shipped tiny model, a model of :data:`HUB_CONFIGS` (built
     locally, no download) or any other hub id or folder (``AutoConfig.from_pretrained``)."""
+    check_str("name", name)
     if name == "tiny":
         from ivedu.models import TINY_CHECKPOINT  # costs sits above models; models never imports costs
 
@@ -103,6 +111,9 @@ def lora_parameters(config: PretrainedConfig, rank: int, target_modules: tuple[s
     ``target_modules`` are last-name parts (``("q_proj", "v_proj")``); ``None`` adapts every
     linear layer but the output head, as :func:`ivedu.finetune.linear_module_names` does.
     """
+    check_positive_int("rank", rank)
+    if target_modules is not None:
+        check_strs("target_modules", target_modules, unique=True)
     model = meta_model(config)
     head = model.get_output_embeddings()
     total = 0
@@ -145,6 +156,8 @@ class Shape:
         (scaled by 2 in float32), plus the float32 logits and their softmax over the vocabulary,
         which dominate for short sequences and large vocabularies (Qwen's 152k).
         """
+        check_positive_int("batch", batch)
+        check_positive_int("seq", seq)
         per_layer = seq * batch * self.hidden * (34 + 5 * self.heads * seq / self.hidden)
         scale = bytes_per_parameter(dtype) / 2
         logits = 2 * batch * seq * self.vocab * 4
@@ -181,6 +194,7 @@ def training_state_bytes(config: PretrainedConfig, method: str, lora_rank: int =
     (:func:`lora_parameters`)."""
     if method not in ("lora", "full"):
         raise ValueError(f"unknown method {method!r}; choose 'lora' or 'full'")
+    check_positive_int("lora_rank", lora_rank)
     n = count_parameters(config)
     if method == "full":
         return TRAINED_BYTES_PER_PARAMETER * n
@@ -189,6 +203,8 @@ def training_state_bytes(config: PretrainedConfig, method: str, lora_rank: int =
 
 def roofline_seconds(flops: float, bytes_read: float, gpu: GpuSpec) -> float:
     """Time at the larger of the compute bound and the memory bound, at the assumed efficiencies."""
+    check_number("flops", flops, 0.0)
+    check_number("bytes_read", bytes_read, 0.0)
     compute = flops / (gpu.peak_tflops * 1e12 * COMPUTE_EFFICIENCY)
     memory = bytes_read / (gpu.bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY)
     return max(compute, memory)
@@ -218,6 +234,14 @@ class Workload:
     lora_rank: int
     lora_targets: tuple[str, ...] | None = None
     scan_rows_per_pass: int = 512
+
+    def __post_init__(self):
+        for name in ("n_tasks", "n_prompts", "prompt_tokens", "answer_tokens", "sweep_layers", "head_counts", "scales",
+                     "n_valid", "n_test", "steps", "batch_size", "lora_rank", "scan_rows_per_pass"):
+            check_positive_int(name, getattr(self, name))
+        check_int("n_random", self.n_random, 0)
+        if self.lora_targets is not None:
+            check_strs("lora_targets", self.lora_targets, unique=True)
 
 
 def _passes(rows: int, rows_per_pass: int) -> int:
@@ -296,6 +320,9 @@ def workload(settings: Settings, n_layers: int, n_valid: int = 60, n_test: int =
              answer_tokens: int = 3) -> Workload:
     """How much each step does under a profile's settings, for a model of ``n_layers`` (the
     sweep covers the profile's ``layers`` or all of them)."""
+    for name, value in (("n_layers", n_layers), ("n_valid", n_valid), ("n_test", n_test),
+                        ("answer_tokens", answer_tokens)):
+        check_positive_int(name, value)
     general = settings.data.general_tasks
     x, f = settings.extraction, settings.finetune
     return Workload(n_tasks=len(general) if general is not None else 10, n_prompts=x.n_prompts,
@@ -324,6 +351,7 @@ def profile_estimates(settings: Settings) -> list[StepCost]:
 
 def format_costs(rows: dict[str, list[StepCost]]) -> str:
     """A plain-text table of ``{label: [StepCost, ...]}``: time, memory, whether it fits, basis."""
+    check_mapping("rows", rows, "profile")
     header = f"{'profile':<28}{'step':<30}{'time':>10}{'memory':>12}  {'fits':<5} basis"
     lines = [header, "-" * len(header)]
     for label, costs in rows.items():

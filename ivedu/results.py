@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from ivedu.arguments import check_mapping, check_number, check_optional_path, check_path, check_str, check_strs
+
 # The results folder of a source checkout (``ivedu/`` sits beside it); ``$IVEDU_RESULTS`` overrides.
 RESULTS_DIR = Path(os.environ.get("IVEDU_RESULTS", Path(__file__).resolve().parents[1] / "results"))
 CHAPTER_TIMES = "chapter_times"
@@ -27,6 +29,9 @@ CHAPTER_TIMES = "chapter_times"
 
 def result_path(profile: str, name: str, root: Path | None = None) -> Path:
     """Where the result ``name`` of ``profile`` lives: ``<root>/<profile>/<name>.json``."""
+    check_str("profile", profile)
+    check_str("name", name)
+    check_optional_path("root", root)
     return Path(root or RESULTS_DIR) / profile / f"{name}.json"
 
 
@@ -49,6 +54,8 @@ def today() -> str:
 
 def save_result(result: dict, path: Path) -> Path:
     """Write ``result`` as JSON to ``path`` atomically; an earlier file stays whole if this fails."""
+    check_mapping("result", result, nonempty=False)
+    check_path("path", path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
@@ -85,6 +92,10 @@ def stale_settings(result: dict, current: dict, reads: Sequence[str] | None = No
     3's restoration grid for chapter 2's command -- does not change what it runs. ``None``:
     compare everything. A setting added since the result was made and left at ``None`` (off)
     is not a difference: the result ran as the code runs today."""
+    check_mapping("result", result, nonempty=False)
+    check_mapping("current", current, nonempty=False)
+    if reads is not None:
+        check_strs("reads", reads, nonempty=False)
     saved, now = _flat(json.loads(json.dumps(result.get("settings", {})))), _flat(json.loads(json.dumps(current)))
     if not saved:
         return ["settings (none recorded)"]
@@ -104,6 +115,8 @@ def settings_that_count(current: dict, reads: Sequence[str]) -> dict[str, Any]:
     """The settings of ``current`` (:meth:`ivedu.settings.Settings.as_dict`) that a command
     reading ``reads`` depends on, flat (``step.field``) and as JSON; those left at ``None`` (off)
     are dropped, as :func:`stale_settings` ignores them. Two runs with equal subsets ran alike."""
+    check_mapping("current", current, nonempty=False)
+    check_strs("reads", reads, nonempty=False)
     flat = _flat(json.loads(json.dumps(current)))
     return {k: v for k, v in sorted(flat.items()) if k != "chapter" and _reads(k, reads) and v is not None}
 
@@ -123,6 +136,7 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def format_seconds(seconds: float) -> str:
     """``"45 s"`` below two minutes, ``"7.5 min"`` above."""
+    check_number("seconds", seconds, 0.0)
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
@@ -130,6 +144,9 @@ def run_times(chapter: str, profiles: tuple[str, ...] = ("tiny", "smol", "colab"
               root: Path | None = None) -> str:
     """One line: the measured run time of ``chapter`` on each profile and the machine it ran
     on, from ``results/<profile>/chapter_times.json`` ("not measured" where there is none)."""
+    check_str("chapter", chapter)
+    check_strs("profiles", profiles, unique=True)
+    check_optional_path("root", root)
     folder = Path(root or RESULTS_DIR)
     if not folder.is_dir():
         return f"run time of this chapter: see the book's page (no results folder at {folder})"
@@ -151,6 +168,8 @@ def chapter_times_markdown(profiles: tuple[str, ...] = ("tiny", "smol", "colab",
     """A markdown table of every chapter's measured run time per profile (rows: chapters), from
     ``results/<profile>/chapter_times.json``, and the machine each profile was measured on:
     the teachers' page renders it, so the times it states are the committed measurements."""
+    check_strs("profiles", profiles, unique=True)
+    check_optional_path("root", root)
     entries = {p: ((load_result(p, CHAPTER_TIMES, root) or {}).get("chapters") or {}) for p in profiles}
     lines = ["| chapter | " + " | ".join(f"`{p}`" for p in profiles) + " |",
              "|---|" + "---|" * len(profiles)]
@@ -173,6 +192,11 @@ def glue_result(profile: str, name: str, fields: dict[str, str], prefix: str, ro
     without a results folder at all (ivedu installed from a wheel) there is nothing to quote:
     ``{}``. ``FileNotFoundError`` names the command to run when one result is missing.
     """
+    check_str("profile", profile)
+    check_str("name", name)
+    check_mapping("fields", fields, "glue key")
+    check_str("prefix", prefix)
+    check_optional_path("root", root)
     if not Path(root or RESULTS_DIR).is_dir():  # not a source checkout (e.g. pip-installed on Colab)
         return {}
     result = load_result(profile, name, root)
@@ -194,6 +218,7 @@ def glue(name: str, value: Any) -> None:
     """Glue ``value`` as ``name`` for the chapter's text (myst-nb's ``{glue:text}`name:.2f```),
     without displaying it. Outside a book build -- myst-nb not installed, as on Colab -- it
     does nothing: the number is then only in the cell's printed output."""
+    check_str("name", name)
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
@@ -209,6 +234,10 @@ def markdown_table(rows: dict[str, dict], columns: tuple[str, ...], counts: tupl
     reads ``mean ± std`` (unless the row's ``n_seeds`` is 1); keys in ``counts`` are whole
     numbers; a missing value is left blank.
     """
+    check_mapping("rows", rows, nonempty=False)
+    check_strs("columns", columns, unique=True)
+    check_strs("counts", counts, nonempty=False)
+    check_str("label", label)
     def cell(row: dict, key: str) -> str:
         value = row.get(key)
         if value is None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ivedu.arguments import (check_choice, check_int, check_ints, check_mapping, check_optional_path, check_str,
+                             check_strs)
 from ivedu.diagnosis import KNOWLEDGE_MIN
 from ivedu.results import load_result
 from ivedu.settings import settings as profile_settings
@@ -259,8 +261,11 @@ CLAIMS: dict[int, tuple[str, str, Callable[[dict], list[Check]]]] = {
 
 def judge(claim: int, profile: str, root: Path | None = None) -> Verdict:
     """The :class:`Verdict` of ``claim`` (1-5) on ``profile`` from its committed result."""
+    check_int("claim", claim)
     if claim not in CLAIMS:
         raise ValueError(f"unknown claim {claim}; the claims are {sorted(CLAIMS)}")
+    check_str("profile", profile)
+    check_optional_path("root", root)
     _, command, checks_of = CLAIMS[claim]
     source = f"results/{profile}/{command}.json"
     result = load_result(profile, command, root)
@@ -278,6 +283,8 @@ def profile_bars_markdown(profiles: tuple[str, ...] = PROFILES) -> str:
     profile with the stop rule's exact match (claim 1: the new task counts as learnt at it) and
     the scale rule's largest random-vector cost in chapter 2's sweep (claim 2) and in chapter 3's
     restoration (claim 4)."""
+    check_strs("profiles", profiles, unique=True)
+
     def cost(value: float | None) -> str:
         return "not applied" if value is None else f"{value:.2f}"
 
@@ -292,6 +299,8 @@ def profile_bars_markdown(profiles: tuple[str, ...] = PROFILES) -> str:
 
 def scorecard(profiles: tuple[str, ...] = PROFILES, root: Path | None = None) -> dict[int, dict[str, Verdict]]:
     """Every claim on every profile: ``card[claim][profile]``."""
+    check_strs("profiles", profiles, unique=True)
+    check_optional_path("root", root)
     return {claim: {p: judge(claim, p, root) for p in profiles} for claim in CLAIMS}
 
 
@@ -306,6 +315,9 @@ def scorecard_markdown(card: dict[int, dict[str, Verdict]], claims: tuple[int, .
     """The card as a markdown table: a row per claim, a column per profile, each cell the
     verdict and the headline number (the first check's value, with its interval in brackets
     where it has one)."""
+    check_mapping("card", card, "claim")
+    for i, claim in enumerate(check_ints("claims", claims) if claims is not None else ()):
+        check_choice(f"claims[{i}]", claim, tuple(card))
     profiles = list(next(iter(card.values())))
     rows = ["| claim | " + " | ".join(f"`{p}`" for p in profiles) + " |", "|---" * (len(profiles) + 1) + "|"]
     for claim in claims or tuple(card):
