@@ -46,6 +46,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ivedu.arguments import (check_choice, check_int, check_mapping, check_nonempty, check_number, check_numbers,
+                             check_optional_positive_int, check_positive_int, check_same_length, check_seed,
+                             check_sequence, check_str, check_strs, check_unique)
 from ivedu.controls import paired_bootstrap_interval
 from ivedu.corpus import TrainingSequence, collate
 from ivedu.evaluation import exact_match_score, in_context_score
@@ -83,10 +86,16 @@ class Method:
     fisher_examples: int = 32
 
     def __post_init__(self):
+        check_str("name", self.name)
         if self.kind not in KINDS:
             raise ValueError(f"unknown kind {self.kind!r}; choose one of {KINDS}")
         if self.base not in ("lora", "full"):
             raise ValueError(f"base must be 'lora' or 'full', got {self.base!r}")
+        check_positive_int("replay_per_task", self.replay_per_task)
+        check_positive_int("replay_batch", self.replay_batch)
+        check_number("replay_weight", self.replay_weight, 0.0)
+        check_number("ewc_lambda", self.ewc_lambda, 0.0)
+        check_positive_int("fisher_examples", self.fisher_examples)
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -96,8 +105,13 @@ class ReplayObjective:
 
     def __init__(self, buffer: Sequence[TrainingSequence], pad_id: int, batch_size: int, weight: float,
                  seed: int):
+        check_sequence("buffer", buffer)
         if not buffer:
             raise ValueError("the replay buffer is empty: replay starts at the second task")
+        check_int("pad_id", pad_id, 0)
+        check_positive_int("batch_size", batch_size)
+        check_number("weight", weight, 0.0)
+        check_seed("seed", seed)
         self.buffer = list(buffer)
         self.pad_id = pad_id
         self.batch_size = batch_size
@@ -114,6 +128,9 @@ def replay_buffer(lm: ModelUnderStudy, tasks: Sequence[Task], per_task: int, see
     """``per_task`` training sequences of each task ((example, instruction phrasing) pairs of
     its train split, as :func:`ivedu.finetune.task_sequences` builds them for ``lm``), drawn
     with ``seed``."""
+    check_sequence("tasks", tasks)
+    check_positive_int("per_task", per_task)
+    check_seed("seed", seed)
     buffer: list[TrainingSequence] = []
     for task in tasks:
         sequences = task_sequences(lm, task)
@@ -131,6 +148,7 @@ def fisher_diagonal(model: nn.Module, tokenizer, sequences: Sequence[TrainingSeq
     ``model.named_parameters()`` names, values the parameters' shapes. ``model`` is a plain
     (not peft-wrapped) model; its ``requires_grad`` flags are restored afterwards.
     """
+    check_sequence("sequences", sequences)
     if not sequences:
         raise ValueError("no sequences to estimate the Fisher on")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -182,6 +200,9 @@ class EWCObjective:
     """Cross-entropy plus ``lam / 2 * sum_i F_i (theta_i - theta*_i)^2`` (Kirkpatrick et al. 2017)."""
 
     def __init__(self, anchor: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor], lam: float):
+        check_mapping("anchor", anchor, "weight")
+        check_mapping("fisher", fisher, "weight")
+        check_number("lam", lam, 0.0)
         self.anchor = anchor
         self.fisher = fisher
         self.lam = lam
@@ -252,6 +273,8 @@ class GeneralScores:
 def general_scores(lm: ModelUnderStudy, tasks: Sequence[Task], split: str = "test", k: int = 4) -> GeneralScores:
     """Exact match of each general task zero-shot (GP's parts) and with ``k`` demonstrations
     (IP's; ``k=0`` skips them, the slowest score), prompts in ``lm.fmt``."""
+    check_nonempty("tasks", tasks, "general task")
+    check_int("k", k, 0)
     zero = {t.name: exact_match_score(lm, t, split) for t in tasks}
     icl = {t.name: in_context_score(lm, t, split, k).exact_match for t in tasks} if k else {}
     return GeneralScores(zero, icl)
@@ -392,6 +415,15 @@ def run_method(lm: ModelUnderStudy, tasks: Sequence[Task], general: Sequence[Tas
     ``baseline``: the new tasks' scores on ``split`` before training, when already measured
     (:func:`ivedu.finetune.sequence_scores`; every method starts from the same model).
     """
+    check_nonempty("tasks", tasks, "new task")
+    check_nonempty("general", general, "general task")
+    check_seed("seed", seed)
+    check_optional_positive_int("max_steps", max_steps)
+    check_int("k", k, 0)
+    check_optional_positive_int("stop_examples", stop_examples)
+    if baseline is not None:
+        check_numbers("baseline", baseline, 0.0, unique=False)
+        check_same_length("tasks", tasks, "baseline", baseline)
     training = replace(training, max_steps=max_steps or training.max_steps)
     start = time.perf_counter()
     records: list = []
@@ -424,6 +456,7 @@ class MethodSummary:
 
 def summarise(scores: Sequence[MethodScores]) -> MethodSummary:
     """Mean and standard deviation over seeds of each field of ``scores`` (one per seed)."""
+    check_sequence("scores", scores)
     if not scores:
         raise ValueError("no runs to summarise: give at least one MethodScores")
     names = [f.name for f in fields(MethodScores)]
@@ -454,6 +487,7 @@ class Criterion:
 def criterion(summary: dict[str, MethodSummary]) -> Criterion | None:
     """:class:`Criterion` of a comparison, or ``None`` if ``iv_guided``, ``plain_lora`` or
     ``random_vector`` did not run."""
+    check_mapping("summary", summary, "method", nonempty=False)
     if not all(n in summary for n in ("iv_guided", "plain_lora", "random_vector")):
         return None
     g, p, r = summary["iv_guided"].mean, summary["plain_lora"].mean, summary["random_vector"].mean
@@ -484,6 +518,7 @@ class Headline:
 def headline(rows: Sequence[dict]) -> Headline | None:
     """:class:`Headline` of a comparison's per-seed rows (:meth:`MethodRun.as_json`), or ``None``
     when ``iv_guided`` or every control is missing. Only seeds where both ran are paired."""
+    check_sequence("rows", rows)
     runs = {(r["method"], r["seed"]): r["general_if"] for r in rows}
     seeds = sorted({seed for method, seed in runs if method == "iv_guided"})
     controls = [c for c in CONTROLS if seeds and all((c, s) in runs for s in seeds)]
@@ -502,7 +537,10 @@ def format_summary(summary: dict[str, MethodSummary], names: Sequence[str] | Non
                    before: GeneralScores | None = None) -> str:
     """A plain-text table: GP, IP, AP, FP, forgetting and BWT per method, mean ± std over seeds
     (``before``: the general tasks before training, for a first row of GP and IP)."""
+    check_mapping("summary", summary, "method")
     names = list(summary) if names is None else names
+    for i, name in enumerate(check_strs("names", names, unique=True)):
+        check_choice(f"names[{i}]", name, tuple(summary))
     keys = ("gp", "ip", "ap", "fp", "forgetting", "bwt")
     lines = [f"{'method':<24}" + "".join(f"{k.upper():>14}" for k in keys)]
     if before is not None:
@@ -550,6 +588,14 @@ def select_weights(lm: ModelUnderStudy, world: World, settings: Settings, seed: 
     alpha1 = 20 stops the tiny model from learning the new tasks at all (valid AP about 0.3):
     the teacher cannot do a new task, so the answer-start KL fights the cross-entropy head-on.
     """
+    check_seed("seed", seed)
+    check_nonempty("grid", grid, "(kl_start, kl_all) pair")
+    for i, pair in enumerate(grid):
+        check_numbers(f"grid[{i}]", pair, 0.0, unique=False)
+        if len(pair) != 2:
+            raise ValueError(f"grid[{i}] must be a (kl_start, kl_all) pair, got {pair!r}")
+    check_unique("grid", [tuple(pair) for pair in grid])
+    check_number("max_ap_drop", max_ap_drop, 0.0)
     general = general_tasks(settings, world)
     tasks = [world.task(n) for n in settings.data.sequence]
     vectors, _ = new_task_vectors(lm, tasks, settings, seed)

@@ -24,9 +24,11 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
+from ivedu.arguments import (check_choice, check_ints, check_mapping, check_nonempty, check_number, check_same_length,
+                             check_seed, check_str)
 from ivedu.controls import bootstrap_interval, constant_score
 from ivedu.evaluation import AbilityScores, exact_match_score, mean_abilities, score_abilities
-from ivedu.finetune import FinetuneResult, finetune, finetune_sequence
+from ivedu.finetune import METHODS, FinetuneResult, finetune, finetune_sequence
 from ivedu.metrics import continual_metrics
 from ivedu.results import load_result, stale_settings
 from ivedu.settings import Settings
@@ -119,6 +121,9 @@ def diagnose(lm: ModelUnderStudy, task: Task, general: Sequence[Task], method: s
 
     ``tuned``: that same fine-tuning, already run (a chapter's worked example), scored instead
     of trained again; on a real model on a CPU one run takes minutes."""
+    check_nonempty("general", general, "general task")
+    check_choice("method", method, METHODS)
+    check_seed("seed", seed)
     data = settings.data
     result = tuned or finetune(lm, task, settings.finetune, method, seed)
     tuned_lm = lm.with_model(result.model)
@@ -143,6 +148,8 @@ def recorded_runs(settings: Settings, method: str, seeds: Sequence[int]) -> list
     Why: on a CPU a real model cannot fine-tune and score every method inside a chapter's ten
     minutes; the chapter trains ``settings.live.diagnosis_methods`` and reads the others, which
     the command trained with the same code and settings."""
+    check_str("method", method)
+    check_ints("seeds", seeds, 0)
     command = f"python -m ivedu.experiments diagnosis --profile {settings.profile} --seeds 3 --json --save"
     result = load_result(settings.profile, "diagnosis")
     if result is None:
@@ -161,6 +168,9 @@ def run_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], general: Sequence[T
                  settings: Settings) -> SequenceRun:
     """Fine-tune on ``tasks`` in order (each until learnt); the ``R`` matrix, its metrics and
     the general tasks zero-shot after every stage."""
+    check_nonempty("tasks", tasks, "new task")
+    check_choice("method", method, METHODS)
+    check_seed("seed", seed)
     split = settings.data.split
     result = finetune_sequence(lm, tasks, settings.finetune, method, seed, split=split, general=general)
     general_means = [mean_abilities(rows) for rows in result.general]
@@ -172,6 +182,7 @@ def run_sequence(lm: ModelUnderStudy, tasks: Sequence[Task], general: Sequence[T
 
 def mean_over_tasks(rows: Sequence[AbilityScores]) -> dict[str, float]:
     """The mean over general tasks of each :data:`SUMMARY_FIELDS` measure."""
+    check_nonempty("rows", rows, "general task's AbilityScores")
     return {field: statistics.mean(getattr(r, field) for r in rows) for field in SUMMARY_FIELDS.values()}
 
 
@@ -181,6 +192,9 @@ def summarise(before: Sequence[AbilityScores], new_task_before: float, runs: Seq
     ``before``: the general tasks' scores before fine-tuning; ``new_task_before``: the new
     task's exact match before it.
     """
+    check_nonempty("before", before, "general task's AbilityScores")
+    check_number("new_task_before", new_task_before, 0.0, 1.0)
+    check_nonempty("runs", runs, "DiagnosisRun")
     means_before = mean_abilities(before)
     afters = [mean_over_tasks(r.general_after) for r in runs]
     values: dict = {}
@@ -247,6 +261,10 @@ class ClaimOne:
 def claim_one(before: Sequence[AbilityScores], runs: Sequence[DiagnosisRun], tasks: Sequence[Task],
               settings: Settings) -> ClaimOne:
     """:class:`ClaimOne` of one method's ``runs`` against the general tasks' scores ``before``."""
+    check_nonempty("tasks", tasks, "general task")
+    check_nonempty("before", before, "general task's AbilityScores")
+    check_same_length("tasks", tasks, "before", before)
+    check_nonempty("runs", runs, "DiagnosisRun")
     taught = set(settings.teaching.taught) if settings.teaching else set()
     rows = []
     for i, task in enumerate(tasks):
@@ -300,6 +318,7 @@ def format_claim_one(claim: ClaimOne) -> str:
 
 def format_summary(summaries: dict[str, MethodSummary]) -> str:
     """A plain-text table: each measure before -> after (seeds' sd), one column per method."""
+    check_mapping("summaries", summaries, "method")
     rows = (("new task, exact match", "new_task_before", "new_task", None),
             ("IF exact match", "if_before", "if_after", "if_after"),
             ("ICL exact match (in context)", "icl_before", "icl_after", None),

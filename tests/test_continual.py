@@ -153,7 +153,7 @@ def test_the_learning_rate_comes_from_the_fine_tuning_settings(lm, world, tasks,
 
 def test_guided_methods_need_the_vectors(lm, world, tasks):
     with pytest.raises(ValueError, match="needs the instruction vector"):
-        run_method(lm, tasks, [], Method("g", "guided"), 0, SHORT, max_steps=1, k=0)
+        run_method(lm, tasks, [small(world.task("first"))], Method("g", "guided"), 0, SHORT, max_steps=1, k=0)
 
 
 def test_guided_training_with_full_fine_tuning(lm, world, tasks, vectors):
