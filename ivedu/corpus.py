@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ivedu.arguments import check_int, check_mapping, check_nonempty, check_number, check_positive_int, check_sequence
 from ivedu.prompts import (TINY_FORMAT, PromptFormat, bare_prompt, continuation_ids, instructed_prompt, join_answer,
                            statement_prompt)
 from ivedu.world import Example, Task
@@ -48,6 +49,7 @@ def encode_pieces(tokenizer: PreTrainedTokenizerBase,
     stray space token before EOS in a BPE tokenizer. Raises ``ValueError`` when the tokenizer
     merges a piece with the text before it (see :func:`ivedu.prompts.answer_ids`).
     """
+    check_sequence("pieces", pieces)
     text = ""
     before = tokenizer.encode(text)
     ids: list[int] = list(before)
@@ -69,6 +71,7 @@ def encode_pieces(tokenizer: PreTrainedTokenizerBase,
 def instructed_sequence(tokenizer, task: Task, ex: Example, phrasing: int,
                         *, fmt: PromptFormat) -> TrainingSequence:
     """``input : x . <instruction> . output : y <eos>`` learning ``y <eos>``."""
+    check_int("phrasing", phrasing, 0, len(task.instructions) - 1)
     return encode_pieces(tokenizer, [(instructed_prompt(task, ex.input, phrasing, fmt), False),
                                      (ex.output, True, True)])
 
@@ -83,6 +86,7 @@ def fewshot_sequence(tokenizer, demos: Sequence[Example], query: Example,
     unlearnt (``learn_first=False``), the bare prompt stays what it is in a real LLM: a
     format the model was never trained to answer on its own.
     """
+    check_sequence("demos", demos)
     pieces: list[tuple[str, bool] | tuple[str, bool, bool]] = []
     for i, d in enumerate(demos):
         pieces += [(bare_prompt(d.input, fmt), False), (f"{d.output} {fmt.separator}", learn_first or i > 0)]
@@ -92,6 +96,7 @@ def fewshot_sequence(tokenizer, demos: Sequence[Example], query: Example,
 
 def statement_sequence(tokenizer, task: Task, ex: Example, template: int = 0) -> TrainingSequence:
     """``the capital of peru is lima <eos>`` learning ``lima <eos>``: knowledge with no instruction."""
+    check_int("template", template, 0, len(task.statements) - 1)
     return encode_pieces(tokenizer, [(statement_prompt(task, ex.input, template), False),
                                      (ex.output, True, True)])
 
@@ -105,6 +110,11 @@ class Mixture:
     statement: float = 0.35
     max_demos: int = 4
 
+    def __post_init__(self):
+        for name in ("instructed", "fewshot", "statement"):
+            check_number(name, getattr(self, name), 0.0, 1.0)
+        check_positive_int("max_demos", self.max_demos)
+
 
 def sample_sequence(rng: random.Random, tokenizer, tasks: Sequence[Task], mixture: Mixture,
                     statement_examples: dict[str, Sequence[Example]]) -> TrainingSequence:
@@ -114,6 +124,8 @@ def sample_sequence(rng: random.Random, tokenizer, tasks: Sequence[Task], mixtur
     ``statement_examples`` says which examples each task's statements cover: for facts that
     is every example (knowledge of held-out facts comes only from statements).
     """
+    check_nonempty("tasks", tasks, "task")
+    check_mapping("statement_examples", statement_examples, "task")
     task = rng.choice(tasks)
     r = rng.random()
     if r < mixture.instructed:
@@ -129,6 +141,8 @@ def sample_sequence(rng: random.Random, tokenizer, tasks: Sequence[Task], mixtur
 
 def collate(sequences: Sequence[TrainingSequence], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch into ``input_ids``, ``attention_mask`` and ``labels``: [batch, seq]."""
+    check_nonempty("sequences", sequences, "TrainingSequence")
+    check_int("pad_id", pad_id, 0)
     width = max(len(s.input_ids) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     labels = torch.full((len(sequences), width), IGNORE_INDEX, dtype=torch.long)

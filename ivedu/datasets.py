@@ -41,6 +41,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ivedu.arguments import (check_bytes, check_callable, check_number, check_optional_path,
+                             check_optional_positive_int, check_seed, check_str, check_strs)
 from ivedu.world import Task, World, custom_task
 
 # The commit of ericwtodd/function_vectors the shipped files were copied from; a dataset the
@@ -194,22 +196,29 @@ def default_cache_dir() -> Path:
 
 def dataset_url(name: str, revision: str = REVISION) -> str:
     """The raw-file URL of dataset ``name``."""
+    check_str("name", name)
+    check_str("revision", revision)
     return URL_TEMPLATE.format(revision=revision, name=name)
 
 
 def fetch_url(url: str, timeout: float = 60.0) -> bytes:
     """The bytes at ``url`` (the default downloader; tests pass their own)."""
+    check_str("url", url)
+    check_number("timeout", timeout, above=0.0)
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (a fixed https URL)
         return response.read()
 
 
 def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    """The SHA-256 of ``data`` as 64 hex digits."""
+    return hashlib.sha256(check_bytes("data", data)).hexdigest()
 
 
 def parse_pairs(data: bytes, source: str = "the dataset") -> list[tuple[str, str]]:
     """The ``(input, output)`` pairs of a function-vector JSON file; ``ValueError`` naming the
     first bad entry when it is not a list of objects with non-empty string fields."""
+    check_bytes("data", data)
+    check_str("source", source)
     try:
         items = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -267,6 +276,7 @@ def shipped_datasets() -> list[str]:
 def shipped_file(name: str) -> Path:
     """The shipped file of dataset ``name``, checked against its pin; :class:`DatasetHashError`
     (reinstall ivedu) when the file is damaged or the package has no pin for it."""
+    check_str("name", name)
     path = SHIPPED_DIR / f"{name}.json"
     if not path.is_file():
         raise ValueError(f"ivedu does not ship dataset {name!r}; it ships {shipped_datasets()}")
@@ -292,6 +302,11 @@ def dataset_file(name: str, cache_dir: str | os.PathLike | None = None, *, sha25
     ``None`` for none. With no pin, the first download's hash is recorded and later loads are
     checked against the record (trust on first use, see the module docstring).
     """
+    check_str("name", name)
+    check_optional_path("cache_dir", cache_dir)
+    if sha256 is not _PACKAGE_PIN and sha256 is not None:
+        check_str("sha256", sha256)
+    check_callable("fetch", fetch)
     if (SHIPPED_DIR / f"{name}.json").is_file():
         path = shipped_file(name)
         if sha256 is not _PACKAGE_PIN and sha256 is not None and sha256 != PINNED_SHA256[name]:
@@ -336,6 +351,9 @@ def load_task(name: str, cache_dir: str | os.PathLike | None = None, *, max_exam
     a large file (english-french has thousands of pairs). ``template`` gives the instructions
     for a dataset missing from :data:`TASKS`. ``is_new`` marks a task kept back for fine-tuning.
     """
+    check_str("name", name)
+    check_optional_positive_int("max_examples", max_examples)
+    check_seed("seed", seed)
     template = template or TASKS.get(name)
     if template is None:
         raise ValueError(f"no instructions for dataset {name!r}: pass template=TaskTemplate(...), "
@@ -363,6 +381,10 @@ def function_vector_world(general: Sequence[str], new: Sequence[str] = (), cache
     """A :class:`ivedu.world.World` of function-vector datasets: ``general`` tasks (the ones the
     model is scored on) and ``new`` ones (kept back for fine-tuning), the real-model
     counterpart of :func:`ivedu.world.build_world`."""
+    check_strs("general", general, nonempty=False, unique=True)
+    check_strs("new", new, nonempty=False, unique=True)
+    check_optional_positive_int("max_examples", max_examples)
+    check_seed("seed", seed)
     overlap = set(general) & set(new)
     if overlap:
         raise ValueError(f"tasks {sorted(overlap)} are both general and new; a task is one or the other")

@@ -22,6 +22,7 @@ from pathlib import Path
 from torch import nn
 
 from ivedu.architectures import ModelLayout, model_layout
+from ivedu.arguments import check_optional_path, check_path, check_str
 from ivedu.gguf_models import file_sha256
 from ivedu.prompts import QA_FORMAT, TINY_FORMAT, PromptFormat, chat_format
 from ivedu.results import save_result
@@ -95,6 +96,7 @@ class TeachingError(RuntimeError):
 
 def stage_folder(profile: str) -> Path:
     """Where the package keeps ``profile``'s stage: ``ivedu/checkpoints/<profile>-taught``."""
+    check_str("profile", profile)
     return CHECKPOINTS / f"{profile}-taught"
 
 
@@ -102,7 +104,7 @@ def read_manifest(folder: Path, settings: TeachingSettings) -> dict:
     """The manifest of the stage in ``folder``, checked: present, made with ``settings``, and its
     adapter's SHA-256 the one it records. :class:`TeachingError` says what is wrong and which
     command regenerates the stage."""
-    folder = Path(folder)
+    folder = Path(check_path("folder", folder))
     fix = f"regenerate it with `python -m ivedu.teaching --profile {folder.name.removesuffix('-taught')}`"
     if not (folder / MANIFEST_FILE).is_file() or not (folder / ADAPTER_FILE).is_file():
         raise TeachingError(f"the instruction-tuning stage is missing from {folder}; {fix}")
@@ -122,6 +124,7 @@ def apply_teaching(model, folder: Path, settings: TeachingSettings):
     weights: a plain model again, the same class, on the same device and dtype."""
     from peft import PeftModel
 
+    check_path("folder", folder)
     read_manifest(folder, settings)
     merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     # peft froze the base weights to train the adapter; merged, they are the model's own again,
@@ -137,6 +140,7 @@ def load_tasks(settings: Settings, lm: ModelUnderStudy | None = None, cache_dir=
     the first that many of each valid and test split (the splits are shuffled when a task is
     made); the new tasks stay whole.
     """
+    check_optional_path("cache_dir", cache_dir)
     data = settings.data
     if data.world == "tiny":
         from ivedu.world import build_world

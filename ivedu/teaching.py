@@ -34,6 +34,7 @@ from typing import Sequence
 
 import torch
 
+from ivedu.arguments import check_nonempty, check_optional_path, check_path, check_sequence
 from ivedu.corpus import TrainingSequence, collate, instructed_sequence
 from ivedu.evaluation import exact_match_score, normalise_answer
 from ivedu.finetune import _lr_factor, first_examples, lora_model
@@ -74,6 +75,7 @@ def teaching_sequences(lm, tasks: Sequence[Task], settings: TeachingSettings) ->
     vector that pushes it would then pass for the task. Pairs are drawn without repeating until
     all are used.
     """
+    check_nonempty("tasks", tasks, "task")
     rng = random.Random(settings.seed)
     out: list[TrainingSequence] = []
     for task in tasks:
@@ -101,6 +103,7 @@ def train_stage(lm, tasks: Sequence[Task], settings: TeachingSettings, progress:
     """A LoRA (``settings``) trained on :func:`teaching_sequences` of ``tasks``, on a copy of
     ``lm.model``: ``(peft model, per-step losses, seconds)``. AdamW, ten steps of warm-up, then
     a constant rate; gradients clipped at norm 1, as in :func:`ivedu.finetune.finetune`."""
+    check_nonempty("tasks", tasks, "task")
     sequences = teaching_sequences(lm, tasks, settings)
     model = lora_model(copy.deepcopy(lm.model), settings.lora_rank, settings.lora_alpha, seed=settings.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -129,6 +132,7 @@ def train_stage(lm, tasks: Sequence[Task], settings: TeachingSettings, progress:
 def report_scores(lm, tasks: Sequence[Task]) -> dict[str, float]:
     """Exact match under the first instruction on the first :data:`REPORT_EXAMPLES` valid
     examples of each task: how far the stage took each task."""
+    check_sequence("tasks", tasks)
     return {t.name: exact_match_score(lm, first_examples(t, "valid", REPORT_EXAMPLES), "valid", phrasings=[0])
             for t in tasks}
 
@@ -136,7 +140,7 @@ def report_scores(lm, tasks: Sequence[Task]) -> dict[str, float]:
 def save_stage(model, report: TeachingReport, folder: Path) -> Path:
     """Write the adapter (in float16: half the size, and what every later load merges) and the
     manifest into ``folder``, through a temporary folder renamed into place when complete."""
-    folder = Path(folder)
+    folder = Path(check_path("folder", folder))
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".part"))
     try:
@@ -165,6 +169,7 @@ def _as_json(value):
 def teach(settings, progress: bool = False, out: Path | None = None) -> TeachingReport:
     """Train ``settings.teaching`` on the profile's original model and save it to ``out``
     (default: :func:`stage_folder`): the whole command."""
+    check_optional_path("out", out)
     if settings.teaching is None:
         raise SystemExit(f"the {settings.profile} profile has no instruction-tuning stage (settings.teaching)")
     lm = load_original(settings)

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from ivedu.arguments import check_callable, check_nonempty, check_optional_positive_int, check_seed, check_str
 from ivedu.costs import StepCost
 from ivedu.extraction import best_setting, build_vectors, scan_tasks, score_vectors, sweep
 from ivedu.finetune import METHODS, finetune
@@ -34,6 +35,8 @@ def measure(step: str, fn, device: torch.device | str):
     The :class:`ivedu.costs.StepCost` has ``basis="measured on <device>"``; FLOPs and bytes
     are left 0 (not measured); on the CPU ``memory_bytes`` is 0 (peak GPU memory does not apply).
     """
+    check_str("step", step)
+    check_callable("fn", fn)
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -58,6 +61,9 @@ def measure_pipeline(lm: ModelUnderStudy, tasks: Sequence[Task], new_task: Task,
     number of steps. ``lm.model`` can be a real checkpoint or a randomly initialised model of a
     real model's size: the cost does not depend on the weights' values.
     """
+    check_nonempty("tasks", tasks, "task")
+    check_optional_positive_int("train_steps", train_steps)
+    check_seed("seed", seed)
     model, x = lm.model, settings.extraction
     device = model_device(model)
     rows = []
