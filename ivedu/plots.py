@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from ivedu.arguments import (check_choice, check_int, check_mapping, check_nonempty, check_same_length, check_sequence,
+                             check_str, check_strs, check_tensor)
 from ivedu.evaluation import TaskScores
 
 if TYPE_CHECKING:  # chapter 3's results, for the hints only: drawing them needs nothing of dynamics
@@ -21,6 +23,7 @@ PALETTE = sns.color_palette("colorblind")
 
 def plot_loss_curve(steps: Sequence[int], losses: Sequence[float], title: str = "Training loss", ax=None):
     """Cross-entropy on the answer tokens against training step (log scale)."""
+    check_same_length("losses", check_sequence("losses", losses), "steps", check_sequence("steps", steps))
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
     ax.plot(steps, losses, color=PALETTE[0], lw=2)
     ax.set_yscale("log")
@@ -33,6 +36,7 @@ def plot_loss_curve(steps: Sequence[int], losses: Sequence[float], title: str = 
 
 def plot_task_scores(rows: Sequence[TaskScores], title: str = "Per-task scores on held-out inputs", ax=None):
     """Grouped bars per task: instruction-following exact match and knowledge ranking accuracy."""
+    check_nonempty("rows", rows, "TaskScores")
     ax = ax or plt.subplots(figsize=(9, 3.8))[1]
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [r.exact_match for r in rows], 0.4, color=PALETTE[0],
@@ -50,6 +54,7 @@ def plot_task_scores(rows: Sequence[TaskScores], title: str = "Per-task scores o
 
 def plot_effects_heatmap(effects, title: str = "Average indirect effect of each head", ax=None):
     """Layer x head heatmap of a scan's ``effects`` ``[layers, heads]`` (Todd et al.'s picture)."""
+    check_tensor("effects", effects, 2, floating=True)
     ax = ax or plt.subplots(figsize=(4.2, 3.4))[1]
     values = effects.detach().cpu().numpy()
     bound = max(abs(values).max(), 1e-6)
@@ -63,6 +68,11 @@ def plot_effects_heatmap(effects, title: str = "Average indirect effect of each 
 
 def plot_sweep(sweep, layers, scales, title: str = "Instruction vector added at each layer and scale", ax=None):
     """Mean first-token accuracy ``sweep`` ``[layers, scales]`` on instruction-less prompts."""
+    check_nonempty("layers", layers, "layer")
+    check_nonempty("scales", scales, "scale")
+    check_same_length("layers", layers, "sweep", sweep)
+    for i in range(len(layers)):
+        check_same_length("scales", scales, f"sweep[{i}]", sweep[i])
     ax = ax or plt.subplots(figsize=(5, 3.4))[1]
     for i, layer in enumerate(layers):
         ax.plot(scales, sweep[i].tolist(), marker="o", color=PALETTE[i % len(PALETTE)], label=f"layer {layer}")
@@ -76,6 +86,7 @@ def plot_sweep(sweep, layers, scales, title: str = "Instruction vector added at 
 
 def plot_intervention(scores, title: str = "Instruction-less test prompts, first-token accuracy", ax=None):
     """Grouped bars per task: with instruction, without, + IV, + random vector, + other task's IV."""
+    check_nonempty("scores", scores, "InterventionScores")
     conditions = [("clean", "with instruction"), ("corrupted", "no instruction"), ("with_iv", "+ its IV"),
                   ("with_random", "+ random vector"), ("with_other_task", "+ other task's IV")]
     ax = ax or plt.subplots(figsize=(10, 3.6))[1]
@@ -117,6 +128,9 @@ def plot_before_after(before, after, fields: Sequence[str] = ("if_exact_match", 
     ``before`` and ``after`` are per-task rows (:class:`ivedu.evaluation.AbilityScores` or
     their dicts) in the same task order.
     """
+    check_nonempty("before", before, "task's scores")
+    check_same_length("before", before, "after", check_sequence("after", after))
+    check_strs("fields", fields, unique=True)
     if axes is None:
         fig, axes = plt.subplots(1, len(fields), figsize=(5.5 * len(fields), 3.8), sharey=True)
         fig.suptitle(title)
@@ -143,6 +157,10 @@ def plot_ability_gap(before: dict, afters: dict, fields: Sequence[str] = ("if_ex
     ``before``: mean score per field (``{"if_exact_match": 0.97, ...}``); ``afters``: method
     name -> list of per-seed mean dicts. A steep line is an ability lost; a flat one, kept.
     """
+    check_mapping("before", before, "field")
+    check_mapping("afters", afters, "method")
+    for i, name in enumerate(check_strs("fields", fields, unique=True)):
+        check_choice(f"fields[{i}]", name, tuple(before))
     if axes is None:
         fig, axes = plt.subplots(1, len(afters), figsize=(4.6 * len(afters), 3.8), sharey=True)
         fig.suptitle(title)
@@ -171,7 +189,13 @@ def plot_r_matrix(R, tasks: Sequence[str], baseline: Sequence[float] | None = No
     ``R[t, i]``: score on ``tasks[i]`` after training stages ``0 .. t`` (``[T, T]``); with
     ``baseline`` (``[T]``) a first row shows the scores before any fine-tuning.
     """
+    check_strs("tasks", tasks)
     R = np.asarray(R, dtype=float)
+    if R.shape != (len(tasks), len(tasks)):
+        raise ValueError(f"R must be [stages, tasks] = [{len(tasks)}, {len(tasks)}] for {len(tasks)} tasks, "
+                         f"got shape {list(R.shape)}: give one row per stage and one column per task")
+    if baseline is not None:
+        check_same_length("tasks", tasks, "baseline", check_sequence("baseline", baseline))
     rows = [f"after {t + 1}: {name}" for t, name in enumerate(tasks)]
     if baseline is not None:
         R = np.vstack([np.asarray(baseline, dtype=float)[None], R])
@@ -191,6 +215,9 @@ def plot_r_matrix(R, tasks: Sequence[str], baseline: Sequence[float] | None = No
 def plot_stages(general_if: Sequence[float], general_kn: Sequence[float], labels: Sequence[str],
                 title: str = "General tasks along the sequence", ax=None):
     """Mean instruction following and knowledge of the general tasks after each stage."""
+    check_strs("labels", labels)
+    check_same_length("labels", labels, "general_if", check_sequence("general_if", general_if))
+    check_same_length("labels", labels, "general_kn", check_sequence("general_kn", general_kn))
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
     x = np.arange(len(labels))
     ax.plot(x, general_if, "-o", color=PALETTE[0], lw=2, label=ABILITY_LABELS["if_exact_match"].replace("\n", " "))
@@ -210,6 +237,7 @@ def plot_step_costs(rows: dict, title: str = "Time of each step per profile", ax
     ``rows``: ``{profile label: [ivedu.costs.StepCost, ...]}``; hatched bars are estimates by
     arithmetic, plain bars measurements (the ``basis`` of each row).
     """
+    check_mapping("rows", rows, "profile")
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(8, 0.35 * sum(len(v) for v in rows.values()) + 1.5))[1]
@@ -239,6 +267,9 @@ def plot_similarity_fits(rows: Sequence[TaskAtStage], fits: Sequence[tuple[str, 
     and each ``fits`` field; ``fits``: ``(field, axis label)`` pairs, e.g.
     ``("iv_cosine", "IV cosine to the original")``.
     """
+    check_nonempty("rows", rows, "TaskAtStage")
+    check_nonempty("fits", fits, "(field, axis label) pair")
+    check_str("y", y)
     fig, axes = plt.subplots(1, len(fits), figsize=(4 * len(fits), 3.6), sharey=True)
     ys = np.array([getattr(r, y) for r in rows], float)
     for ax, (field, label) in zip(np.atleast_1d(axes), fits):
@@ -265,6 +296,11 @@ def plot_restoration(rows: dict[str, TaskAtStage], original: dict[str, TaskAtSta
     ``rows``: task -> :class:`ivedu.dynamics.TaskAtStage` of a stage analysed with restoration
     (:func:`ivedu.dynamics.analyse_stage`); ``original``: task -> the original model's row.
     """
+    check_mapping("rows", rows, "task")
+    check_mapping("original", original, "task")
+    missing = [task for task in rows if task not in original]
+    if missing:
+        raise ValueError(f"original has no row for {missing}: give the original model's row of every task of rows")
     ax = ax or plt.subplots(figsize=(10, 3.8))[1]
     bars = (("original model", lambda t: original[t].if_exact_match),
             ("fine-tuned", lambda t: rows[t].if_exact_match),
@@ -291,6 +327,8 @@ def plot_overlay(overlay: Sequence[OverlayPoint], layer: int,
     """Mean projection of general-task prompts' hidden state on their own task's original vector
     and on the new task's vector, against training step, in residual layer ``layer``
     (``overlay``: from :func:`ivedu.dynamics.overlay`)."""
+    check_nonempty("overlay", overlay, "OverlayPoint")
+    check_int("layer", layer, 0, len(overlay[0].old) - 1)
     ax = ax or plt.subplots(figsize=(6, 3.6))[1]
     steps = [o.step for o in overlay]
     ax.plot(steps, [o.old[layer] for o in overlay], marker="o", color=PALETTE[0],
@@ -308,6 +346,9 @@ def plot_vector_drift(stages: Sequence[Stage], fields: Sequence[tuple[str, str]]
                       title: str = "Similarity to the original model, stage by stage", ax=None):
     """Mean over general tasks of each per-task field (:meth:`ivedu.dynamics.Stage.mean`), one
     line per field, against stage."""
+    check_nonempty("stages", stages, "Stage")
+    check_nonempty("fields", fields, "(field, label) pair")
+    check_same_length("stages", stages, "labels", check_sequence("labels", labels))
     ax = ax or plt.subplots(figsize=(6.5, 3.6))[1]
     x = np.arange(len(stages))
     for i, (field, label) in enumerate(fields):
@@ -332,6 +373,10 @@ def plot_method_comparison(summary: dict, names: Sequence[str], keys: Sequence[t
     standard deviation as error bars) or one run's :class:`ivedu.continual.MethodScores`
     (no error bars); ``keys``: ``(field, label)`` pairs of their fields.
     """
+    check_mapping("summary", summary, "method")
+    for i, name in enumerate(check_strs("names", names, unique=True)):
+        check_choice(f"names[{i}]", name, tuple(summary))
+    check_nonempty("keys", keys, "(field, label) pair")
     ax = ax or plt.subplots(figsize=(8, 3.8))[1]
     x = np.arange(len(names))
     width = 0.8 / len(keys)
@@ -359,6 +404,10 @@ def plot_loss_terms(history: Sequence[Sequence[dict]], stage_names: Sequence[str
     ``history[s]``: stage ``s``'s per-step dicts (:attr:`ivedu.guided.GuidedObjective.history`);
     the vector's progressive weight is drawn on a second axis. Dotted lines mark stage ends.
     """
+    check_nonempty("history", history, "stage")
+    check_same_length("history", history, "stage_names", check_strs("stage_names", stage_names))
+    if not any(len(stage) for stage in history):
+        raise ValueError("history holds no step: give the per-step dicts of at least one stage")
     ax = ax or plt.subplots(figsize=(8, 3.8))[1]
     rows = [row for stage in history for row in stage]
     steps = np.arange(len(rows))
