@@ -458,7 +458,7 @@ def summarise(scores: Sequence[MethodScores]) -> MethodSummary:
     """Mean and standard deviation over seeds of each field of ``scores`` (one per seed)."""
     check_sequence("scores", scores)
     if not scores:
-        raise ValueError("no runs to summarise: give at least one MethodScores")
+        raise ValueError("no runs to summarise: scores is empty; give at least one MethodScores")
     names = [f.name for f in fields(MethodScores)]
     values = {n: [getattr(s, n) for s in scores] for n in names}
     mean = MethodScores(**{n: statistics.mean(v) for n, v in values.items()})

@@ -142,7 +142,7 @@ def sample_sequence(rng: random.Random, tokenizer, tasks: Sequence[Task], mixtur
 def collate(sequences: Sequence[TrainingSequence], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch into ``input_ids``, ``attention_mask`` and ``labels``: [batch, seq]."""
     check_nonempty("sequences", sequences, "TrainingSequence")
-    check_int("pad_id", pad_id, 0)
+    check_int("pad_id", pad_id, 0, torch.iinfo(torch.long).max)  # a token id, in a long tensor
     width = max(len(s.input_ids) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     labels = torch.full((len(sequences), width), IGNORE_INDEX, dtype=torch.long)

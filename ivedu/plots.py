@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from ivedu.arguments import (check_choice, check_int, check_mapping, check_nonempty, check_same_length, check_sequence,
-                             check_str, check_strs, check_tensor)
+from ivedu.arguments import (check_choice, check_finite, check_int, check_mapping, check_nonempty, check_same_length,
+                             check_sequence, check_str, check_strs, check_tensor)
 from ivedu.evaluation import TaskScores
 
 if TYPE_CHECKING:  # chapter 3's results, for the hints only: drawing them needs nothing of dynamics
@@ -190,12 +190,17 @@ def plot_r_matrix(R, tasks: Sequence[str], baseline: Sequence[float] | None = No
     ``baseline`` (``[T]``) a first row shows the scores before any fine-tuning.
     """
     check_strs("tasks", tasks)
-    R = np.asarray(R, dtype=float)
+    try:
+        R = np.asarray(R, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"R must be numbers [stages, tasks] (a list of lists or an array): {err}") from None
     if R.shape != (len(tasks), len(tasks)):
         raise ValueError(f"R must be [stages, tasks] = [{len(tasks)}, {len(tasks)}] for {len(tasks)} tasks, "
                          f"got shape {list(R.shape)}: give one row per stage and one column per task")
+    check_finite("R", R.ravel().tolist())
     if baseline is not None:
         check_same_length("tasks", tasks, "baseline", check_sequence("baseline", baseline))
+        check_finite("baseline", baseline)
     rows = [f"after {t + 1}: {name}" for t, name in enumerate(tasks)]
     if baseline is not None:
         R = np.vstack([np.asarray(baseline, dtype=float)[None], R])

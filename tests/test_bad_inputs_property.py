@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -26,7 +27,15 @@ from hypothesis.extra.numpy import arrays
 
 import ivedu
 from ivedu import settings as S
+from ivedu.continual import KINDS, Method, MethodScores
+from ivedu.continual import format_summary as continual_format_summary
+from ivedu.continual import summarise as continual_summarise
 from ivedu.controls import bootstrap_interval, grouped_bootstrap_interval
+from ivedu.corpus import Mixture, TrainingSequence, collate, instructed_sequence, statement_sequence
+from ivedu.costs import GpuSpec, Shape, Workload, lora_parameters, model_config, roofline_seconds
+from ivedu.datasets import dataset_url, parse_pairs, sha256_of
+from ivedu.diagnosis import DiagnosisRun
+from ivedu.diagnosis import summarise as diagnosis_summarise
 from ivedu.dynamics import cosine, jaccard, projections, r_squared, restored_share, watch_training
 from ivedu.evaluation import demonstrations, exact_match
 from ivedu.facts import NOUNS
@@ -36,8 +45,12 @@ from ivedu.guided import kd_loss, progressive_weight
 from ivedu.hooks import add_to_residual
 from ivedu.intervention import Steering, instruction_vector, random_vector_like
 from ivedu.mediation import HeadScan, mean_head_activations
+from ivedu.evaluation import AbilityScores
 from ivedu.metrics import backward_transfer, forward_transfer
+from ivedu.plots import plot_loss_curve, plot_r_matrix
 from ivedu.prompts import TINY_FORMAT, neutral_prompt
+from ivedu.results import format_seconds, markdown_table, result_path
+from ivedu.scorecard import Check, Verdict, judge, scorecard_markdown
 from ivedu.world import custom_task
 
 ERRORS = (TypeError, ValueError, IndexError)
@@ -350,6 +363,13 @@ TINY = [
     Case("demonstrations", lambda **kw: demonstrations(_task(), _task().test[0], **kw), dict(k=2, seed=0),
          {"k": (any_int(), lambda v: is_int(v, 0)), "seed": (any_int(), lambda v: is_int(v, 0))},
          lambda r: len({d.input for d in r}) == len(r)),
+    Case("instructed_sequence", lambda phrasing: instructed_sequence(tiny()[1], _task(), _task().train[0], phrasing,
+                                                                     fmt=TINY_FORMAT),
+         dict(phrasing=0), {"phrasing": (any_int(st.integers(-3, 4)), lambda v: is_int(v, 0, 1))},  # two phrasings
+         lambda r: len(r.input_ids) == len(r.labels) > 0),
+    Case("statement_sequence", lambda template: statement_sequence(tiny()[1], _task(), _task().train[0], template),
+         dict(template=0), {"template": (any_int(st.integers(-3, 4)), lambda v: is_int(v, 0, 1))},  # two templates
+         lambda r: len(r.input_ids) == len(r.labels) > 0),
     Case("build_world", ivedu.build_world, dict(seed=0),
          {"n_lists": (st.one_of(st.integers(-5, 120), st.sampled_from([10**9]), FLOATS, OTHER),
                       lambda v: is_int(v, 121, math.perm(len(NOUNS), 3))),
@@ -358,6 +378,164 @@ TINY = [
     Case("load_model", ivedu.load_model, dict(name="tiny"),
          {"name": (st.one_of(st.sampled_from(["", "  "]), st.none(), st.integers(), st.just(["tiny"])), lambda v: False),
           "dtype": (st.one_of(st.just("float32"), st.just(32), st.just(np.float32)), lambda v: False)}),
+]
+
+
+# The modules around the method's steps: diagnosis, continual, costs, corpus, results, datasets,
+# scorecard and plots. A list of the package's own objects (scores, runs, training sequences) is
+# drawn whole, empty, or as something that is not such a list at all (a str, None, a dict); a list
+# of objects of another class is the package's own mistake, not a reader's input.
+
+
+def object_lists(item: Any) -> st.SearchStrategy:
+    """Lists of ``item`` (empty ones too) and values that are no list of it."""
+    return st.one_of(st.lists(st.just(item), max_size=3), st.text(max_size=3), st.none(), st.booleans(),
+                     st.just({"a": 1}), st.just(object()))
+
+
+def is_list(v: Any) -> bool:
+    return isinstance(v, list) and len(v) > 0
+
+
+def is_name(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def is_str_list(v: Any, min_size: int = 1, unique: bool = False) -> bool:
+    return (isinstance(v, list) and len(v) >= min_size and all(isinstance(x, str) for x in v)
+            and (not unique or len(set(v)) == len(v)))
+
+
+NAMES = (st.one_of(st.sampled_from(["tiny", "", "  "]), OTHER), is_name)
+NOWHERE = Path("/nonexistent/ivedu-results")
+PATHS = (st.one_of(st.just(NOWHERE), st.sampled_from([str(NOWHERE), "", " "]), OTHER),
+         lambda v: v is None or isinstance(v, Path) or is_name(v))
+TARGETS = (st.one_of(st.none(), str_lists()), lambda v: v is None or is_str_list(v, unique=True))
+
+ROW = AbilityScores("a", 0.9, 0.8, 0.7, 0.6, 0.9, 0.8)
+RUN = DiagnosisRun(0, "lora", 1.0, 3, 0.1, 10, (1.0, 0.5), (ROW,))
+SCORES = MethodScores(0.5, 0.4, 0.9, 0.8, 0.1, -0.1, 30)
+SEQUENCE = TrainingSequence([1, 2, 3], [-100, 2, 3])
+PAIRS = b'[{"input": "peru", "output": "lima"}]'
+CARD = {claim: {"tiny": Verdict(claim, "tiny", (Check("x", 0.5, ">= 0", True),), "holds", "results/tiny/x.json")}
+        for claim in (1, 2)}
+WORKLOAD = dict(n_tasks=2, n_prompts=8, prompt_tokens=16, answer_tokens=3, sweep_layers=2, head_counts=2, scales=2,
+                n_valid=8, n_test=8, n_random=2, steps=10, batch_size=4, lora_rank=8)
+
+
+@cache
+def tiny_config():
+    return model_config("tiny")
+
+
+def _finite_matrix(v, shape) -> bool:
+    if isinstance(v, (str, bytes)):
+        return False
+    try:
+        array = np.asarray(v, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return array.shape == shape and bool(np.isfinite(array).all())
+
+
+MORE = [
+    Case("diagnosis.summarise", diagnosis_summarise, dict(before=[ROW], new_task_before=0.1, runs=[RUN]),
+         {"new_task_before": (any_float(), lambda v: is_real(v, 0.0, 1.0)),
+          "before": (object_lists(ROW), is_list), "runs": (object_lists(RUN), is_list)},
+         lambda r: abs(r.if_drop) < 1e-12),
+    Case("Method", Method, dict(name="m", kind="replay"),
+         {"name": NAMES, "replay_per_task": COUNT, "replay_batch": COUNT, "fisher_examples": COUNT,
+          "replay_weight": WEIGHT, "ewc_lambda": WEIGHT,
+          "kind": (st.one_of(st.sampled_from(["plain", "ewc", "nope", ""]), OTHER),
+                   lambda v: isinstance(v, str) and v in KINDS)},
+         lambda r: isinstance(r, Method)),
+    Case("continual.summarise", continual_summarise, dict(scores=[SCORES]),
+         {"scores": (object_lists(SCORES), is_list)}, lambda r: r.n_seeds >= 1),
+    Case("continual.format_summary", lambda names: continual_format_summary(
+             {"a": continual_summarise([SCORES]), "b": continual_summarise([SCORES])}, names), dict(names=["a"]),
+         {"names": (st.one_of(st.lists(st.sampled_from(["a", "b", "zz", ""]), max_size=3), st.text(max_size=3), OTHER),
+                    lambda v: v is None or (is_str_list(v, unique=True) and set(v) <= {"a", "b"}))},
+         lambda r: isinstance(r, str)),
+    Case("Mixture", Mixture, {},
+         {**{name: (any_float(), lambda v: is_real(v, 0.0, 1.0)) for name in ("instructed", "fewshot", "statement")},
+          "max_demos": COUNT},
+         lambda r: isinstance(r, Mixture)),
+    Case("collate", collate, dict(sequences=[SEQUENCE], pad_id=0),
+         {"pad_id": (any_int(), lambda v: is_int(v, 0, 2**63 - 1)), "sequences": (object_lists(SEQUENCE), is_list)},
+         lambda r: r["input_ids"].shape == r["labels"].shape == r["attention_mask"].shape),
+    Case("Workload", Workload, WORKLOAD,
+         {**{name: COUNT for name in WORKLOAD if name != "n_random"}, "scan_rows_per_pass": COUNT,
+          "n_random": (any_int(), lambda v: is_int(v, 0)), "lora_targets": TARGETS},
+         lambda r: isinstance(r, Workload)),
+    Case("GpuSpec", GpuSpec,
+         dict(name="g", memory_gib=16.0, peak_tflops=65.0, bandwidth_gbs=320.0, dtype=torch.float16),
+         {"name": NAMES, "memory_gib": RATE, "peak_tflops": RATE, "bandwidth_gbs": RATE},
+         lambda r: isinstance(r, GpuSpec)),
+    Case("roofline_seconds", roofline_seconds,
+         dict(flops=1e12, bytes_read=1e9, gpu=GpuSpec("g", 16.0, 65.0, 320.0, torch.float16)),
+         {"flops": (any_float(), lambda v: is_real(v, 0.0)), "bytes_read": (any_float(), lambda v: is_real(v, 0.0))},
+         lambda r: 0.0 <= r < math.inf),
+    Case("Shape.activation_bytes", lambda batch, seq: Shape(1000, 2, 4, 4, 8, 32, 100).activation_bytes(
+             batch, seq, torch.float32), dict(batch=2, seq=8), {"batch": COUNT, "seq": COUNT},
+         lambda r: isinstance(r, int) and r > 0),
+    Case("lora_parameters", lambda **kw: lora_parameters(tiny_config(), **kw), dict(rank=8, target_modules=None),
+         {"rank": COUNT, "target_modules": TARGETS}, lambda r: isinstance(r, int) and r >= 0),
+    Case("result_path", result_path, dict(profile="tiny", name="extraction", root=None),
+         {"profile": NAMES, "name": NAMES, "root": PATHS}, lambda r: r.name.endswith(".json")),
+    Case("format_seconds", format_seconds, dict(seconds=45.0), {"seconds": (any_float(), lambda v: is_real(v, 0.0))},
+         lambda r: r.endswith((" s", " min"))),
+    Case("markdown_table", markdown_table,
+         dict(rows={"a": {"gp": 0.5, "gp_std": 0.1, "steps": 3}}, columns=["gp", "steps"]),
+         {"columns": (str_lists(), lambda v: is_str_list(v, unique=True)),
+          "counts": (str_lists(), lambda v: is_str_list(v, min_size=0)), "label": NAMES},
+         lambda r: r.startswith("| ") and r.count("\n|") >= 2),  # a header, a rule and a row
+    Case("sha256_of", sha256_of, dict(data=PAIRS),
+         {"data": (st.one_of(st.binary(max_size=8), st.text(max_size=3), OTHER), lambda v: isinstance(v, bytes))},
+         lambda r: len(r) == 64),
+    Case("parse_pairs", parse_pairs, dict(data=PAIRS, source="x"),
+         {"data": (st.one_of(st.just(PAIRS), st.text(max_size=3), OTHER), lambda v: isinstance(v, bytes)),
+          "source": NAMES},
+         lambda r: r == [("peru", "lima")]),
+    Case("dataset_url", dataset_url, dict(name="antonym"), {"name": NAMES, "revision": NAMES},
+         lambda r: r.startswith("https://")),
+    Case("judge", judge, dict(claim=1, profile="tiny", root=NOWHERE),
+         {"claim": (any_int(st.integers(-3, 8)), lambda v: is_int(v, 1, 5)), "profile": NAMES, "root": PATHS},
+         lambda r: isinstance(r, Verdict)),
+    Case("scorecard_markdown", lambda claims: scorecard_markdown(CARD, claims), dict(claims=[1]),
+         {"claims": (st.one_of(st.lists(st.integers(-1, 7), max_size=3), st.just([1, 1]), st.just([1.0]), OTHER),
+                     lambda v: v is None or (is_list(v) and len(set(v)) == len(v) and all(is_int(x) and x in CARD
+                                                                                        for x in v)))},
+         lambda r: r.startswith("| claim")),
+]
+
+
+def _drawn(plot: Callable[..., Any]) -> Callable[..., bool]:
+    """``plot`` called and its figure closed: a figure drawn without error is the correct result."""
+    def call(**kwargs) -> bool:
+        import matplotlib.pyplot as plt
+
+        try:
+            plot(**kwargs)
+        finally:
+            plt.close("all")
+        return True
+
+    return call
+
+
+PLOTS = [
+    Case("plot_r_matrix", _drawn(plot_r_matrix), dict(R=[[0.9, 0.1], [0.5, 0.8]], tasks=["x", "y"], baseline=None),
+         {"R": (MATRICES, lambda v: _finite_matrix(v, (2, 2))),
+          "tasks": (str_lists(), lambda v: is_str_list(v) and len(v) == 2),
+          "baseline": (st.one_of(float_lists(0, 3), st.text(max_size=3), OTHER),
+                       lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(is_real(x) for x in v)))},
+         names={"tasks": ("tasks", "R")}),
+    Case("plot_loss_curve", _drawn(plot_loss_curve), dict(steps=[0, 1, 2], losses=[1.0, 0.5, 0.2]),
+         {"steps": (st.one_of(st.lists(st.integers(0, 5), max_size=4), st.text(max_size=3), OTHER),
+                    lambda v: isinstance(v, list) and len(v) == 3),
+          "losses": (st.one_of(st.lists(st.floats(0.01, 10), max_size=4), st.text(max_size=3), OTHER),
+                     lambda v: isinstance(v, list) and len(v) == 3)},
+         names={"steps": ("steps", "losses"), "losses": ("losses",)}),
 ]
 
 
@@ -391,7 +569,7 @@ def check_case(case: Case, data) -> None:
         pytest.fail(f"{case.id} accepted the malformed {arg}={value!r} and returned {result!r}")
 
 
-@pytest.mark.parametrize("case", PURE + SETTINGS, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", PURE + SETTINGS + MORE, ids=lambda c: c.id)
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_malformed_input_to_a_function_is_refused_naming_the_argument(case, data):
@@ -402,6 +580,13 @@ def test_malformed_input_to_a_function_is_refused_naming_the_argument(case, data
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_malformed_input_with_the_tiny_model_is_refused_naming_the_argument(case, data):
+    check_case(case, data)
+
+
+@pytest.mark.parametrize("case", PLOTS, ids=lambda c: c.id)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_malformed_data_to_a_figure_is_refused_naming_the_argument(case, data):
     check_case(case, data)
 
 
