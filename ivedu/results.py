@@ -158,7 +158,7 @@ def run_times(chapter: str, profiles: tuple[str, ...] = ("tiny", "smol", "colab"
     return "run time of this chapter: " + ", ".join(parts)
 
 
-CHAPTER_TITLES = {"ch0": "0. Meet the tiny model and its world", "ch1": "1. Diagnosing forgetting",
+CHAPTER_TITLES = {"ch0": "0. Meet the models and their tasks", "ch1": "1. Diagnosing forgetting",
                   "ch2": "2. Extracting instruction vectors", "ch3": "3. Instruction-vector dynamics",
                   "ch4": "4. Instruction-vector-guided training", "ch5": "5. Scaling up"}
 
