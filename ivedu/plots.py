@@ -438,3 +438,76 @@ def plot_loss_terms(history: Sequence[Sequence[dict]], stage_names: Sequence[str
     ax.legend(lines, labels, fontsize=8, loc="lower left")
     ax.set_title(title, pad=24)
     return ax
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def training_curve(seed_run: dict) -> tuple[list[int], list[float], list[int]]:
+    """One seed of a committed ``dynamics`` result (``per_seed[i]``) along training: the
+    cumulative training step of the original model (0), of every checkpoint and of every stage
+    end, the general tasks' mean instruction-following exact match there, and the steps where
+    stages end."""
+    check_mapping("seed_run", seed_run, "field")
+    stages = seed_run["stages"]
+    start_of, total = {}, 0
+    for stage in stages[1:]:
+        start_of[stage["stage"]] = total
+        total += stage["steps"]
+    points = [(0, _mean(t["if_exact_match"] for t in stages[0]["tasks"].values()))]
+    points += [(start_of[c["stage"]] + c["step"], _mean(t["if_exact_match"] for t in c["tasks"].values()))
+               for c in seed_run.get("checkpoints", [])]
+    ends = [start_of[s["stage"]] + s["steps"] for s in stages[1:]]
+    points += [(end, _mean(t["if_exact_match"] for t in s["tasks"].values())) for end, s in zip(ends, stages[1:])]
+    points.sort()
+    return [p[0] for p in points], [p[1] for p in points], ends
+
+
+def plot_dynamics_result(result: dict, title: str = "The dynamics command's run"):
+    """A committed ``dynamics`` result (``results/<profile>/dynamics.json``) in two panels.
+
+    Left, along training: each seed's general tasks' mean instruction following (exact match) at
+    the original model, every checkpoint and every stage end, and at the stage ends where the
+    command restored, the same with the original vectors added and with random vectors of their
+    norm (claim 4). Right: each seed's R² of instruction following on the three similarity
+    measures over its (task, checkpoint) points (claim 3), a dot per seed and a bar at the mean.
+    """
+    check_mapping("result", result, "field")
+    runs = check_nonempty("result['per_seed']", result.get("per_seed"), "seed")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.9), gridspec_kw={"width_ratios": [1.8, 1]})
+    for i, run in enumerate(runs):
+        steps, scores, ends = training_curve(run)
+        left.plot(steps, scores, marker="o", ms=3, lw=1.2, color=PALETTE[0], alpha=0.8,
+                  label="fine-tuned" if i == 0 else None)
+        for end, stage in zip(ends, run["stages"][1:]):
+            rows = list(stage["tasks"].values())
+            if "restored_exact_match" in rows[0]:
+                left.scatter([end], [_mean(r["restored_exact_match"] for r in rows)], marker="^", s=46,
+                             color=PALETTE[2], zorder=3, label="+ original vectors" if i == 0 and end == ends[0] else None)
+                left.scatter([end], [_mean(r["restored_random_exact_match"] for r in rows)], marker="x", s=40,
+                             color=PALETTE[3], zorder=3, label="+ random vectors" if i == 0 and end == ends[0] else None)
+    _, _, ends = training_curve(runs[0])
+    for end, stage in zip(ends, runs[0]["stages"][1:]):
+        left.axvline(end, color="grey", ls=":", lw=1)
+        left.text(end, 1.02, f"end of {stage['task']}", rotation=0, ha="right", va="bottom", fontsize=7,
+                  transform=left.get_xaxis_transform())
+    left.set_xlabel("training steps (cumulative over the sequence; seed 0's stage ends dotted)")
+    left.set_ylabel("general tasks: instruction following\n(mean exact match)")
+    left.set_ylim(-0.02, 1.0)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8, loc="lower left")
+    measures = (("r2_iv", "IV cosine"), ("r2_hidden", "hidden-state\ncosine"), ("r2_params", "weight\ndistance"))
+    for j, (key, label) in enumerate(measures):
+        values = [run["r2"][key] for run in runs]
+        right.bar(j, np.mean(values), color=PALETTE[j], alpha=0.5, width=0.6)
+        right.scatter([j] * len(values), values, color=PALETTE[j], edgecolor="black", zorder=3, s=28)
+    right.set_xticks(range(len(measures)), [label for _, label in measures])
+    right.set_ylim(0, 1)
+    right.set_ylabel("R² with instruction following")
+    right.set_title(f"per seed ({runs[0]['r2'].get('n_points', '?')} points in seed {runs[0]['seed']})", fontsize=9)
+    right.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
