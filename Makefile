@@ -33,12 +33,14 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 
 # The site is built on the real chat model, SmolLM2-135M-Instruct (the smol profile); the
 # miniature's site is one command away: IVEDU_PROFILE=tiny make book. jupyter-cache keys on a
-# notebook's code alone, so a build on another profile than the last one starts from a clean cache.
+# notebook's code alone and Sphinx re-reads only the pages whose source changed, so a build on
+# another profile than the last one starts from a clean cache and a clean environment.
 BOOK_PROFILE := $(or $(IVEDU_PROFILE),smol)
 
 book: $(VENV)/.installed
 	@mkdir -p _build
-	@if [ "$$(cat _build/.profile 2>/dev/null)" != "$(BOOK_PROFILE)" ]; then rm -rf _build/.jupyter_cache; fi
+	@if [ "$$(cat _build/.profile 2>/dev/null)" != "$(BOOK_PROFILE)" ]; then \
+		rm -rf _build/.jupyter_cache _build/.doctrees _build/jupyter_execute _build/html; fi
 	@echo $(BOOK_PROFILE) > _build/.profile
 	IVEDU_PROFILE=$(BOOK_PROFILE) $(BIN)/jupyter-book build . -W --keep-going
 
