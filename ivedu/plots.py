@@ -511,3 +511,35 @@ def plot_dynamics_result(result: dict, title: str = "The dynamics command's run"
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_guided_result(result: dict, keys: Sequence[tuple[str, str]] = (
+        ("gp", "GP: general tasks, zero-shot"), ("ip", "IP: general tasks, with demonstrations"),
+        ("ap", "AP: new tasks, right after each")),
+        title: str = "The guided command's run", ax=None):
+    """A committed ``guided`` result (``results/<profile>/guided.json``): grouped bars, a group per
+    method, a bar per measure at its mean over seeds with the seeds' standard deviation, and each
+    seed's value as a dot, so a reader sees how far the seeds spread before comparing methods."""
+    check_mapping("result", result, "field")
+    summary = check_mapping("result['summary']", result.get("summary"), "method")
+    check_nonempty("keys", keys, "(field, label) pair")
+    names = list(summary)
+    ax = ax or plt.subplots(figsize=(8.5, 3.8))[1]
+    x = np.arange(len(names))
+    width = 0.8 / len(keys)
+    for i, (key, label) in enumerate(keys):
+        offset = x + (i - (len(keys) - 1) / 2) * width
+        ax.bar(offset, [summary[n][key] for n in names], width, yerr=[summary[n].get(f"{key}_std", 0.0) for n in names],
+               capsize=3, color=PALETTE[i], alpha=0.75, label=label)
+        for j, name in enumerate(names):
+            seeds = [run[key] if key in run else run["metrics"][key.upper()] for run in result.get("per_seed", [])
+                     if run.get("method") == name and (key in run or key.upper() in run.get("metrics", {}))]
+            ax.scatter([offset[j]] * len(seeds), seeds, s=9, color="black", zorder=3)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylim(0, 1.3)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel("exact match (0 to 1)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper center", ncol=len(keys))
+    ax.grid(axis="y", alpha=0.3)
+    return ax

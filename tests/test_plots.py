@@ -6,8 +6,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.collections import PathCollection  # noqa: E402
 
-from ivedu.plots import plot_dynamics_result, training_curve  # noqa: E402
+from ivedu.plots import plot_dynamics_result, plot_guided_result, training_curve  # noqa: E402
 from ivedu.results import load_result  # noqa: E402
 
 
@@ -46,3 +47,15 @@ def test_the_dynamics_figure_draws_a_committed_result():
 def test_the_dynamics_figure_refuses_a_result_without_seeds():
     with pytest.raises(ValueError, match="per_seed"):
         plot_dynamics_result({"per_seed": []})
+
+
+def test_the_guided_figure_draws_a_bar_per_method_and_measure_and_a_dot_per_seed():
+    result = load_result("tiny", "guided")
+    if result is None:
+        pytest.skip("results/tiny/guided.json is not committed")
+    ax = plot_guided_result(result)
+    assert len(ax.patches) == 3 * len(result["summary"])
+    dots = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+    runs = [run for run in result["per_seed"] if run["method"] in result["summary"]]  # not the ablation's
+    assert dots == 3 * len(runs)  # GP, IP and AP of every (method, seed) run
+    plt.close(ax.figure)
