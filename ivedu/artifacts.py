@@ -39,6 +39,7 @@ from peft import PeftModel
 from ivedu.architectures import ModelLayout, check_layer, model_layout
 from ivedu.intervention import InstructionVector
 from ivedu.mediation import HeadScan
+from ivedu.runtime import peft_quietly
 
 FORMAT = 1  # raise when the layout of a saved artifact changes; loading refuses newer formats
 KINDS = {"instruction_vector": "load_vector", "scan": "load_scan", "adapter": "load_adapter"}
@@ -282,5 +283,6 @@ def load_adapter(path, base_model, *, inplace: bool = False) -> tuple[PeftModel,
     if isinstance(base_model, PeftModel):
         raise ValueError("base_model already carries an adapter: pass the plain model the adapter was trained on")
     check_artifact_fits(meta, base_model)
-    model = PeftModel.from_pretrained(base_model if inplace else copy.deepcopy(base_model), str(folder))
+    with peft_quietly():
+        model = PeftModel.from_pretrained(base_model if inplace else copy.deepcopy(base_model), str(folder))
     return model.eval(), meta

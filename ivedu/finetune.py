@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import random
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
@@ -30,6 +29,7 @@ from ivedu.checks import check_finite_loss
 from ivedu.corpus import TrainingSequence, collate, instructed_sequence
 from ivedu.evaluation import AbilityScores, exact_match_score, score_abilities
 from ivedu.generation import model_device
+from ivedu.runtime import peft_quietly
 from ivedu.settings import FinetuneSettings, sub_seed
 from ivedu.study import ModelUnderStudy
 from ivedu.world import Task
@@ -107,9 +107,7 @@ def lora_model(model: nn.Module, rank: int = 8, alpha: float | None = None,
     from peft import get_peft_model
 
     torch.manual_seed(seed)
-    with warnings.catch_warnings():
-        # peft reads transformers' deprecated ``is_gradient_checkpointing``; nothing for us to fix.
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with peft_quietly():
         return get_peft_model(model, _lora_config(rank, alpha, target_modules or linear_module_names(model)))
 
 

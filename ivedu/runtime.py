@@ -18,9 +18,11 @@ Four decisions live here and nowhere else:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,3 +210,13 @@ def bytes_per_parameter(dtype: torch.dtype) -> int:
 def weight_bytes(config: PretrainedConfig, dtype: torch.dtype) -> int:
     """Bytes of the model's weights in ``dtype``."""
     return count_parameters(config) * bytes_per_parameter(dtype)
+
+
+@contextlib.contextmanager
+def peft_quietly():
+    """Wrap a model with peft without transformers' deprecation notice on the way: peft reads
+    ``is_gradient_checkpointing``, which transformers 5 deprecates; nothing a reader can act on,
+    and a chapter's page would show it as an error-coloured output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
