@@ -26,7 +26,7 @@ from ivedu.arguments import check_optional_path, check_path, check_str
 from ivedu.gguf_models import file_sha256
 from ivedu.prompts import QA_FORMAT, TINY_FORMAT, PromptFormat, chat_format
 from ivedu.results import save_result
-from ivedu.runtime import cache_home
+from ivedu.runtime import cache_home, peft_quietly
 from ivedu.settings import Settings, TeachingSettings
 from ivedu.world import SPLITS, Task, World
 
@@ -126,7 +126,8 @@ def apply_teaching(model, folder: Path, settings: TeachingSettings):
 
     check_path("folder", folder)
     read_manifest(folder, settings)
-    merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    with peft_quietly():
+        merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     # peft froze the base weights to train the adapter; merged, they are the model's own again,
     # trainable as in any model as loaded (full fine-tuning trains every one of them).
     return merged.requires_grad_(True).eval()
