@@ -441,7 +441,7 @@ class LiveSettings:
     command's result); ``guided_methods``: the methods chapter 4 trains live;
     ``guided_tasks``: how many tasks of the sequence it trains them on (``None``: all).
     ``dynamics_stages``: how many stages of the sequence chapter 3 trains live (``None``: all);
-    ``dynamics_tasks``: the general tasks chapter 3 follows live (``None``: all of them);
+    ``general_tasks``: the general tasks chapters 3 and 4 follow live (``None``: all of them);
     ``restoration_layers`` / ``restoration_scales``: the restoration grid it tries live
     (``None``: the command's, :class:`DynamicsSettings`).
     """
@@ -450,12 +450,12 @@ class LiveSettings:
     guided_methods: tuple[str, ...] = ("plain_lora", "kl", "iv_guided")
     guided_tasks: int | None = None
     dynamics_stages: int | None = None
-    dynamics_tasks: tuple[str, ...] | None = None
+    general_tasks: tuple[str, ...] | None = None
     restoration_layers: tuple[int, ...] | None = None
     restoration_scales: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("diagnosis_methods", "guided_methods", "dynamics_tasks"):
+        for name in ("diagnosis_methods", "guided_methods", "general_tasks"):
             if getattr(self, name) is not None:
                 check_strs(name, getattr(self, name), nonempty=False, unique=True)
         check_optional_positive_int("guided_tasks", self.guided_tasks)
@@ -620,13 +620,15 @@ _SMOL = Settings(
     # Live in chapter 1: full fine-tuning; LoRA (about 3 minutes to train and score) is read from
     # the diagnosis command's result, which trained it with these settings.
     # Live in chapter 3: the first stage, restored at chapter 2's layer and scale on this model
-    # (15 and 0.5 on two seeds of three, results/smol/extraction.json), on the three general tasks
-    # whose vector carries the task on every seed of chapter 2's command (summary.claim2.tasks_carried
-    # there): a task's scan takes about 40 s a model here (six took about 4 minutes in the
-    # command), so six tasks scanned in the original and the tuned model would take most of the
-    # chapter's ten minutes alone. The command runs all six, three stages and chapter 2's 3 x 4 grid.
+    # (15 and 0.5 on two seeds of three, results/smol/extraction.json). Chapters 3 and 4 follow
+    # three general tasks live, the three whose vector carries the task on every seed of chapter
+    # 2's command (summary.claim2.tasks_carried there): a task's scan takes about 40 s a model here
+    # (six took about 4 minutes in the command), so six tasks scanned in the original and the tuned
+    # model would take most of chapter 3's ten minutes alone (with three it ran in 595 s), and
+    # chapter 4's two live methods scored on six ran one cell past 600 s. The commands run all six,
+    # three stages, and chapter 2's 3 x 4 grid.
     live=LiveSettings(diagnosis_methods=("full",), guided_methods=("plain_lora", "iv_guided"), guided_tasks=1,
-                      dynamics_stages=1, dynamics_tasks=("capitalize", "present-past", "antonym"),
+                      dynamics_stages=1, general_tasks=("capitalize", "present-past", "antonym"),
                       restoration_layers=(15,), restoration_scales=(0.5,)),
     prompt_tokens=45)
 
