@@ -2,7 +2,6 @@
 
     python benchmarks/chapter_times.py --profile smol                 # every chapter
     python benchmarks/chapter_times.py --profile smol 01 02           # chapters 1 and 2
-    python benchmarks/chapter_times.py --profile smol --from-build    # read `make book`'s run
 
 Executes each notebook of ``book/`` with ``IVEDU_PROFILE`` set, as ``nbmake`` and the book
 build do, and records its wall time, the machine and the date in
@@ -10,11 +9,6 @@ build do, and records its wall time, the machine and the date in
 slowest cells. Each chapter's
 set-up cell prints these times (:func:`ivedu.results.run_times`). A chapter that fails is
 reported and not recorded. Run it alone: another job on the same cores slows it.
-
-``--from-build`` executes nothing: it reads the times of the chapters ``make book`` executed last
-(``_build/jupyter_execute``, whose cells carry nbclient's execution timestamps; ``_build/.profile``
-must name the profile), from the first cell's start to the last cell's end, so one build both
-renders the site and measures it.
 """
 
 from __future__ import annotations
@@ -33,10 +27,7 @@ from nbclient import NotebookClient
 from ivedu.results import CHAPTER_TIMES, load_result, result_path, save_result, today, versions
 from ivedu.settings import PROFILES
 
-ROOT = Path(__file__).resolve().parents[1]
-BOOK = ROOT / "book"
-BUILT = ROOT / "_build" / "jupyter_execute" / "book"
-BUILT_PROFILE = ROOT / "_build" / ".profile"
+BOOK = Path(__file__).resolve().parents[1] / "book"
 
 
 def machine() -> str:
@@ -46,43 +37,18 @@ def machine() -> str:
     return f"{os.cpu_count()}-core CPU, {torch.get_num_threads()} torch threads"
 
 
-def _stamps(cell) -> tuple[datetime, datetime] | None:
-    """When a code cell began and ended, from the timestamps nbclient records (``None``: not timed)."""
-    stamps = cell.get("metadata", {}).get("execution", {})
-    if cell.cell_type != "code" or "iopub.execute_input" not in stamps or "shell.execute_reply" not in stamps:
-        return None
-    began, ended = (datetime.fromisoformat(stamps[k].replace("Z", "+00:00"))
-                    for k in ("iopub.execute_input", "shell.execute_reply"))
-    return began, ended
-
-
 def slowest_cells(nb, n: int = 5) -> list[dict]:
     """The ``n`` code cells that took longest (index, seconds, first line), from the execution
     timestamps nbclient records: where to look first when a chapter runs over its budget."""
     cells = []
     for index, cell in enumerate(nb.cells):
-        span = _stamps(cell)
-        if span is not None:
+        stamps = cell.get("metadata", {}).get("execution", {})
+        if cell.cell_type == "code" and "iopub.execute_input" in stamps and "shell.execute_reply" in stamps:
+            began, ended = (datetime.fromisoformat(stamps[k].replace("Z", "+00:00"))
+                            for k in ("iopub.execute_input", "shell.execute_reply"))
             first = next((line for line in cell.source.splitlines() if line and not line.startswith("#")), "")
-            cells.append({"cell": index, "seconds": round((span[1] - span[0]).total_seconds(), 1), "code": first[:80]})
+            cells.append({"cell": index, "seconds": round((ended - began).total_seconds(), 1), "code": first[:80]})
     return sorted(cells, key=lambda c: -c["seconds"])[:n]
-
-
-def built_chapter(path: Path, profile: str) -> tuple[float, list[dict]]:
-    """The wall time and slowest cells of chapter ``path`` as the last ``make book`` executed it on
-    ``profile``: from its first cell's start to its last cell's end."""
-    built = BUILT_PROFILE.read_text().strip() if BUILT_PROFILE.exists() else None
-    if built != profile:
-        raise ValueError(f"the last `make book` ran on {built or 'no recorded'} profile, not {profile}: "
-                         f"run IVEDU_PROFILE={profile} make book first")
-    executed = BUILT / path.name
-    if not executed.exists() or executed.stat().st_mtime < path.stat().st_mtime:
-        raise ValueError(f"{executed} is missing or older than {path.name}: run `make book` first")
-    nb = nbformat.read(executed, as_version=4)
-    spans = [s for s in map(_stamps, nb.cells) if s is not None]
-    if not spans:
-        raise ValueError(f"{executed} has no execution timestamps (executed without record_timing)")
-    return (max(e for _, e in spans) - min(b for b, _ in spans)).total_seconds(), slowest_cells(nb)
 
 
 def run_chapter(path: Path, profile: str, timeout: int) -> tuple[float, list[dict]]:
@@ -100,8 +66,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("chapters", nargs="*", help="chapter numbers (00 .. 05); default: every chapter")
     parser.add_argument("--profile", choices=PROFILES, default="tiny")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell before giving up")
-    parser.add_argument("--from-build", action="store_true",
-                        help="read the times of the last `make book` instead of executing the chapters")
     args = parser.parse_args(argv)
     paths = sorted(p for p in BOOK.glob("[0-9][0-9]_*.ipynb") if not args.chapters or p.name[:2] in args.chapters)
     if not paths:
@@ -110,8 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in paths:
         chapter = f"ch{int(path.name[:2])}"
         try:
-            seconds, slowest = (built_chapter(path, args.profile) if args.from_build
-                                else run_chapter(path, args.profile, args.timeout))
+            seconds, slowest = run_chapter(path, args.profile, args.timeout)
         except Exception as error:  # a failing chapter is reported, the others still run
             print(f"{path.name}: FAILED ({type(error).__name__}: {str(error)[:300]})", file=sys.stderr)
             failed.append(path.name)

@@ -442,6 +442,8 @@ class LiveSettings:
     ``guided_tasks``: how many tasks of the sequence it trains them on (``None``: all).
     ``dynamics_stages``: how many stages of the sequence chapter 3 trains live (``None``: all);
     ``general_tasks``: the general tasks chapters 3 and 4 follow live (``None``: all of them);
+    ``guided_max_steps``: a cap on each method's steps per task in chapter 4's live run (``None``:
+    the command's, ``GuidedTrainingSettings.max_steps``, with the stop rule);
     ``restoration_layers`` / ``restoration_scales``: the restoration grid it tries live
     (``None``: the command's, :class:`DynamicsSettings`).
     """
@@ -451,6 +453,7 @@ class LiveSettings:
     guided_tasks: int | None = None
     dynamics_stages: int | None = None
     general_tasks: tuple[str, ...] | None = None
+    guided_max_steps: int | None = None
     restoration_layers: tuple[int, ...] | None = None
     restoration_scales: tuple[float, ...] | None = None
 
@@ -460,6 +463,7 @@ class LiveSettings:
                 check_strs(name, getattr(self, name), nonempty=False, unique=True)
         check_optional_positive_int("guided_tasks", self.guided_tasks)
         check_optional_positive_int("dynamics_stages", self.dynamics_stages)
+        check_optional_positive_int("guided_max_steps", self.guided_max_steps)
         if self.restoration_layers is not None:
             check_ints("restoration_layers", self.restoration_layers, 0)
         if self.restoration_scales is not None:
@@ -620,15 +624,16 @@ _SMOL = Settings(
     # Live in chapter 1: full fine-tuning; LoRA (about 3 minutes to train and score) is read from
     # the diagnosis command's result, which trained it with these settings.
     # Live in chapter 3: the first stage, restored at chapter 2's layer and scale on this model
-    # (15 and 0.5 on two seeds of three, results/smol/extraction.json). Chapters 3 and 4 follow
-    # three general tasks live, the three whose vector carries the task on every seed of chapter
-    # 2's command (summary.claim2.tasks_carried there): a task's scan takes about 40 s a model here
-    # (six took about 4 minutes in the command), so six tasks scanned in the original and the tuned
-    # model would take most of chapter 3's ten minutes alone (with three it ran in 595 s), and
-    # chapter 4's two live methods scored on six ran one cell past 600 s. The commands run all six,
-    # three stages, and chapter 2's 3 x 4 grid.
+    # (15 and 0.5 on two seeds of three, results/smol/extraction.json). Chapters 3 and 4 follow two
+    # general tasks live, the two whose vector leads its strongest shortcut by the most in chapter
+    # 2's command (summary.claim2.per_task there: antonym, capitalize): a task's scan takes about
+    # 40 s a model here, and with three tasks chapter 3 ran 595 and 664 s in two builds, past its
+    # ten minutes. Chapter 4 trains each live method at most 20 steps, a demonstration of the loss
+    # and its terms: with the stop rule, its two methods ran one cell past its 600 s timeout in two
+    # builds. The commands run all six tasks, three stages and
+    # chapter 2's 3 x 4 grid, and chapter 4's methods to the stop rule.
     live=LiveSettings(diagnosis_methods=("full",), guided_methods=("plain_lora", "iv_guided"), guided_tasks=1,
-                      dynamics_stages=1, general_tasks=("capitalize", "present-past", "antonym"),
+                      guided_max_steps=20, dynamics_stages=1, general_tasks=("capitalize", "antonym"),
                       restoration_layers=(15,), restoration_scales=(0.5,)),
     prompt_tokens=45)
 
