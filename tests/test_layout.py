@@ -34,7 +34,8 @@ def test_no_chapter_imports_the_commands():
     for path in sorted((ROOT / "book").glob("*.ipynb")):
         code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
                          if c["cell_type"] == "code")
-        assert "ivedu.experiments" not in code, path.name
+        # A chapter may print a command for the reader to run; it may not import one.
+        assert not re.search(r"^\s*(from|import)\s+ivedu\.experiments", code, re.M), path.name
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: p.name)
