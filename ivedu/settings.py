@@ -116,15 +116,16 @@ class DataSettings:
         check_str("world", self.world)
         if self.general_tasks is not None:
             check_strs("general_tasks", self.general_tasks, unique=True)
-        check_str("new_task", self.new_task)
-        check_strs("sequence", self.sequence, unique=True)
+        # Blank and empty: a world of general tasks alone (the task survey scores every dataset).
+        check_str("new_task", self.new_task, nonempty=False)
+        check_strs("sequence", self.sequence, nonempty=False, unique=True)
         check_strs("control_sequence", self.control_sequence, nonempty=False, unique=True)
         check_seed("world_seed", self.world_seed)
         check_optional_positive_int("max_examples", self.max_examples)
         check_str("split", self.split)
         check_int("k_shots", self.k_shots, 0)
         check_optional_positive_int("max_known", self.max_known)
-        new = (self.new_task,) + self.sequence + self.control_sequence
+        new = tuple(t for t in (self.new_task,) if t) + self.sequence + self.control_sequence
         clash = related_pairs(self.general_tasks or (), new, self.related)
         within = [(a, b) for a, b in related_pairs(self.sequence, self.sequence, self.related) if a < b]
         if within:

@@ -161,3 +161,10 @@ def test_a_sequence_task_related_to_a_general_task_is_refused_when_the_settings_
         replace(data, general_tasks=("next_item",), new_task="prev_item", sequence=("prev_item",))
     assert related_pairs(("antonym",), ("synonym", "word_length"), FV_RELATED) == [("synonym", "antonym")]
     assert related_pairs(("antonym",), ("antonym",), ()) == [("antonym", "antonym")]
+
+
+def test_a_world_of_general_tasks_alone_is_allowed_as_the_task_survey_builds_it():
+    data = settings("ch1", "smol").data
+    alone = replace(data, general_tasks=("antonym", "capitalize"), new_task="", sequence=(), control_sequence=(),
+                    related=())
+    assert alone.new_task == "" and alone.sequence == ()
