@@ -153,14 +153,20 @@ def _interval_ok(result) -> bool:
     return math.isfinite(low) and math.isfinite(high) and low <= high
 
 
-def _square(v) -> bool:
+def _float_array(v) -> np.ndarray | None:
+    """``v`` as a float array, or ``None`` when it is text or not a grid of numbers."""
     if isinstance(v, (str, bytes)):
-        return False
+        return None
     try:
-        array = np.asarray(v, dtype=float)
+        return np.asarray(v, dtype=float)
     except (TypeError, ValueError):
-        return False
-    return array.ndim == 2 and array.shape[0] == array.shape[1] > 0 and bool(np.isfinite(array).all())
+        return None
+
+
+def _square(v) -> bool:
+    array = _float_array(v)
+    return (array is not None and array.ndim == 2 and array.shape[0] == array.shape[1] > 0
+            and bool(np.isfinite(array).all()))
 
 
 R3 = [[0.9, 0.1, 0.2], [0.6, 0.8, 0.3], [0.5, 0.7, 0.9]]
@@ -429,13 +435,8 @@ def tiny_config():
 
 
 def _finite_matrix(v, shape) -> bool:
-    if isinstance(v, (str, bytes)):
-        return False
-    try:
-        array = np.asarray(v, dtype=float)
-    except (TypeError, ValueError):
-        return False
-    return array.shape == shape and bool(np.isfinite(array).all())
+    array = _float_array(v)
+    return array is not None and array.shape == shape and bool(np.isfinite(array).all())
 
 
 MORE = [
