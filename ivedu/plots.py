@@ -445,6 +445,11 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _mean_if(entry: dict) -> float:
+    """The general tasks' mean instruction-following exact match in a stage or checkpoint entry."""
+    return _mean(t["if_exact_match"] for t in entry["tasks"].values())
+
+
 def training_curve(seed_run: dict) -> tuple[list[int], list[float], list[int]]:
     """One seed of a committed ``dynamics`` result (``per_seed[i]``) along training: the
     cumulative training step of the original model (0), of every checkpoint and of every stage
@@ -456,11 +461,10 @@ def training_curve(seed_run: dict) -> tuple[list[int], list[float], list[int]]:
     for stage in stages[1:]:
         start_of[stage["stage"]] = total
         total += stage["steps"]
-    points = [(0, _mean(t["if_exact_match"] for t in stages[0]["tasks"].values()))]
-    points += [(start_of[c["stage"]] + c["step"], _mean(t["if_exact_match"] for t in c["tasks"].values()))
-               for c in seed_run.get("checkpoints", [])]
+    points = [(0, _mean_if(stages[0]))]
+    points += [(start_of[c["stage"]] + c["step"], _mean_if(c)) for c in seed_run.get("checkpoints", [])]
     ends = [start_of[s["stage"]] + s["steps"] for s in stages[1:]]
-    points += [(end, _mean(t["if_exact_match"] for t in s["tasks"].values())) for end, s in zip(ends, stages[1:])]
+    points += [(end, _mean_if(s)) for end, s in zip(ends, stages[1:])]
     points.sort()
     return [p[0] for p in points], [p[1] for p in points], ends
 
@@ -477,8 +481,8 @@ def plot_dynamics_result(result: dict, title: str = "The dynamics command's run"
     check_mapping("result", result, "field")
     runs = check_nonempty("result['per_seed']", result.get("per_seed"), "seed")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.9), gridspec_kw={"width_ratios": [1.8, 1]})
-    for i, run in enumerate(runs):
-        steps, scores, ends = training_curve(run)
+    curves = [training_curve(run) for run in runs]
+    for i, (run, (steps, scores, ends)) in enumerate(zip(runs, curves)):
         left.plot(steps, scores, marker="o", ms=3, lw=1.2, color=PALETTE[0], alpha=0.8,
                   label="fine-tuned" if i == 0 else None)
         for end, stage in zip(ends, run["stages"][1:]):
@@ -488,8 +492,7 @@ def plot_dynamics_result(result: dict, title: str = "The dynamics command's run"
                              color=PALETTE[2], zorder=3, label="+ original vectors" if i == 0 and end == ends[0] else None)
                 left.scatter([end], [_mean(r["restored_random_exact_match"] for r in rows)], marker="x", s=40,
                              color=PALETTE[3], zorder=3, label="+ random vectors" if i == 0 and end == ends[0] else None)
-    _, _, ends = training_curve(runs[0])
-    for end, stage in zip(ends, runs[0]["stages"][1:]):
+    for end, stage in zip(curves[0][2], runs[0]["stages"][1:]):
         left.axvline(end, color="grey", ls=":", lw=1)
         left.text(end, 1.02, f"end of {stage['task']}", rotation=0, ha="right", va="bottom", fontsize=7,
                   transform=left.get_xaxis_transform())
