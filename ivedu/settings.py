@@ -631,8 +631,8 @@ _SMOL = Settings(
     # 40 s a model here, and with three tasks chapter 3 ran 595 and 664 s in two builds, past its
     # ten minutes. Chapter 4 trains each live method at most 20 steps, a demonstration of the loss
     # and its terms: with the stop rule, its two methods ran one cell past its 600 s timeout in two
-    # builds. The commands run all six tasks, three stages and
-    # chapter 2's 3 x 4 grid, and chapter 4's methods to the stop rule.
+    # builds. The commands run all six tasks, three stages and chapter 2's 3 x 4 grid, and chapter
+    # 4's methods to the stop rule.
     live=LiveSettings(diagnosis_methods=("full",), guided_methods=("plain_lora", "iv_guided"), guided_tasks=1,
                       guided_max_steps=20, dynamics_stages=1, general_tasks=("capitalize", "antonym"),
                       restoration_layers=(15,), restoration_scales=(0.5,)),
